@@ -1,0 +1,24 @@
+/* The HTTP control API (libmicrohttpd). It reads the job table through its
+ * own store connection and changes jobs only through the scheduler.
+ * int returns: 0 ok, -errno on failure. */
+#pragma once
+
+#include "daemon/config.h"
+#include "daemon/sched.h"
+
+struct httpd;
+
+struct httpd_deps {
+        const struct config *cfg;
+        struct sched *sched;
+        const char *version;
+};
+
+/* Start serving on listen_fd (a bound, listening socket, e.g. from
+ * systemd) or, when listen_fd < 0, on cfg->listen. */
+int httpd_start(const struct httpd_deps *deps, int listen_fd, struct httpd **ret);
+/* The TCP port actually bound (for LISTEN=127.0.0.1:0), 0 for unix sockets. */
+int httpd_port(const struct httpd *h);
+/* Refuse new work with 503 (shutting down); reads still answer. */
+void httpd_set_draining(struct httpd *h);
+void httpd_stop(struct httpd *h);

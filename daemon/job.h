@@ -1,0 +1,107 @@
+/* The job model shared by the store, the scheduler and the API.
+ * Times are wall-clock milliseconds since the epoch; 0 means null.
+ * Strings are heap-owned by the struct; job_free()/item_clear() free them. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define JOB_ID_LEN 26          /* ULID-like: 48-bit ms time + 80 random bits, Crockford base32 */
+#define JOB_MAX_ITEMS 10000
+#define JOB_MAX_SOURCES 16
+#define JOB_MAX_MAX 10000
+#define JOB_DEFAULT_MAX 50
+#define JOB_QUERY_MAX 256
+#define JOB_LABEL_MAX 256
+#define JOB_URL_MAX 8192
+#define SOURCE_NAME_MAX 255
+
+enum job_state {
+        JOB_QUEUED, JOB_RUNNING, JOB_SUCCEEDED, JOB_PARTIAL, JOB_FAILED, JOB_CANCELLED, JOB_TIMED_OUT,
+        _JOB_STATE_MAX
+};
+enum item_state { ITEM_PENDING, ITEM_RUNNING, ITEM_SUCCEEDED, ITEM_FAILED, ITEM_SKIPPED, _ITEM_STATE_MAX };
+enum source_state {
+        SRC_PENDING, SRC_LISTING, SRC_DOWNLOADING, SRC_DONE, SRC_FAILED, SRC_TIMED_OUT, SRC_SKIPPED,
+        _SRC_STATE_MAX
+};
+
+struct job_error {
+        char *code;    /* NULL: no error */
+        char *message;
+};
+
+struct progress {
+        int64_t total, pending, running, succeeded, failed, skipped;
+        int64_t bytes;
+};
+
+/* One (job, source) entry of per_source. */
+struct job_source {
+        char *source;
+        enum source_state state;
+        int64_t items, succeeded, failed, skipped, attempts, retries, bytes;
+        struct job_error error;
+};
+
+struct item {
+        int index;
+        char *source;
+        char *url;
+        char *filename;       /* requested name, or NULL */
+        enum item_state state;
+        int attempts;
+        int http_status;      /* 0: none yet */
+        int64_t bytes;
+        char *content_type;
+        char *path;           /* relative to DOWNLOAD_DIR */
+        char *sha256;         /* 64 hex chars */
+        int64_t duration_ms;
+        int64_t speed_bps;
+        struct job_error error;
+};
+
+struct job {
+        char id[JOB_ID_LEN + 1];
+        int64_t seq;          /* store order; cursor material; 0 before insert */
+        enum job_state state;
+        char *query;          /* NULL for URL-only jobs */
+        char **sources;       /* query sources */
+        size_t nsources;
+        int max;
+        double timeout;       /* s */
+        int priority;
+        char *label;
+        int64_t created_at, started_at, finished_at, deadline_at;
+        struct progress progress;
+        struct job_source *per_source;
+        size_t nper_source;
+        struct job_error error;
+        char *idempotency_key;  /* NULL: none */
+        char *request_hash;     /* hex SHA-256 of the request body, with idempotency_key */
+};
+
+const char *job_state_to_string(enum job_state s);
+int job_state_from_string(const char *s);    /* -EINVAL when unknown */
+const char *item_state_to_string(enum item_state s);
+int item_state_from_string(const char *s);
+const char *source_state_to_string(enum source_state s);
+int source_state_from_string(const char *s);
+bool job_state_is_terminal(enum job_state s);
+
+/* New random id into id (JOB_ID_LEN + 1 bytes), time-ordered. */
+void job_id_new(char *id, int64_t wall_ms);
+bool job_id_valid(const char *id);
+
+void job_error_set(struct job_error *e, const char *code, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+void job_error_clear(struct job_error *e);
+
+void item_clear(struct item *it);
+void items_free(struct item *items, size_t n);
+void job_source_clear(struct job_source *s);
+void job_free(struct job *j);
+void jobs_free(struct job **jobs, size_t n);
+/* Deep copy. */
+int job_dup(const struct job *j, struct job **ret);
+int item_copy(struct item *dst, const struct item *src);
