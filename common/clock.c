@@ -1,5 +1,5 @@
 /* clock: thin wrappers so that every module speaks milliseconds. */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <stdio.h>
 #include <time.h>

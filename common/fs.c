@@ -1,6 +1,6 @@
 /* fs: the few file-system operations whose exact sequence matters for
  * crash safety (fsync before rename, fsync of the directory after). */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <errno.h>
 #include <fcntl.h>

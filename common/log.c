@@ -1,7 +1,7 @@
 /* log: one line per call on stderr, written with a single write(2) so lines
  * from the engine and API threads never interleave. Under journald the
  * syslog priority prefix replaces our timestamp. */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <errno.h>
 #include <stdarg.h>

@@ -1,5 +1,5 @@
 /* str: helpers too small to deserve a dependency. */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <ctype.h>
 #include <stdlib.h>

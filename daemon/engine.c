@@ -1,1 +1,592 @@
-/* placeholder */
+/* engine: libcurl multi transfers into part files.
+ *
+ * Owns: the CURLM handle, every easy handle and the part file of each
+ * transfer. Invariants: a transfer's body reaches its part file only after
+ * the HTTP status is 2xx and the first bytes sniffed as an accepted type;
+ * a part file is fsynced before its transfer is reported OK; an aborted or
+ * failed transfer leaves no part file. Timeouts other than connect are
+ * judged here, in the progress callback, so that each fault has its own
+ * error class (timeout, stalled, too_large) instead of curl's one code.
+ * Everything runs on the scheduler's thread. */
+#include "autoconfig.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/fs.h"
+#include "common/str.h"
+#include "daemon/content.h"
+#include "daemon/engine.h"
+#include "daemon/naming.h"
+
+#define ERROR_BODY_MAX (64 * 1024) /* error bodies read (and dropped) to keep the connection */
+#define MAX_REDIRECTS  5
+
+struct engine {
+        CURLM *multi;
+        struct engine_opts opts;
+        char *accept;             /* own copy of opts.accept_content */
+        struct sniffer *sniffer;
+        engine_done_fn done;
+        void *ctx;
+        int running;              /* transfers added and not finished */
+};
+
+struct xfer {
+        struct engine *e;
+        CURL *easy;
+        void *userdata;
+        int dir_fd;
+        int part_fd;              /* -1 until the body is accepted */
+        char part[64];
+        char *url;
+        char *name_hint;
+        char *disposition;        /* Content-Disposition of the final answer */
+        EVP_MD_CTX *sha;
+        unsigned char head[CONTENT_SNIFF_BYTES]; /* first bytes, until sniffed */
+        size_t head_len;
+        bool sniffed;
+        int64_t bytes;            /* body bytes accepted */
+        int64_t discarded;        /* bytes of a non-2xx body */
+        int64_t started_ms;       /* monotonic */
+        int64_t last_data_ms;     /* monotonic, last time bytes arrived */
+        int64_t window_ms;        /* start of the current stall window */
+        curl_off_t window_bytes;  /* bytes received when it started */
+        curl_off_t last_dlnow;
+        int64_t retry_after_ms;
+        bool blocked;             /* a peer address was refused */
+        enum retry_class abort_rc;/* set when we abort from a callback */
+        char abort_msg[200];
+        char content_type[128];
+        char errbuf[CURL_ERROR_SIZE];
+};
+
+static void xfer_free(struct xfer *x)
+{
+        if (!x)
+                return;
+        if (x->easy) {
+                curl_multi_remove_handle(x->e->multi, x->easy);
+                curl_easy_cleanup(x->easy);
+        }
+        if (x->part_fd >= 0) {
+                close(x->part_fd);
+                unlinkat(x->dir_fd, x->part, 0);
+        }
+        EVP_MD_CTX_free(x->sha);
+        free(x->url);
+        free(x->name_hint);
+        free(x->disposition);
+        free(x);
+}
+
+static int xfer_abort_with(struct xfer *x, enum retry_class rc, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+static int xfer_abort_with(struct xfer *x, enum retry_class rc, const char *fmt, ...)
+{
+        va_list ap;
+        x->abort_rc = rc;
+        va_start(ap, fmt);
+        vsnprintf(x->abort_msg, sizeof(x->abort_msg), fmt, ap);
+        va_end(ap);
+        return 1;
+}
+
+static long http_status(struct xfer *x)
+{
+        long code = 0;
+        curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+        return code;
+}
+
+/* The body was accepted: open the part file and write what we held back. */
+static int open_part(struct xfer *x)
+{
+        for (int tries = 0; tries < 2; tries++) {
+                x->part_fd = openat(x->dir_fd, x->part, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                                    0640);
+                if (x->part_fd >= 0)
+                        return 0;
+                if (errno != EEXIST)
+                        break;
+                unlinkat(x->dir_fd, x->part, 0); /* left by a crash: start over */
+        }
+        return -errno;
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+        const char *p = buf;
+        while (len > 0) {
+                ssize_t w = write(fd, p, len);
+                if (w < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                p += w;
+                len -= (size_t)w;
+        }
+        return 0;
+}
+
+static int body_store(struct xfer *x, const void *buf, size_t len)
+{
+        int r = write_all(x->part_fd, buf, len);
+        if (r < 0)
+                return xfer_abort_with(x, RC_IO, "writing %s: %s", x->part, strerror(-r)), -1;
+        EVP_DigestUpdate(x->sha, buf, len);
+        return 0;
+}
+
+/* Decide on the first bytes: type accepted? Then open the file. */
+static int sniff_and_open(struct xfer *x)
+{
+        char *mime = NULL;
+
+        x->sniffed = true;
+        if (sniffer_mime(x->e->sniffer, x->head, x->head_len, &mime) == 0) {
+                snprintf(x->content_type, sizeof(x->content_type), "%s", mime);
+                free(mime);
+        }
+        if (!content_accepted(x->e->accept, x->content_type)) {
+                xfer_abort_with(x, RC_INVALID_CONTENT, "body is %s, not %s",
+                                x->content_type[0] ? x->content_type : "unknown", x->e->accept);
+                return -1;
+        }
+        int r = open_part(x);
+        if (r < 0) {
+                xfer_abort_with(x, RC_IO, "creating %s: %s", x->part, strerror(-r));
+                return -1;
+        }
+        return body_store(x, x->head, x->head_len);
+}
+
+static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
+{
+        struct xfer *x = ud;
+        size_t len = size * nmemb;
+        long code = http_status(x);
+
+        if (code < 200 || code > 299) {
+                x->discarded += (int64_t)len;
+                return x->discarded > ERROR_BODY_MAX ? 0 : len;
+        }
+        if (x->bytes + (int64_t)len > x->e->opts.max_file_size) {
+                xfer_abort_with(x, RC_TOO_LARGE, "body exceeds MAX_FILE_SIZE (%lld bytes)",
+                                (long long)x->e->opts.max_file_size);
+                return 0;
+        }
+        x->bytes += (int64_t)len;
+        if (x->sniffed)
+                return body_store(x, data, len) < 0 ? 0 : len;
+        size_t take = sizeof(x->head) - x->head_len;
+        if (take > len)
+                take = len;
+        memcpy(x->head + x->head_len, data, take);
+        x->head_len += take;
+        if (x->head_len < sizeof(x->head))
+                return len;
+        if (sniff_and_open(x) < 0)
+                return 0;
+        if (take < len && body_store(x, data + take, len - take) < 0)
+                return 0;
+        return len;
+}
+
+/* Headers of each answer (redirects included): keep what we need of the last. */
+static size_t on_header(char *line, size_t size, size_t nmemb, void *ud)
+{
+        struct xfer *x = ud;
+        size_t len = size * nmemb;
+        char value[512];
+
+        if (len >= 5 && strncmp(line, "HTTP/", 5) == 0) {
+                x->retry_after_ms = -1;
+                free(x->disposition);
+                x->disposition = NULL;
+                return len;
+        }
+        const char *colon = memchr(line, ':', len);
+        if (!colon)
+                return len;
+        size_t klen = (size_t)(colon - line);
+        const char *v = colon + 1;
+        size_t vlen = len - klen - 1;
+        while (vlen > 0 && (*v == ' ' || *v == '\t'))
+                v++, vlen--;
+        while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
+                vlen--;
+        if (vlen >= sizeof(value))
+                vlen = sizeof(value) - 1;
+        memcpy(value, v, vlen);
+        value[vlen] = '\0';
+        if (klen == 11 && strncasecmp(line, "Retry-After", 11) == 0)
+                x->retry_after_ms = retry_after_parse(value, clock_wall_ms());
+        else if (klen == 19 && strncasecmp(line, "Content-Disposition", 19) == 0) {
+                free(x->disposition);
+                x->disposition = strdup(value);
+        }
+        return len;
+}
+
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+        struct xfer *x = ud;
+        const struct engine_opts *o = &x->e->opts;
+        int64_t now = clock_mono_ms();
+
+        if (dlnow != x->last_dlnow) {
+                x->last_dlnow = dlnow;
+                x->last_data_ms = now;
+        } else if (now - x->last_data_ms > o->request_timeout_ms) {
+                return xfer_abort_with(x, RC_TIMEOUT, "no data for %.1f s (REQUEST_TIMEOUT)",
+                                       (double)(now - x->last_data_ms) / 1000.0);
+        }
+        if (dltotal > o->max_file_size)
+                return xfer_abort_with(x, RC_TOO_LARGE, "Content-Length %lld exceeds MAX_FILE_SIZE",
+                                       (long long)dltotal);
+        if (o->min_speed > 0 && now - x->window_ms >= o->stall_ms) {
+                int64_t speed = (int64_t)(dlnow - x->window_bytes) * 1000 / (now - x->window_ms);
+                if (speed < o->min_speed)
+                        return xfer_abort_with(x, RC_STALLED, "%lld B/s over %.1f s, below MIN_DOWNLOAD_SPEED",
+                                               (long long)speed, (double)(now - x->window_ms) / 1000.0);
+                x->window_ms = now;
+                x->window_bytes = dlnow;
+        }
+        return 0;
+}
+
+bool engine_address_blocked(const void *sockaddr, unsigned addrlen)
+{
+        const struct sockaddr *sa = sockaddr;
+
+        if (sa->sa_family == AF_INET && addrlen >= sizeof(struct sockaddr_in)) {
+                uint32_t a = ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr);
+                return (a >> 24) == 0 ||                 /* 0.0.0.0/8 this network */
+                       (a >> 24) == 10 ||                /* 10/8 private */
+                       (a >> 24) == 127 ||               /* loopback */
+                       (a >> 22) == (100u << 2 | 1) ||   /* 100.64/10 CGNAT */
+                       (a >> 16) == (169u << 8 | 254) || /* link-local */
+                       (a >> 20) == (172u << 4 | 1) ||   /* 172.16/12 private */
+                       (a >> 8) == (192u << 16 | 0 << 8 | 0) ||   /* 192.0.0/24 protocol assignments */
+                       (a >> 8) == (192u << 16 | 0 << 8 | 2) ||   /* 192.0.2/24 documentation */
+                       (a >> 16) == (192u << 8 | 168) ||          /* 192.168/16 private */
+                       (a >> 17) == (198u << 7 | 9) ||            /* 198.18/15 benchmarking */
+                       (a >> 8) == (198u << 16 | 51 << 8 | 100) || /* 198.51.100/24 documentation */
+                       (a >> 8) == (203u << 16 | 0 << 8 | 113) ||  /* 203.0.113/24 documentation */
+                       (a >> 28) >= 14;                          /* multicast, reserved, broadcast */
+        }
+        if (sa->sa_family == AF_INET6 && addrlen >= sizeof(struct sockaddr_in6)) {
+                const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+                const uint8_t *b = a->s6_addr;
+                if (IN6_IS_ADDR_V4MAPPED(a) || IN6_IS_ADDR_V4COMPAT(a)) {
+                        struct sockaddr_in v4 = {.sin_family = AF_INET};
+                        memcpy(&v4.sin_addr, b + 12, 4);
+                        return IN6_IS_ADDR_V4COMPAT(a) || engine_address_blocked(&v4, sizeof(v4));
+                }
+                return IN6_IS_ADDR_UNSPECIFIED(a) || IN6_IS_ADDR_LOOPBACK(a) ||
+                       (b[0] & 0xfe) == 0xfc ||                /* fc00::/7 unique local */
+                       (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) || /* fe80::/10 link-local */
+                       (b[0] == 0xfe && (b[1] & 0xc0) == 0xc0) || /* fec0::/10 site-local */
+                       b[0] == 0xff ||                         /* multicast */
+                       (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b) || /* 64:ff9b::/96 NAT64 */
+                       (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8) || /* 2001:db8::/32 */
+                       (b[0] == 0x20 && b[1] == 0x02) ||       /* 2002::/16 6to4 embeds any v4 */
+                       (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x00 && b[3] == 0x00); /* Teredo */
+        }
+        return true; /* unix sockets and anything else */
+}
+
+static curl_socket_t on_opensocket(void *ud, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+        struct xfer *x = ud;
+
+        if (!x->e->opts.allow_private && engine_address_blocked(&addr->addr, addr->addrlen)) {
+                x->blocked = true;
+                return CURL_SOCKET_BAD;
+        }
+        return socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+}
+
+static int setup_easy(struct xfer *x)
+{
+        CURL *c = curl_easy_init();
+        const struct engine_opts *o = &x->e->opts;
+
+        if (!c)
+                return -ENOMEM;
+        x->easy = c;
+        curl_easy_setopt(c, CURLOPT_URL, x->url);
+        curl_easy_setopt(c, CURLOPT_PRIVATE, x);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
+        curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(c, CURLOPT_HEADERDATA, x);
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, x);
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, on_opensocket);
+        curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, x);
+        curl_easy_setopt(c, CURLOPT_ERRORBUFFER, x->errbuf);
+        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+        curl_easy_setopt(c, CURLOPT_MAXREDIRS, (long)MAX_REDIRECTS);
+        curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+        curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)o->request_timeout_ms);
+        curl_easy_setopt(c, CURLOPT_USERAGENT, PACKAGE_NAME "/" PACKAGE_VERSION);
+        curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o->max_file_size);
+        return 0;
+}
+
+int engine_start(struct engine *e, const struct xfer_request *req, struct xfer **ret)
+{
+        struct xfer *x = calloc(1, sizeof(*x));
+        int r = -ENOMEM;
+
+        if (!x)
+                return -ENOMEM;
+        x->e = e;
+        x->part_fd = -1;
+        x->dir_fd = req->dir_fd;
+        x->userdata = req->userdata;
+        x->retry_after_ms = -1;
+        x->abort_rc = RC_OK;
+        snprintf(x->part, sizeof(x->part), ".%d.part", req->part_id);
+        x->url = strdup(req->url);
+        x->name_hint = str_dup(req->name_hint);
+        x->sha = EVP_MD_CTX_new();
+        if (!x->url || !x->sha || (req->name_hint && !x->name_hint))
+                goto fail;
+        if (EVP_DigestInit_ex(x->sha, EVP_sha256(), NULL) != 1) {
+                r = -EIO;
+                goto fail;
+        }
+        r = setup_easy(x);
+        if (r < 0)
+                goto fail;
+        x->started_ms = x->last_data_ms = x->window_ms = clock_mono_ms();
+        if (curl_multi_add_handle(e->multi, x->easy) != CURLM_OK) {
+                r = -EIO;
+                goto fail;
+        }
+        e->running++;
+        *ret = x;
+        return 0;
+fail:
+        xfer_free(x);
+        return r;
+}
+
+void engine_abort(struct engine *e, struct xfer *x)
+{
+        if (!x)
+                return;
+        e->running--;
+        xfer_free(x);
+}
+
+static enum retry_class classify_curl(struct xfer *x, CURLcode cc)
+{
+        if (x->abort_rc != RC_OK)
+                return x->abort_rc;
+        if (x->blocked)
+                return RC_BLOCKED_ADDRESS;
+        switch (cc) {
+        case CURLE_OPERATION_TIMEDOUT:
+                return RC_TIMEOUT;
+        case CURLE_PARTIAL_FILE:
+        case CURLE_BAD_CONTENT_ENCODING:
+                return RC_TRUNCATED;
+        case CURLE_RECV_ERROR:
+                return x->bytes > 0 ? RC_TRUNCATED : RC_CONNECT;
+        case CURLE_FILESIZE_EXCEEDED:
+                return RC_TOO_LARGE;
+        case CURLE_TOO_MANY_REDIRECTS:
+        case CURLE_UNSUPPORTED_PROTOCOL:
+        case CURLE_URL_MALFORMAT:
+                return RC_HTTP_4XX;
+        default:
+                return RC_CONNECT;
+        }
+}
+
+/* The body ended well: sniff what is still held back, fsync, hash. */
+static enum retry_class finish_body(struct xfer *x, struct xfer_result *res)
+{
+        unsigned char md[32];
+        unsigned int mdlen = 0;
+
+        if (!x->sniffed && sniff_and_open(x) < 0)
+                return x->abort_rc;
+        if (fsync(x->part_fd) < 0) {
+                snprintf(res->message, sizeof(res->message), "fsync %s: %s", x->part, strerror(errno));
+                return RC_IO;
+        }
+        close(x->part_fd);
+        x->part_fd = -1;
+        EVP_DigestFinal_ex(x->sha, md, &mdlen);
+        str_hex(md, mdlen, res->sha256);
+        snprintf(res->part, sizeof(res->part), "%s", x->part);
+
+        char *name = NULL;
+        if (x->name_hint)
+                naming_sanitize(x->name_hint, &name);
+        if (!name && x->disposition)
+                naming_from_content_disposition(x->disposition, &name);
+        if (!name) {
+                char *eff = NULL;
+                curl_easy_getinfo(x->easy, CURLINFO_EFFECTIVE_URL, &eff);
+                naming_from_url(eff ? eff : x->url, &name);
+        }
+        char *named = NULL;
+        if (name && naming_with_extension(name, content_extension(x->content_type), &named) == 0) {
+                free(name);
+                name = named;
+        }
+        snprintf(res->name, sizeof(res->name), "%s", name ? name : "file");
+        free(name);
+        return RC_OK;
+}
+
+static void finish(struct engine *e, struct xfer *x, CURLcode cc)
+{
+        struct xfer_result res = {.retry_after_ms = x->retry_after_ms};
+        int64_t now = clock_mono_ms();
+
+        res.http_status = (int)http_status(x);
+        res.bytes = x->bytes;
+        res.duration_ms = now - x->started_ms;
+        res.speed_bps = res.duration_ms > 0 ? x->bytes * 1000 / res.duration_ms : x->bytes * 1000;
+        if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && x->abort_rc == RC_OK && x->discarded > 0)) {
+                res.rc = classify_curl(x, cc);
+                snprintf(res.message, sizeof(res.message), "%s",
+                         x->abort_rc != RC_OK ? x->abort_msg
+                         : x->blocked         ? "address not allowed (ALLOW_PRIVATE_ADDRESSES=false)"
+                         : x->errbuf[0]       ? x->errbuf
+                                              : curl_easy_strerror(cc));
+        } else if (res.http_status < 200 || res.http_status > 299) {
+                res.rc = retry_classify_http(res.http_status, res.retry_after_ms >= 0);
+                snprintf(res.message, sizeof(res.message), "HTTP %d", res.http_status);
+        } else {
+                res.rc = finish_body(x, &res);
+                if (res.rc != RC_OK && !res.message[0])
+                        snprintf(res.message, sizeof(res.message), "%s", x->abort_msg);
+        }
+        snprintf(res.content_type, sizeof(res.content_type), "%s", x->content_type);
+        e->running--;
+        e->done(x->userdata, &res, e->ctx);
+        xfer_free(x);
+}
+
+int engine_perform(struct engine *e)
+{
+        int still, queued;
+        CURLMsg *m;
+
+        curl_multi_perform(e->multi, &still);
+        while ((m = curl_multi_info_read(e->multi, &queued))) {
+                struct xfer *x = NULL;
+                if (m->msg != CURLMSG_DONE)
+                        continue;
+                curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+                finish(e, x, m->data.result);
+        }
+        return 0;
+}
+
+int engine_poll(struct engine *e, int timeout_ms)
+{
+        return curl_multi_poll(e->multi, NULL, 0, timeout_ms, NULL) == CURLM_OK ? 0 : -EIO;
+}
+
+void engine_wakeup(struct engine *e) { curl_multi_wakeup(e->multi); }
+int engine_running(const struct engine *e) { return e->running; }
+
+void engine_configure(struct engine *e, const struct engine_opts *opts)
+{
+        char *accept = strdup(opts->accept_content ? opts->accept_content : "any");
+        if (!accept)
+                return;
+        free(e->accept);
+        e->accept = accept;
+        e->opts = *opts;
+        e->opts.accept_content = e->accept;
+        curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, (long)opts->max_connects);
+}
+
+int engine_new(const struct engine_opts *opts, engine_done_fn done, void *ctx, struct engine **ret)
+{
+        struct engine *e = calloc(1, sizeof(*e));
+        int r = -ENOMEM;
+
+        if (!e)
+                return -ENOMEM;
+        e->done = done;
+        e->ctx = ctx;
+        e->multi = curl_multi_init();
+        if (!e->multi)
+                goto fail;
+        r = sniffer_new(&e->sniffer);
+        if (r < 0)
+                goto fail;
+        engine_configure(e, opts);
+        if (!e->accept) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        *ret = e;
+        return 0;
+fail:
+        engine_free(e);
+        return r;
+}
+
+void engine_free(struct engine *e)
+{
+        if (!e)
+                return;
+        if (e->multi)
+                curl_multi_cleanup(e->multi);
+        sniffer_free(e->sniffer);
+        free(e->accept);
+        free(e);
+}
+
+int engine_commit(int dir_fd, const char *part, const char *name, char **ret_name)
+{
+        char *try = strdup(name);
+
+        for (unsigned n = 1; try; n++) {
+                if (renameat2(dir_fd, part, dir_fd, try, RENAME_NOREPLACE) == 0) {
+                        int r = fs_fsync_dir(dir_fd);
+                        if (r < 0) {
+                                free(try);
+                                return r;
+                        }
+                        *ret_name = try;
+                        return 0;
+                }
+                if (errno != EEXIST || n > 10000) {
+                        int r = -errno;
+                        free(try);
+                        return r;
+                }
+                free(try);
+                if (naming_variant(name, n, &try) < 0)
+                        try = NULL;
+        }
+        return -ENOMEM;
+}

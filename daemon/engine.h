@@ -1,1 +1,77 @@
-/* placeholder */
+/* The transfer engine: libcurl's multi interface driving many downloads on
+ * the scheduler's thread. It knows transfers, not jobs: the scheduler asks
+ * it to fetch a URL into a directory and hears back once per transfer.
+ *
+ * Each body is checked while it streams: the first bytes must sniff as an
+ * accepted type, its size stays under max_file_size, it is written to a
+ * ".N.part" file beside its final place with its SHA-256 computed on the
+ * way, and fsynced before the transfer is reported done. engine_commit()
+ * then renames it into place (and fsyncs the directory).
+ *
+ * int returns: 0 ok, -errno on failure. */
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "daemon/retry.h"
+
+struct engine;
+struct xfer;
+
+struct engine_opts {
+        int64_t request_timeout_ms;   /* connect, first byte, between bytes */
+        int64_t min_speed;            /* bytes/s over stall_ms; 0: no stall check */
+        int64_t stall_ms;
+        int64_t max_file_size;        /* bytes */
+        const char *accept_content;   /* ACCEPT_CONTENT list */
+        bool allow_private;           /* allow loopback/private peers */
+        int max_connects;             /* connection cache size */
+};
+
+struct xfer_request {
+        const char *url;
+        int dir_fd;                   /* directory the file lands in; not owned */
+        int part_id;                  /* names the part file ".<part_id>.part" */
+        const char *name_hint;        /* requested file name, or NULL */
+        void *userdata;
+};
+
+struct xfer_result {
+        enum retry_class rc;
+        int http_status;              /* 0: no answer */
+        int64_t retry_after_ms;       /* -1: none */
+        int64_t bytes;
+        int64_t duration_ms;
+        int64_t speed_bps;
+        char content_type[128];       /* sniffed MIME type, "" unknown */
+        char sha256[65];              /* of the body, when rc == RC_OK */
+        char name[256];               /* proposed final name, when rc == RC_OK */
+        char part[64];                /* part file in dir_fd, when rc == RC_OK */
+        char message[256];            /* human-readable reason when rc != RC_OK */
+};
+
+/* Called from engine_perform() once per finished transfer; the xfer is
+ * freed after it returns. */
+typedef void (*engine_done_fn)(void *userdata, const struct xfer_result *res, void *ctx);
+
+int engine_new(const struct engine_opts *opts, engine_done_fn done, void *ctx, struct engine **ret);
+void engine_free(struct engine *e);
+void engine_configure(struct engine *e, const struct engine_opts *opts);
+int engine_start(struct engine *e, const struct xfer_request *req, struct xfer **ret);
+/* Stop a transfer at once: no callback, its part file removed. */
+void engine_abort(struct engine *e, struct xfer *x);
+/* Wait for network activity, a wakeup or timeout_ms; no callbacks run. */
+int engine_poll(struct engine *e, int timeout_ms);
+/* Make progress and report finished transfers through the done callback. */
+int engine_perform(struct engine *e);
+/* Interrupt engine_poll() from another thread. */
+void engine_wakeup(struct engine *e);
+int engine_running(const struct engine *e);
+
+/* Move a finished transfer's part file into place under a unique name
+ * derived from name (name, name-1.ext, ...), then fsync the directory.
+ * *ret_name (malloc'd) is the name used. */
+int engine_commit(int dir_fd, const char *part, const char *name, char **ret_name);
+/* Is addr (a struct sockaddr) loopback, private, link-local, CGNAT,
+ * multicast or reserved? */
+bool engine_address_blocked(const void *sockaddr, unsigned addrlen);

@@ -1,6 +1,6 @@
 /* job: names of states, ids, and the memory discipline of the job model.
  * Nothing here does I/O except reading random bytes for ids. */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <errno.h>
 #include <stdarg.h>

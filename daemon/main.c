@@ -1,1 +1,171 @@
-int main(void){return 0;}
+/* main: wiring only. Settings, then the scheduler (store, engine), then the
+ * API; signals are taken on this thread with sigwait(): SIGTERM and SIGINT
+ * stop gracefully, SIGHUP re-reads the settings. */
+#include "autoconfig.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "api/httpd.h"
+#include "common/log.h"
+#include "daemon/config.h"
+#include "daemon/notify.h"
+#include "daemon/sched.h"
+
+struct old_config {
+        struct config cfg;
+        struct old_config *next;
+};
+
+static void usage(FILE *f)
+{
+        fprintf(f,
+                "Usage: hauld [--config FILE] [--check-config] [KEY=VALUE...]\n"
+                "\n"
+                "The download daemon: an HTTP API takes download jobs, a worker pool runs them.\n"
+                "\n"
+                "  -c, --config FILE   settings file (default " SYSCONFDIR "/hauld/hauld.conf if present)\n"
+                "      --check-config  validate the settings and exit\n"
+                "  -h, --help          show this help\n"
+                "  -V, --version       show the version\n"
+                "  KEY=VALUE           a setting, overriding the file and the environment\n"
+                "\n"
+                "Settings are described in docs/configuration.md and etc/hauld.conf.\n");
+}
+
+static int load(struct config *cfg, const char *file, char **flags, int nflags)
+{
+        struct config_error err = {0};
+
+        if (config_load(cfg, file, flags, nflags, &err) == 0)
+                return 0;
+        if (err.line > 0)
+                log_error("config: %s:%d: %s: %s", err.file, err.line, err.key, err.message);
+        else if (err.file[0])
+                log_error("config: %s: %s: %s", err.file, err.key, err.message);
+        else
+                log_error("config: %s: %s", err.key, err.message);
+        config_free(cfg);
+        return -EINVAL;
+}
+
+/* A listener anyone on the network can reach needs a token. */
+static bool listen_is_local(const char *listen)
+{
+        return strncmp(listen, "unix:", 5) == 0 || strncmp(listen, "127.", 4) == 0 ||
+               strncmp(listen, "localhost:", 10) == 0 || strncmp(listen, "[::1]:", 6) == 0;
+}
+
+static int serve(struct config *cfg, const char *file, char **flags, int nflags)
+{
+        struct sched *sched = NULL;
+        struct httpd *httpd = NULL;
+        struct old_config *old = NULL;
+        sigset_t sigs;
+        int sig, r;
+
+        sigemptyset(&sigs);
+        sigaddset(&sigs, SIGTERM);
+        sigaddset(&sigs, SIGINT);
+        sigaddset(&sigs, SIGHUP);
+        pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+        signal(SIGPIPE, SIG_IGN);
+
+        r = sched_start(cfg, &sched);
+        if (r < 0)
+                return EXIT_FAILURE;
+        struct httpd_deps deps = {.cfg = cfg, .sched = sched, .version = PACKAGE_VERSION};
+        int fd = notify_listen_fd();
+        r = httpd_start(&deps, fd, &httpd);
+        if (r < 0) {
+                log_error("api: cannot listen on %s: %s", fd >= 0 ? "the socket from systemd" : cfg->listen,
+                          strerror(-r));
+                sched_stop(sched);
+                return EXIT_FAILURE;
+        }
+        log_info("hauld %s ready: API on %s, job table %s, files in %s", PACKAGE_VERSION,
+                 fd >= 0 ? "the socket from systemd" : cfg->listen, cfg->store, cfg->download_dir);
+        notify_send("READY=1\nSTATUS=ready");
+
+        for (;;) {
+                if (sigwait(&sigs, &sig) != 0)
+                        continue;
+                if (sig != SIGHUP)
+                        break;
+                notify_send("RELOADING=1");
+                struct old_config *o = calloc(1, sizeof(*o));
+                if (o && load(&o->cfg, file, flags, nflags) == 0) {
+                        log_set_level((enum log_level)o->cfg.log_level);
+                        sched_reconfigure(sched, &o->cfg);
+                        o->next = old;
+                        old = o;
+                        log_info("config: reloaded");
+                } else {
+                        free(o);
+                        log_warning("config: reload failed; the previous settings stay");
+                }
+                notify_send("READY=1");
+        }
+        log_info("stopping (signal %d)", sig);
+        notify_send("STOPPING=1");
+        httpd_set_draining(httpd);
+        httpd_stop(httpd);
+        sched_stop(sched);
+        while (old) {
+                struct old_config *next = old->next;
+                config_free(&old->cfg);
+                free(old);
+                old = next;
+        }
+        log_info("stopped");
+        return EXIT_SUCCESS;
+}
+
+int main(int argc, char **argv)
+{
+        static const struct option opts[] = {
+                {"config", required_argument, NULL, 'c'}, {"check-config", no_argument, NULL, 'k'},
+                {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
+                {NULL, 0, NULL, 0},
+        };
+        const char *file = NULL;
+        bool check = false;
+        struct config cfg = {0};
+        int c, rc;
+
+        log_init();
+        while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
+                switch (c) {
+                case 'c': file = optarg; break;
+                case 'k': check = true; break;
+                case 'h': usage(stdout); return EXIT_SUCCESS;
+                case 'V': printf("hauld %s\n", PACKAGE_VERSION); return EXIT_SUCCESS;
+                default: usage(stderr); return CONFIG_EXIT_BAD;
+                }
+        }
+        if (load(&cfg, file, argv + optind, argc - optind) < 0)
+                return CONFIG_EXIT_BAD;
+        log_set_level((enum log_level)cfg.log_level);
+        if (!cfg.api_token && !listen_is_local(cfg.listen) && notify_listen_fd() < 0) {
+                log_error("config: LISTEN=%s is reachable from the network; set API_TOKEN_FILE", cfg.listen);
+                config_free(&cfg);
+                return CONFIG_EXIT_BAD;
+        }
+        if (check) {
+                printf("configuration OK\n");
+                config_free(&cfg);
+                return EXIT_SUCCESS;
+        }
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        rc = serve(&cfg, file, argv + optind, argc - optind);
+        curl_global_cleanup();
+        config_free(&cfg);
+        return rc;
+}

@@ -51,3 +51,15 @@ int sched_circuits(struct sched *s, struct circuit_info **ret, size_t *ret_n);
 void circuit_infos_free(struct circuit_info *c, size_t n);
 int sched_stats(struct sched *s, struct sched_stats *ret);
 void sched_stats_clear(struct sched_stats *st);
+
+/* ---- lifecycle, for daemon/main.c ---------------------------------------- */
+struct config;
+
+/* Open the store (recovering jobs a crash left running) and the download
+ * directory; start the engine thread. */
+int sched_start(const struct config *cfg, struct sched **ret);
+/* Stop claiming work, abort transfers, put unfinished items back to pending
+ * and their jobs back to queued so that the next start resumes them. */
+void sched_stop(struct sched *s);
+/* Apply changed settings (SIGHUP). The caller keeps cfg alive. */
+void sched_reconfigure(struct sched *s, const struct config *cfg);

@@ -1,1 +1,1267 @@
-/* placeholder */
+/* store_sqlite: the SQLite backend of the job table.
+ *
+ * One struct sq is one connection: WAL, synchronous=FULL (a commit that
+ * returned survives power loss; the engine amortises it by batching in
+ * store_begin/commit), foreign keys on, a 5 s busy timeout. Statements are
+ * prepared once, on first use, and kept in sq.stmt[]; every use binds,
+ * steps and resets, so nothing stays bound or open between calls.
+ *
+ * The schema is the list migrations[], applied in order at open, each in
+ * one transaction with its row in `migrations`. A file written by a newer
+ * hauld (a version past the end of the list) is refused with -EPROTO.
+ *
+ * A write of several statements runs in its own transaction, or in a
+ * savepoint inside the caller's store_begin(), so a failed operation
+ * leaves nothing behind either way (op_begin/op_end).
+ *
+ * In the file: times are INTEGER ms since the epoch, NULL for 0; states
+ * are their names, so the file reads well in the sqlite3 shell and does
+ * not depend on the order of the C enums; sources and per_source are JSON
+ * arrays. Strings that are not UTF-8 are stored with '?' for the bad
+ * bytes in JSON (jansson refuses them) and as they are in plain columns. */
+#include "autoconfig.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include "common/clock.h"
+#include "common/fs.h"
+#include "daemon/store-backend.h"
+
+#define SQ_BUSY_TIMEOUT_MS 5000
+
+static const char *const migrations[] = {
+        /* 1: jobs and items */
+        "CREATE TABLE jobs ("
+        "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  id TEXT NOT NULL UNIQUE,"
+        "  state TEXT NOT NULL,"
+        "  query TEXT,"
+        "  sources TEXT,"               /* JSON array of names; NULL: none */
+        "  max INTEGER NOT NULL,"
+        "  timeout REAL NOT NULL,"      /* s */
+        "  priority INTEGER NOT NULL,"
+        "  label TEXT,"
+        "  created_at INTEGER, started_at INTEGER, finished_at INTEGER, deadline_at INTEGER,"
+        "  total INTEGER NOT NULL, pending INTEGER NOT NULL, running INTEGER NOT NULL,"
+        "  succeeded INTEGER NOT NULL, failed INTEGER NOT NULL, skipped INTEGER NOT NULL,"
+        "  bytes INTEGER NOT NULL,"
+        "  per_source TEXT,"            /* JSON array of struct job_source; NULL: none */
+        "  error_code TEXT, error_message TEXT,"
+        "  idempotency_key TEXT UNIQUE,"
+        "  request_hash TEXT"
+        ");"
+        /* the scheduler: state = 'queued' ORDER BY priority DESC, seq */
+        "CREATE INDEX jobs_sched ON jobs (state, priority DESC, seq);"
+        /* listing by state: the rowid (seq) ends every index entry, so
+         * this serves state = ? AND seq < ? ORDER BY seq DESC */
+        "CREATE INDEX jobs_state ON jobs (state);"
+        "CREATE TABLE items ("
+        "  job_seq INTEGER NOT NULL REFERENCES jobs (seq) ON DELETE CASCADE,"
+        "  idx INTEGER NOT NULL,"
+        "  source TEXT, url TEXT, filename TEXT,"
+        "  state TEXT NOT NULL,"
+        "  attempts INTEGER NOT NULL, http_status INTEGER NOT NULL, bytes INTEGER NOT NULL,"
+        "  content_type TEXT, path TEXT, sha256 TEXT,"
+        "  duration_ms INTEGER NOT NULL, speed_bps INTEGER NOT NULL,"
+        "  error_code TEXT, error_message TEXT,"
+        "  PRIMARY KEY (job_seq, idx)"
+        ") WITHOUT ROWID;",
+};
+#define SCHEMA_VERSION ((int64_t)(sizeof(migrations) / sizeof(migrations[0])))
+
+/* Column order of JOB_COLS; in the insert, parameter ?N is column N. */
+enum {
+        JC_SEQ, JC_ID, JC_STATE, JC_QUERY, JC_SOURCES, JC_MAX, JC_TIMEOUT, JC_PRIORITY, JC_LABEL,
+        JC_CREATED, JC_STARTED, JC_FINISHED, JC_DEADLINE, JC_TOTAL, JC_PENDING, JC_RUNNING,
+        JC_SUCCEEDED, JC_FAILED, JC_SKIPPED, JC_BYTES, JC_PER_SOURCE, JC_ERROR_CODE, JC_ERROR_MESSAGE,
+        JC_IDEMPOTENCY_KEY, JC_REQUEST_HASH
+};
+#define JOB_COLS                                                                                        \
+        "seq, id, state, query, sources, max, timeout, priority, label, created_at, started_at, "      \
+        "finished_at, deadline_at, total, pending, running, succeeded, failed, skipped, bytes, "       \
+        "per_source, error_code, error_message, idempotency_key, request_hash"
+
+/* Column order of ITEM_COLS; the insert binds job_seq as ?1 and column N as ?N+2. */
+enum {
+        IC_IDX, IC_SOURCE, IC_URL, IC_FILENAME, IC_STATE, IC_ATTEMPTS, IC_HTTP_STATUS, IC_BYTES,
+        IC_CONTENT_TYPE, IC_PATH, IC_SHA256, IC_DURATION_MS, IC_SPEED_BPS, IC_ERROR_CODE, IC_ERROR_MESSAGE
+};
+#define ITEM_COLS                                                                                       \
+        "idx, source, url, filename, state, attempts, http_status, bytes, content_type, path, sha256, " \
+        "duration_ms, speed_bps, error_code, error_message"
+
+/* One state's newest page for the filtered job list: ?1 before, ?2 limit. */
+#define STATE_PAGE(p)                                                                                   \
+        "SELECT seq FROM (SELECT seq FROM jobs WHERE state = " p " AND seq < ?1 "                       \
+        "ORDER BY seq DESC LIMIT ?2)"
+_Static_assert(_JOB_STATE_MAX == 7, "Q_JOB_LIST_STATES has one STATE_PAGE per job state");
+_Static_assert(_ITEM_STATE_MAX == 5, "Q_ITEM_LIST has one parameter per item state");
+
+enum query {
+        Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_SAVEPOINT, Q_RELEASE, Q_ROLLBACK_TO,
+        Q_JOB_INSERT, Q_JOB_GET, Q_JOB_BY_KEY, Q_JOB_SEQ, Q_JOB_LIST, Q_JOB_LIST_STATES, Q_JOB_UPDATE,
+        Q_JOB_DELETE, Q_JOB_QUEUED, Q_JOB_COUNT, Q_JOB_PRUNE, Q_ITEM_INSERT, Q_ITEM_LIST, Q_ITEM_UPDATE,
+        Q_RECOVER_ITEMS, Q_RECOVER_JOBS,
+        _Q_MAX
+};
+
+static const char *const queries[_Q_MAX] = {
+        [Q_BEGIN] = "BEGIN IMMEDIATE",
+        [Q_COMMIT] = "COMMIT",
+        [Q_ROLLBACK] = "ROLLBACK",
+        [Q_SAVEPOINT] = "SAVEPOINT op",
+        [Q_RELEASE] = "RELEASE op",
+        [Q_ROLLBACK_TO] = "ROLLBACK TO op",
+        [Q_JOB_INSERT] = "INSERT INTO jobs (" JOB_COLS ") VALUES (NULL, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
+                         " ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+        [Q_JOB_GET] = "SELECT " JOB_COLS " FROM jobs WHERE id = ?1",
+        [Q_JOB_BY_KEY] = "SELECT " JOB_COLS " FROM jobs WHERE idempotency_key = ?1",
+        [Q_JOB_SEQ] = "SELECT seq FROM jobs WHERE id = ?1",
+        [Q_JOB_LIST] = "SELECT " JOB_COLS " FROM jobs WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2",
+        [Q_JOB_LIST_STATES] = "SELECT " JOB_COLS " FROM jobs WHERE seq IN (" STATE_PAGE("?3") " UNION ALL "
+                STATE_PAGE("?4") " UNION ALL " STATE_PAGE("?5") " UNION ALL " STATE_PAGE("?6")
+                " UNION ALL " STATE_PAGE("?7") " UNION ALL " STATE_PAGE("?8") " UNION ALL "
+                STATE_PAGE("?9") ") ORDER BY seq DESC LIMIT ?2",
+        [Q_JOB_UPDATE] = "UPDATE jobs SET state = ?2, started_at = ?10, finished_at = ?11, deadline_at = ?12,"
+                         " total = ?13, pending = ?14, running = ?15, succeeded = ?16, failed = ?17,"
+                         " skipped = ?18, bytes = ?19, per_source = ?20, error_code = ?21,"
+                         " error_message = ?22 WHERE id = ?1",
+        [Q_JOB_DELETE] = "DELETE FROM jobs WHERE id = ?1",
+        [Q_JOB_QUEUED] = "SELECT id FROM jobs WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT ?1",
+        [Q_JOB_COUNT] = "SELECT state, count(*) FROM jobs GROUP BY state",
+        [Q_JOB_PRUNE] = "DELETE FROM jobs WHERE state NOT IN ('queued', 'running') AND finished_at < ?1",
+        [Q_ITEM_INSERT] = "INSERT INTO items (job_seq, " ITEM_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
+                          " ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        [Q_ITEM_LIST] = "SELECT " ITEM_COLS " FROM items WHERE job_seq = ?1 AND idx > ?2"
+                        " AND (?3 = 0 OR state IN (?4, ?5, ?6, ?7, ?8)) ORDER BY idx LIMIT ?9",
+        [Q_ITEM_UPDATE] = "UPDATE items SET state = ?3, attempts = ?4, http_status = ?5, bytes = ?6,"
+                          " content_type = ?7, path = ?8, sha256 = ?9, duration_ms = ?10, speed_bps = ?11,"
+                          " error_code = ?12, error_message = ?13"
+                          " WHERE job_seq = (SELECT seq FROM jobs WHERE id = ?1) AND idx = ?2",
+        [Q_RECOVER_ITEMS] = "UPDATE items SET state = 'pending' WHERE state = 'running' AND job_seq IN"
+                            " (SELECT seq FROM jobs WHERE state IN ('queued', 'running'))",
+        [Q_RECOVER_JOBS] = "UPDATE jobs SET state = 'queued' WHERE state = 'running'",
+};
+
+struct sq {
+        sqlite3 *db;
+        sqlite3_stmt *stmt[_Q_MAX]; /* prepared on first use, NULL before */
+};
+
+static int sq_error(int rc)
+{
+        switch (rc & 0xff) {
+        case SQLITE_OK:
+        case SQLITE_ROW:
+        case SQLITE_DONE:
+                return 0;
+        case SQLITE_BUSY:
+        case SQLITE_LOCKED:
+                return -EBUSY;
+        case SQLITE_NOMEM:
+                return -ENOMEM;
+        case SQLITE_CONSTRAINT:
+                if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+                        return -EEXIST;
+                return -EIO;
+        default:
+                return -EIO;
+        }
+}
+
+static int sq_stmt(struct sq *be, enum query q, sqlite3_stmt **ret)
+{
+        if (!be->stmt[q]) {
+                int rc = sqlite3_prepare_v3(be->db, queries[q], -1, SQLITE_PREPARE_PERSISTENT,
+                                            &be->stmt[q], NULL);
+                if (rc != SQLITE_OK)
+                        return sq_error(rc);
+        }
+        *ret = be->stmt[q];
+        return 0;
+}
+
+/* After every use: no open cursor, no bound pointers left behind. */
+static void stmt_done(sqlite3_stmt *st)
+{
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+}
+
+/* Step a statement that returns no rows, then reset it. */
+static int stmt_run(sqlite3_stmt *st)
+{
+        int rc = sqlite3_step(st);
+        stmt_done(st);
+        return rc == SQLITE_DONE ? 0 : sq_error(rc);
+}
+
+/* Run st when binding went well (r == 0); reset it either way. */
+static int stmt_run_bound(sqlite3_stmt *st, int r)
+{
+        if (r < 0) {
+                stmt_done(st);
+                return r;
+        }
+        return stmt_run(st);
+}
+
+static int sq_run(struct sq *be, enum query q)
+{
+        sqlite3_stmt *st;
+        int r = sq_stmt(be, q, &st);
+        return r < 0 ? r : stmt_run(st);
+}
+
+static int sq_exec(struct sq *be, const char *sql)
+{
+        return sq_error(sqlite3_exec(be->db, sql, NULL, NULL, NULL));
+}
+
+static bool in_transaction(struct sq *be)
+{
+        return !sqlite3_get_autocommit(be->db);
+}
+
+/* A write of several statements: a transaction of its own, or a savepoint
+ * inside the caller's. */
+static int op_begin(struct sq *be, bool *ret_own)
+{
+        bool own = !in_transaction(be);
+        int r = sq_run(be, own ? Q_BEGIN : Q_SAVEPOINT);
+        if (r < 0)
+                return r;
+        *ret_own = own;
+        return 0;
+}
+
+/* Commit when r is 0, else undo; returns the first error. Undoing can
+ * fail when SQLite already rolled back on its own (I/O error, full disk):
+ * nothing is left to undo then. */
+static int op_end(struct sq *be, bool own, int r)
+{
+        if (r == 0) {
+                r = sq_run(be, own ? Q_COMMIT : Q_RELEASE);
+                if (r == 0)
+                        return 0;
+        }
+        if (own) {
+                sq_run(be, Q_ROLLBACK);
+        } else {
+                sq_run(be, Q_ROLLBACK_TO);
+                sq_run(be, Q_RELEASE);
+        }
+        return r;
+}
+
+/* Binding. Each returns an SQLite code; callers OR them, since SQLITE_OK
+ * is 0. Strings are SQLITE_STATIC: they outlive the step. */
+
+static int bind_str(sqlite3_stmt *st, int i, const char *s)
+{
+        return s ? sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC) : sqlite3_bind_null(st, i);
+}
+
+static int bind_time(sqlite3_stmt *st, int i, int64_t ms)
+{
+        return ms ? sqlite3_bind_int64(st, i, ms) : sqlite3_bind_null(st, i);
+}
+
+static int bind_failed(int rc)
+{
+        return rc == SQLITE_OK ? 0 : rc == SQLITE_NOMEM ? -ENOMEM : -EIO;
+}
+
+/* Reading columns. A NULL column is a NULL string; *oom notes a failed copy. */
+
+static char *col_str(sqlite3_stmt *st, int i, bool *oom)
+{
+        const unsigned char *t;
+        char *s;
+
+        if (sqlite3_column_type(st, i) == SQLITE_NULL)
+                return NULL;
+        t = sqlite3_column_text(st, i);
+        s = t ? strdup((const char *)t) : NULL;
+        if (!s)
+                *oom = true;
+        return s;
+}
+
+static const char *col_text(sqlite3_stmt *st, int i)
+{
+        const unsigned char *t = sqlite3_column_text(st, i);
+        return t ? (const char *)t : "";
+}
+
+/* JSON encoding of sources and per_source. */
+
+/* A JSON string of s (NULL: JSON null); bytes of s that are not UTF-8
+ * become '?'. */
+static json_t *jstr(const char *s)
+{
+        json_t *v;
+        char *copy;
+
+        if (!s)
+                return json_null();
+        v = json_string(s);
+        if (v)
+                return v;
+        copy = strdup(s);
+        if (!copy)
+                return NULL;
+        for (unsigned char *p = (unsigned char *)copy; *p; p++)
+                if (*p >= 0x80)
+                        *p = '?';
+        v = json_string(copy);
+        free(copy);
+        return v;
+}
+
+/* JSON null or absent: NULL; a string: a copy; anything else: -EIO. */
+static int jstr_dup(json_t *v, char **ret)
+{
+        char *s = NULL;
+
+        if (v && !json_is_null(v)) {
+                if (!json_is_string(v))
+                        return -EIO;
+                s = strdup(json_string_value(v));
+                if (!s)
+                        return -ENOMEM;
+        }
+        *ret = s;
+        return 0;
+}
+
+static json_t *jerror(const struct job_error *e)
+{
+        if (!e->code)
+                return json_null();
+        return json_pack("{s:o, s:o}", "code", jstr(e->code), "message", jstr(e->message));
+}
+
+/* Dump a (stolen) array, or NULL for an empty one. */
+static int json_take_text(json_t *a, char **ret)
+{
+        char *text = NULL;
+
+        if (!a)
+                return -ENOMEM;
+        if (json_array_size(a) > 0) {
+                text = json_dumps(a, JSON_COMPACT);
+                if (!text) {
+                        json_decref(a);
+                        return -ENOMEM;
+                }
+        }
+        json_decref(a);
+        *ret = text;
+        return 0;
+}
+
+static int sources_encode(const struct job *j, char **ret)
+{
+        json_t *a = json_array();
+
+        for (size_t i = 0; a && i < j->nsources; i++)
+                if (json_array_append_new(a, jstr(j->sources[i])) < 0) {
+                        json_decref(a);
+                        a = NULL;
+                }
+        return json_take_text(a, ret);
+}
+
+static json_t *job_source_encode(const struct job_source *ps)
+{
+        if ((unsigned)ps->state >= _SRC_STATE_MAX)
+                return NULL;
+        return json_pack("{s:o, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "source", jstr(ps->source),
+                         "state", source_state_to_string(ps->state), "items", (json_int_t)ps->items,
+                         "succeeded", (json_int_t)ps->succeeded, "failed", (json_int_t)ps->failed,
+                         "skipped", (json_int_t)ps->skipped, "attempts", (json_int_t)ps->attempts,
+                         "retries", (json_int_t)ps->retries, "bytes", (json_int_t)ps->bytes, "error",
+                         jerror(&ps->error));
+}
+
+static int per_source_encode(const struct job *j, char **ret)
+{
+        json_t *a = json_array();
+
+        for (size_t i = 0; a && i < j->nper_source; i++)
+                if (json_array_append_new(a, job_source_encode(&j->per_source[i])) < 0) {
+                        json_decref(a);
+                        a = NULL;
+                }
+        return json_take_text(a, ret);
+}
+
+/* Parse a column holding a JSON array; NULL column: *ret NULL. */
+static int json_array_load(const char *text, json_t **ret)
+{
+        json_t *a = NULL;
+
+        if (text) {
+                a = json_loads(text, 0, NULL);
+                if (!json_is_array(a)) {
+                        json_decref(a);
+                        return -EIO;
+                }
+        }
+        *ret = a;
+        return 0;
+}
+
+static int sources_decode(const char *text, char ***ret, size_t *ret_n)
+{
+        json_t *a;
+        char **v = NULL;
+        size_t n = 0;
+        int r = json_array_load(text, &a);
+
+        if (r < 0 || !a)
+                goto out;
+        v = calloc(json_array_size(a) + 1, sizeof(*v));
+        if (!v)
+                r = -ENOMEM;
+        for (; r == 0 && n < json_array_size(a); n++) {
+                r = jstr_dup(json_array_get(a, n), &v[n]);
+                if (r == 0 && !v[n])
+                        r = -EIO;
+        }
+out:
+        json_decref(a);
+        if (r < 0) {
+                for (size_t i = 0; v && i < n; i++)
+                        free(v[i]);
+                free(v);
+                return r;
+        }
+        *ret = n ? v : NULL;
+        if (!n)
+                free(v);
+        *ret_n = n;
+        return 0;
+}
+
+static int error_decode(json_t *o, struct job_error *e)
+{
+        int r;
+
+        if (!o || json_is_null(o))
+                return 0;
+        if (!json_is_object(o))
+                return -EIO;
+        r = jstr_dup(json_object_get(o, "code"), &e->code);
+        if (r == 0)
+                r = jstr_dup(json_object_get(o, "message"), &e->message);
+        return r;
+}
+
+/* Into a zeroed *ps; on failure the caller clears it. */
+static int job_source_decode(json_t *o, struct job_source *ps)
+{
+        json_t *name = NULL, *err = NULL;
+        const char *state;
+        json_int_t v[7];
+        int r, s;
+
+        if (json_unpack(o, "{s:o, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s?o}", "source", &name, "state",
+                        &state, "items", &v[0], "succeeded", &v[1], "failed", &v[2], "skipped", &v[3],
+                        "attempts", &v[4], "retries", &v[5], "bytes", &v[6], "error", &err) < 0)
+                return -EIO;
+        s = source_state_from_string(state);
+        if (s < 0)
+                return -EIO;
+        ps->state = s;
+        ps->items = v[0];
+        ps->succeeded = v[1];
+        ps->failed = v[2];
+        ps->skipped = v[3];
+        ps->attempts = v[4];
+        ps->retries = v[5];
+        ps->bytes = v[6];
+        r = jstr_dup(name, &ps->source);
+        if (r == 0)
+                r = error_decode(err, &ps->error);
+        return r;
+}
+
+static int per_source_decode(const char *text, struct job_source **ret, size_t *ret_n)
+{
+        struct job_source *v = NULL;
+        json_t *a;
+        size_t n = 0;
+        int r = json_array_load(text, &a);
+
+        if (r < 0 || !a)
+                goto out;
+        v = calloc(json_array_size(a), sizeof(*v));
+        if (!v && json_array_size(a) > 0)
+                r = -ENOMEM;
+        for (; r == 0 && n < json_array_size(a); n++)
+                r = job_source_decode(json_array_get(a, n), &v[n]);
+out:
+        json_decref(a);
+        if (r < 0) {
+                for (size_t i = 0; v && i < n; i++)
+                        job_source_clear(&v[i]);
+                free(v);
+                return r;
+        }
+        *ret = n ? v : NULL;
+        if (!n)
+                free(v);
+        *ret_n = n;
+        return 0;
+}
+
+/* Jobs: rows to structs and back. */
+
+static int job_read(sqlite3_stmt *st, struct job **ret)
+{
+        struct job *j = calloc(1, sizeof(*j));
+        const char *id = col_text(st, JC_ID);
+        bool oom = false;
+        int r;
+
+        if (!j)
+                return -ENOMEM;
+        r = job_state_from_string(col_text(st, JC_STATE));
+        if (r < 0 || strlen(id) > JOB_ID_LEN) {
+                r = -EIO;
+                goto fail;
+        }
+        j->state = r;
+        strcpy(j->id, id);
+        j->seq = sqlite3_column_int64(st, JC_SEQ);
+        j->max = sqlite3_column_int(st, JC_MAX);
+        j->timeout = sqlite3_column_double(st, JC_TIMEOUT);
+        j->priority = sqlite3_column_int(st, JC_PRIORITY);
+        j->created_at = sqlite3_column_int64(st, JC_CREATED);
+        j->started_at = sqlite3_column_int64(st, JC_STARTED);
+        j->finished_at = sqlite3_column_int64(st, JC_FINISHED);
+        j->deadline_at = sqlite3_column_int64(st, JC_DEADLINE);
+        j->progress.total = sqlite3_column_int64(st, JC_TOTAL);
+        j->progress.pending = sqlite3_column_int64(st, JC_PENDING);
+        j->progress.running = sqlite3_column_int64(st, JC_RUNNING);
+        j->progress.succeeded = sqlite3_column_int64(st, JC_SUCCEEDED);
+        j->progress.failed = sqlite3_column_int64(st, JC_FAILED);
+        j->progress.skipped = sqlite3_column_int64(st, JC_SKIPPED);
+        j->progress.bytes = sqlite3_column_int64(st, JC_BYTES);
+        j->query = col_str(st, JC_QUERY, &oom);
+        j->label = col_str(st, JC_LABEL, &oom);
+        j->error.code = col_str(st, JC_ERROR_CODE, &oom);
+        j->error.message = col_str(st, JC_ERROR_MESSAGE, &oom);
+        j->idempotency_key = col_str(st, JC_IDEMPOTENCY_KEY, &oom);
+        j->request_hash = col_str(st, JC_REQUEST_HASH, &oom);
+        r = oom ? -ENOMEM : 0;
+        if (r == 0)
+                r = sources_decode((const char *)sqlite3_column_text(st, JC_SOURCES), &j->sources,
+                                   &j->nsources);
+        if (r == 0)
+                r = per_source_decode((const char *)sqlite3_column_text(st, JC_PER_SOURCE), &j->per_source,
+                                      &j->nper_source);
+        if (r < 0)
+                goto fail;
+        *ret = j;
+        return 0;
+fail:
+        job_free(j);
+        return r;
+}
+
+/* The fields store_job_update writes: ?2 and ?10..?22. */
+static int bind_job_mutable(sqlite3_stmt *st, const struct job *j, const char *per_source)
+{
+        const struct progress *p = &j->progress;
+        int rc;
+
+        if ((unsigned)j->state >= _JOB_STATE_MAX)
+                return -EINVAL;
+        rc = sqlite3_bind_text(st, JC_STATE, job_state_to_string(j->state), -1, SQLITE_STATIC);
+        rc |= bind_time(st, JC_STARTED, j->started_at);
+        rc |= bind_time(st, JC_FINISHED, j->finished_at);
+        rc |= bind_time(st, JC_DEADLINE, j->deadline_at);
+        rc |= sqlite3_bind_int64(st, JC_TOTAL, p->total);
+        rc |= sqlite3_bind_int64(st, JC_PENDING, p->pending);
+        rc |= sqlite3_bind_int64(st, JC_RUNNING, p->running);
+        rc |= sqlite3_bind_int64(st, JC_SUCCEEDED, p->succeeded);
+        rc |= sqlite3_bind_int64(st, JC_FAILED, p->failed);
+        rc |= sqlite3_bind_int64(st, JC_SKIPPED, p->skipped);
+        rc |= sqlite3_bind_int64(st, JC_BYTES, p->bytes);
+        rc |= bind_str(st, JC_PER_SOURCE, per_source);
+        rc |= bind_str(st, JC_ERROR_CODE, j->error.code);
+        rc |= bind_str(st, JC_ERROR_MESSAGE, j->error.message);
+        return bind_failed(rc);
+}
+
+/* The fields only the insert writes. */
+static int bind_job_fixed(sqlite3_stmt *st, const struct job *j, const char *sources)
+{
+        int rc;
+
+        rc = sqlite3_bind_text(st, JC_ID, j->id, -1, SQLITE_STATIC);
+        rc |= bind_str(st, JC_QUERY, j->query);
+        rc |= bind_str(st, JC_SOURCES, sources);
+        rc |= sqlite3_bind_int(st, JC_MAX, j->max);
+        rc |= sqlite3_bind_double(st, JC_TIMEOUT, j->timeout);
+        rc |= sqlite3_bind_int(st, JC_PRIORITY, j->priority);
+        rc |= bind_str(st, JC_LABEL, j->label);
+        rc |= bind_time(st, JC_CREATED, j->created_at);
+        rc |= bind_str(st, JC_IDEMPOTENCY_KEY, j->idempotency_key);
+        rc |= bind_str(st, JC_REQUEST_HASH, j->request_hash);
+        return bind_failed(rc);
+}
+
+/* Items: rows to structs and back. */
+
+static int item_read(sqlite3_stmt *st, struct item *it)
+{
+        bool oom = false;
+        int s = item_state_from_string(col_text(st, IC_STATE));
+
+        if (s < 0)
+                return -EIO;
+        memset(it, 0, sizeof(*it));
+        it->index = sqlite3_column_int(st, IC_IDX);
+        it->state = s;
+        it->attempts = sqlite3_column_int(st, IC_ATTEMPTS);
+        it->http_status = sqlite3_column_int(st, IC_HTTP_STATUS);
+        it->bytes = sqlite3_column_int64(st, IC_BYTES);
+        it->duration_ms = sqlite3_column_int64(st, IC_DURATION_MS);
+        it->speed_bps = sqlite3_column_int64(st, IC_SPEED_BPS);
+        it->source = col_str(st, IC_SOURCE, &oom);
+        it->url = col_str(st, IC_URL, &oom);
+        it->filename = col_str(st, IC_FILENAME, &oom);
+        it->content_type = col_str(st, IC_CONTENT_TYPE, &oom);
+        it->path = col_str(st, IC_PATH, &oom);
+        it->sha256 = col_str(st, IC_SHA256, &oom);
+        it->error.code = col_str(st, IC_ERROR_CODE, &oom);
+        it->error.message = col_str(st, IC_ERROR_MESSAGE, &oom);
+        if (oom) {
+                item_clear(it);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+/* state .. error_message as ?first .. ?first+10 */
+static int bind_item_mutable(sqlite3_stmt *st, int first, const struct item *it)
+{
+        int rc;
+
+        if ((unsigned)it->state >= _ITEM_STATE_MAX)
+                return -EINVAL;
+        rc = sqlite3_bind_text(st, first, item_state_to_string(it->state), -1, SQLITE_STATIC);
+        rc |= sqlite3_bind_int(st, first + 1, it->attempts);
+        rc |= sqlite3_bind_int(st, first + 2, it->http_status);
+        rc |= sqlite3_bind_int64(st, first + 3, it->bytes);
+        rc |= bind_str(st, first + 4, it->content_type);
+        rc |= bind_str(st, first + 5, it->path);
+        rc |= bind_str(st, first + 6, it->sha256);
+        rc |= sqlite3_bind_int64(st, first + 7, it->duration_ms);
+        rc |= sqlite3_bind_int64(st, first + 8, it->speed_bps);
+        rc |= bind_str(st, first + 9, it->error.code);
+        rc |= bind_str(st, first + 10, it->error.message);
+        return bind_failed(rc);
+}
+
+static int item_insert_row(struct sq *be, int64_t job_seq, const struct item *it)
+{
+        sqlite3_stmt *st;
+        int r, rc;
+
+        r = sq_stmt(be, Q_ITEM_INSERT, &st);
+        if (r < 0)
+                return r;
+        rc = sqlite3_bind_int64(st, 1, job_seq);
+        rc |= sqlite3_bind_int(st, 2 + IC_IDX, it->index);
+        rc |= bind_str(st, 2 + IC_SOURCE, it->source);
+        rc |= bind_str(st, 2 + IC_URL, it->url);
+        rc |= bind_str(st, 2 + IC_FILENAME, it->filename);
+        r = bind_failed(rc);
+        if (r == 0)
+                r = bind_item_mutable(st, 2 + IC_STATE, it);
+        return stmt_run_bound(st, r);
+}
+
+static int items_insert(struct sq *be, int64_t job_seq, const struct item *items, size_t n)
+{
+        int r = 0;
+
+        for (size_t i = 0; r == 0 && i < n; i++)
+                r = item_insert_row(be, job_seq, &items[i]);
+        return r;
+}
+
+/* Look up by a text key and read at most one row: a job, or its seq. */
+static int job_select(struct sq *be, enum query q, const char *key, struct job **ret_job, int64_t *ret_seq)
+{
+        sqlite3_stmt *st;
+        int r, rc;
+
+        r = sq_stmt(be, q, &st);
+        if (r < 0)
+                return r;
+        r = bind_failed(sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC));
+        if (r < 0)
+                goto out;
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+                r = -ENOENT;
+        else if (rc != SQLITE_ROW)
+                r = sq_error(rc);
+        else if (ret_job)
+                r = job_read(st, ret_job);
+        else
+                *ret_seq = sqlite3_column_int64(st, 0);
+out:
+        stmt_done(st);
+        return r;
+}
+
+static int job_seq_of(struct sq *be, const char *id, int64_t *ret)
+{
+        return job_select(be, Q_JOB_SEQ, id, NULL, ret);
+}
+
+/* Backend operations. */
+
+static int sq_begin(void *p)
+{
+        struct sq *be = p;
+        return in_transaction(be) ? -EBUSY : sq_run(be, Q_BEGIN);
+}
+
+static int sq_commit(void *p)
+{
+        struct sq *be = p;
+        return in_transaction(be) ? sq_run(be, Q_COMMIT) : -EINVAL;
+}
+
+/* Also fine when SQLite already rolled back on its own. */
+static int sq_rollback(void *p)
+{
+        struct sq *be = p;
+        return in_transaction(be) ? sq_run(be, Q_ROLLBACK) : 0;
+}
+
+static int job_insert_row(struct sq *be, const struct job *job, const char *sources, const char *per_source)
+{
+        sqlite3_stmt *st;
+        int r;
+
+        r = sq_stmt(be, Q_JOB_INSERT, &st);
+        if (r < 0)
+                return r;
+        r = bind_job_fixed(st, job, sources);
+        if (r == 0)
+                r = bind_job_mutable(st, job, per_source);
+        return stmt_run_bound(st, r);
+}
+
+static int sq_job_insert(void *p, struct job *job, const struct item *items, size_t nitems)
+{
+        struct sq *be = p;
+        char *sources = NULL, *per_source = NULL;
+        int64_t seq = 0;
+        bool own;
+        int r;
+
+        r = sources_encode(job, &sources);
+        if (r == 0)
+                r = per_source_encode(job, &per_source);
+        if (r == 0)
+                r = op_begin(be, &own);
+        if (r < 0)
+                goto out;
+        r = job_insert_row(be, job, sources, per_source);
+        if (r == 0) {
+                seq = sqlite3_last_insert_rowid(be->db);
+                r = items_insert(be, seq, items, nitems);
+        }
+        r = op_end(be, own, r);
+        if (r == 0)
+                job->seq = seq;
+out:
+        free(sources);
+        free(per_source);
+        return r;
+}
+
+static int sq_job_get(void *p, const char *id, struct job **ret)
+{
+        return job_select(p, Q_JOB_GET, id, ret, NULL);
+}
+
+static int sq_job_find_idempotent(void *p, const char *key, struct job **ret)
+{
+        return job_select(p, Q_JOB_BY_KEY, key, ret, NULL);
+}
+
+static int sq_job_list(void *p, const struct job_filter *f, struct job ***ret, size_t *ret_n,
+                       int64_t *ret_next_seq)
+{
+        struct sq *be = p;
+        struct job **jobs = NULL;
+        sqlite3_stmt *st;
+        size_t n = 0;
+        int64_t next = 0;
+        int r, rc = SQLITE_DONE;
+
+        r = sq_stmt(be, f->states ? Q_JOB_LIST_STATES : Q_JOB_LIST, &st);
+        if (r < 0)
+                return r;
+        rc = sqlite3_bind_int64(st, 1, f->before_seq > 0 ? f->before_seq : INT64_MAX);
+        rc |= sqlite3_bind_int(st, 2, f->limit + 1);
+        for (int s = 0; f->states && s < _JOB_STATE_MAX; s++)
+                rc |= bind_str(st, 3 + s, f->states & 1u << s ? job_state_to_string(s) : NULL);
+        r = bind_failed(rc);
+        jobs = calloc((size_t)f->limit, sizeof(*jobs));
+        if (r == 0 && !jobs)
+                r = -ENOMEM;
+        while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+                if (n == (size_t)f->limit) {
+                        next = jobs[n - 1]->seq;
+                        break;
+                }
+                r = job_read(st, &jobs[n]);
+                if (r == 0)
+                        n++;
+        }
+        if (r == 0 && rc != SQLITE_ROW && rc != SQLITE_DONE)
+                r = sq_error(rc);
+        stmt_done(st);
+        if (r < 0)
+                goto fail;
+        *ret = jobs;
+        *ret_n = n;
+        *ret_next_seq = next;
+        return 0;
+fail:
+        jobs_free(jobs, n);
+        return r;
+}
+
+static int sq_job_update(void *p, const struct job *job)
+{
+        struct sq *be = p;
+        char *per_source = NULL;
+        sqlite3_stmt *st;
+        int r;
+
+        r = sq_stmt(be, Q_JOB_UPDATE, &st);
+        if (r == 0)
+                r = per_source_encode(job, &per_source);
+        if (r < 0)
+                return r;
+        r = bind_failed(sqlite3_bind_text(st, JC_ID, job->id, -1, SQLITE_STATIC));
+        if (r == 0)
+                r = bind_job_mutable(st, job, per_source);
+        r = stmt_run_bound(st, r);
+        if (r == 0 && sqlite3_changes(be->db) == 0)
+                r = -ENOENT;
+        free(per_source);
+        return r;
+}
+
+static int sq_job_delete(void *p, const char *id)
+{
+        struct sq *be = p;
+        sqlite3_stmt *st;
+        int r;
+
+        r = sq_stmt(be, Q_JOB_DELETE, &st);
+        if (r < 0)
+                return r;
+        r = bind_failed(sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC));
+        r = stmt_run_bound(st, r);
+        if (r == 0 && sqlite3_changes(be->db) == 0)
+                r = -ENOENT;
+        return r;
+}
+
+static int sq_job_next_queued(void *p, size_t limit, char (**ret_ids)[JOB_ID_LEN + 1], size_t *ret_n)
+{
+        struct sq *be = p;
+        char(*ids)[JOB_ID_LEN + 1] = NULL;
+        sqlite3_stmt *st;
+        size_t n = 0;
+        int r, rc = SQLITE_DONE;
+
+        r = sq_stmt(be, Q_JOB_QUEUED, &st);
+        if (r < 0)
+                return r;
+        if (limit > 0) {
+                ids = calloc(limit, sizeof(*ids));
+                r = ids ? bind_failed(sqlite3_bind_int64(st, 1, (int64_t)limit)) : -ENOMEM;
+        }
+        while (r == 0 && n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+                const char *id = col_text(st, 0);
+                if (strlen(id) > JOB_ID_LEN)
+                        r = -EIO;
+                else
+                        strcpy(ids[n++], id);
+        }
+        if (r == 0 && rc != SQLITE_ROW && rc != SQLITE_DONE)
+                r = sq_error(rc);
+        stmt_done(st);
+        if (r < 0) {
+                free(ids);
+                return r;
+        }
+        *ret_ids = ids;
+        *ret_n = n;
+        return 0;
+}
+
+static int sq_job_count_by_state(void *p, int64_t counts[])
+{
+        struct sq *be = p;
+        int64_t c[_JOB_STATE_MAX] = {0};
+        sqlite3_stmt *st;
+        int r, rc;
+
+        r = sq_stmt(be, Q_JOB_COUNT, &st);
+        if (r < 0)
+                return r;
+        while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+                int s = job_state_from_string(col_text(st, 0));
+                if (s < 0)
+                        r = -EIO;
+                else
+                        c[s] = sqlite3_column_int64(st, 1);
+        }
+        if (r == 0 && rc != SQLITE_DONE)
+                r = sq_error(rc);
+        stmt_done(st);
+        if (r < 0)
+                return r;
+        memcpy(counts, c, sizeof(c));
+        return 0;
+}
+
+static int sq_job_prune(void *p, int64_t finished_before_ms, int64_t *ret_n)
+{
+        struct sq *be = p;
+        sqlite3_stmt *st;
+        int r;
+
+        r = sq_stmt(be, Q_JOB_PRUNE, &st);
+        if (r < 0)
+                return r;
+        r = bind_failed(sqlite3_bind_int64(st, 1, finished_before_ms));
+        r = stmt_run_bound(st, r);
+        if (r < 0)
+                return r;
+        *ret_n = sqlite3_changes(be->db);
+        return 0;
+}
+
+/* Items of job_seq after index after, in the states of mask (0: all), at
+ * most limit (-1: all). */
+static int items_select(struct sq *be, int64_t job_seq, unsigned mask, int after, int limit,
+                        struct item **ret, size_t *ret_n)
+{
+        struct item *items = NULL;
+        sqlite3_stmt *st;
+        size_t n = 0, cap = 0;
+        int r, rc;
+
+        r = sq_stmt(be, Q_ITEM_LIST, &st);
+        if (r < 0)
+                return r;
+        rc = sqlite3_bind_int64(st, 1, job_seq);
+        rc |= sqlite3_bind_int(st, 2, after);
+        rc |= sqlite3_bind_int(st, 3, (int)mask);
+        for (int s = 0; s < _ITEM_STATE_MAX; s++)
+                rc |= bind_str(st, 4 + s, mask & 1u << s ? item_state_to_string(s) : NULL);
+        rc |= sqlite3_bind_int(st, 9, limit);
+        r = bind_failed(rc);
+        while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+                if (n == cap) {
+                        size_t ncap = cap ? 2 * cap : 64;
+                        struct item *v = realloc(items, ncap * sizeof(*v));
+                        if (!v) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        items = v;
+                        cap = ncap;
+                }
+                r = item_read(st, &items[n]);
+                if (r == 0)
+                        n++;
+        }
+        if (r == 0 && rc != SQLITE_DONE)
+                r = sq_error(rc);
+        stmt_done(st);
+        if (r < 0) {
+                items_free(items, n);
+                return r;
+        }
+        *ret = items;
+        *ret_n = n;
+        return 0;
+}
+
+static int sq_item_list(void *p, const char *job_id, const struct item_filter *f, struct item **ret,
+                        size_t *ret_n, int *ret_next_index)
+{
+        struct sq *be = p;
+        struct item *items;
+        int64_t seq;
+        size_t n;
+        int next = -1;
+        int r;
+
+        r = job_seq_of(be, job_id, &seq);
+        if (r == 0)
+                r = items_select(be, seq, f->states, f->after_index, f->limit + 1, &items, &n);
+        if (r < 0)
+                return r;
+        if (n > (size_t)f->limit) {
+                item_clear(&items[--n]);
+                next = items[n - 1].index;
+        }
+        *ret = items;
+        *ret_n = n;
+        *ret_next_index = next;
+        return 0;
+}
+
+static int sq_item_load(void *p, const char *job_id, struct item **ret, size_t *ret_n)
+{
+        struct sq *be = p;
+        int64_t seq;
+        int r;
+
+        r = job_seq_of(be, job_id, &seq);
+        if (r < 0)
+                return r;
+        return items_select(be, seq, 0, -1, -1, ret, ret_n);
+}
+
+static int sq_item_update(void *p, const char *job_id, const struct item *it)
+{
+        struct sq *be = p;
+        sqlite3_stmt *st;
+        int r, rc;
+
+        r = sq_stmt(be, Q_ITEM_UPDATE, &st);
+        if (r < 0)
+                return r;
+        rc = sqlite3_bind_text(st, 1, job_id, -1, SQLITE_STATIC);
+        rc |= sqlite3_bind_int(st, 2, it->index);
+        r = bind_failed(rc);
+        if (r == 0)
+                r = bind_item_mutable(st, 3, it);
+        r = stmt_run_bound(st, r);
+        if (r == 0 && sqlite3_changes(be->db) == 0)
+                r = -ENOENT;
+        return r;
+}
+
+static int sq_item_append(void *p, const char *job_id, const struct item *items, size_t n)
+{
+        struct sq *be = p;
+        int64_t seq;
+        bool own;
+        int r;
+
+        r = op_begin(be, &own);
+        if (r < 0)
+                return r;
+        r = job_seq_of(be, job_id, &seq);
+        if (r == 0)
+                r = items_insert(be, seq, items, n);
+        return op_end(be, own, r);
+}
+
+static int sq_recover(void *p, int64_t *ret_jobs)
+{
+        struct sq *be = p;
+        int64_t n = 0;
+        bool own;
+        int r;
+
+        r = op_begin(be, &own);
+        if (r < 0)
+                return r;
+        /* items first: the job states still say which jobs were active */
+        r = sq_run(be, Q_RECOVER_ITEMS);
+        if (r == 0)
+                r = sq_run(be, Q_RECOVER_JOBS);
+        if (r == 0)
+                n = sqlite3_changes(be->db);
+        r = op_end(be, own, r);
+        if (r < 0)
+                return r;
+        *ret_jobs = n;
+        return 0;
+}
+
+/* Opening: the file, the connection settings, the schema. */
+
+static int schema_version(struct sq *be, int64_t *ret)
+{
+        sqlite3_stmt *st;
+        int rc;
+
+        rc = sqlite3_prepare_v2(be->db, "SELECT coalesce(max(version), 0) FROM migrations", -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                return sq_error(rc);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+                *ret = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        return rc == SQLITE_ROW ? 0 : sq_error(rc);
+}
+
+static int migration_apply(struct sq *be, int64_t version)
+{
+        char *sql;
+        int r;
+
+        r = sq_exec(be, migrations[version - 1]);
+        if (r < 0)
+                return r;
+        sql = sqlite3_mprintf("INSERT INTO migrations (version, applied_at) VALUES (%lld, %lld)",
+                              (long long)version, (long long)clock_wall_ms());
+        if (!sql)
+                return -ENOMEM;
+        r = sq_exec(be, sql);
+        sqlite3_free(sql);
+        return r;
+}
+
+static int schema_migrate(struct sq *be)
+{
+        int64_t version = 0;
+        int r;
+
+        r = sq_exec(be, "BEGIN IMMEDIATE");
+        if (r < 0)
+                return r;
+        r = sq_exec(be, "CREATE TABLE IF NOT EXISTS migrations ("
+                        "version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)");
+        if (r == 0)
+                r = schema_version(be, &version);
+        if (r == 0 && version > SCHEMA_VERSION)
+                r = -EPROTO;
+        for (int64_t v = version + 1; r == 0 && v <= SCHEMA_VERSION; v++)
+                r = migration_apply(be, v);
+        if (r == 0)
+                return sq_exec(be, "COMMIT");
+        sq_exec(be, "ROLLBACK");
+        return r;
+}
+
+/* "sqlite:/abs/path", "sqlite:///abs/path", "sqlite:rel/path" (after the
+ * prefix) to a file name; creates the file's directory. */
+static int db_path(const char *location, char **ret)
+{
+        char *path, *slash;
+        int r;
+
+        if (location[0] == '/' && location[1] == '/')
+                location += 2;
+        if (!*location)
+                return -EINVAL;
+        path = strdup(location);
+        if (!path)
+                return -ENOMEM;
+        slash = strrchr(path, '/');
+        if (slash && slash != path && strcmp(path, ":memory:") != 0) {
+                *slash = '\0';
+                r = fs_mkdir_p(path);
+                *slash = '/';
+                if (r < 0) {
+                        free(path);
+                        return r;
+                }
+        }
+        *ret = path;
+        return 0;
+}
+
+static void sq_close(void *p)
+{
+        struct sq *be = p;
+
+        if (!be)
+                return;
+        for (int q = 0; q < _Q_MAX; q++)
+                sqlite3_finalize(be->stmt[q]);
+        sqlite3_close_v2(be->db);
+        free(be);
+}
+
+static int sq_open(const char *location, void **ret_be)
+{
+        struct sq *be;
+        char *path = NULL;
+        int r, rc;
+
+        be = calloc(1, sizeof(*be));
+        if (!be)
+                return -ENOMEM;
+        r = db_path(location, &path);
+        if (r < 0)
+                goto fail;
+        rc = sqlite3_open_v2(path, &be->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+        free(path);
+        if (rc != SQLITE_OK) {
+                /* the errno of a failed open(2) says more than SQLITE_CANTOPEN */
+                r = be->db && sqlite3_system_errno(be->db) ? -sqlite3_system_errno(be->db) : sq_error(rc);
+                goto fail;
+        }
+        sqlite3_extended_result_codes(be->db, 1);
+        sqlite3_busy_timeout(be->db, SQ_BUSY_TIMEOUT_MS);
+        r = sq_exec(be, "PRAGMA journal_mode = WAL;"
+                        "PRAGMA synchronous = FULL;"
+                        "PRAGMA foreign_keys = ON;");
+        if (r == 0)
+                r = schema_migrate(be);
+        if (r < 0)
+                goto fail;
+        *ret_be = be;
+        return 0;
+fail:
+        sq_close(be);
+        return r;
+}
+
+const struct store_backend store_backend_sqlite = {
+        .name = "sqlite",
+        .prefix = "sqlite:",
+        .open = sq_open,
+        .close = sq_close,
+        .begin = sq_begin,
+        .commit = sq_commit,
+        .rollback = sq_rollback,
+        .job_insert = sq_job_insert,
+        .job_get = sq_job_get,
+        .job_find_idempotent = sq_job_find_idempotent,
+        .job_list = sq_job_list,
+        .job_update = sq_job_update,
+        .job_delete = sq_job_delete,
+        .job_next_queued = sq_job_next_queued,
+        .job_count_by_state = sq_job_count_by_state,
+        .job_prune = sq_job_prune,
+        .item_list = sq_item_list,
+        .item_load = sq_item_load,
+        .item_update = sq_item_update,
+        .item_append = sq_item_append,
+        .recover = sq_recover,
+};

@@ -1,1 +1,311 @@
-/* placeholder */
+/* Unit tests of daemon/breaker.c with a stepped clock: no sleeps. */
+#include "autoconfig.h"
+
+#include "tests/unit/testutil.h"
+#include "daemon/breaker.h"
+
+#define THRESHOLD 3
+#define OPEN_MS   10000
+
+static struct breaker *b;
+static int64_t now; /* the stepped monotonic clock, ms */
+
+static void setup(void)
+{
+        b = breaker_new(THRESHOLD, OPEN_MS);
+        ck_assert_ptr_nonnull(b);
+        now = 1000;
+}
+
+static void teardown(void)
+{
+        breaker_free(b);
+        b = NULL;
+}
+
+static bool fail_counted(void) { return breaker_record(b, false, true, now); }
+
+/* Counted failures up to the threshold; returns whether the last one
+ * changed the state. */
+static bool trip_it(void)
+{
+        bool changed = false;
+        for (int i = 0; i < THRESHOLD; i++) {
+                ck_assert(breaker_allow(b, now));
+                changed = fail_counted();
+        }
+        return changed;
+}
+
+/* Step to the retry time, admit the probe and fail it. */
+static void probe_and_fail(void)
+{
+        struct breaker_info info;
+        breaker_get_info(b, now, &info);
+        now = info.retry_at_ms;
+        ck_assert(breaker_allow(b, now));
+        ck_assert(fail_counted());
+}
+
+static int64_t open_span(void)
+{
+        struct breaker_info info;
+        breaker_get_info(b, now, &info);
+        return info.retry_at_ms - info.opened_at_ms;
+}
+
+START_TEST(test_new_is_closed)
+{
+        struct breaker_info info;
+
+        breaker_get_info(b, now, &info);
+        ck_assert_int_eq(info.state, BREAKER_CLOSED);
+        ck_assert_int_eq(info.consecutive_failures, 0);
+        ck_assert_int_eq(info.threshold, THRESHOLD);
+        ck_assert_int_eq(info.trips, 0);
+        ck_assert_int_eq(info.opened_at_ms, 0);
+        ck_assert_int_eq(info.retry_at_ms, 0);
+        ck_assert(breaker_allow(b, now));
+}
+END_TEST
+
+START_TEST(test_stays_closed_below_threshold)
+{
+        for (int i = 0; i < THRESHOLD - 1; i++)
+                ck_assert(!fail_counted());
+        ck_assert_int_eq(breaker_state(b, now), BREAKER_CLOSED);
+        ck_assert(breaker_allow(b, now));
+}
+END_TEST
+
+START_TEST(test_opens_at_threshold)
+{
+        struct breaker_info info;
+
+        now = 5000;
+        ck_assert(trip_it());
+        breaker_get_info(b, now, &info);
+        ck_assert_int_eq(info.state, BREAKER_OPEN);
+        ck_assert_int_eq(info.consecutive_failures, THRESHOLD);
+        ck_assert_int_eq(info.trips, 1);
+        ck_assert_int_eq(info.opened_at_ms, 5000);
+        ck_assert_int_eq(info.retry_at_ms, 5000 + OPEN_MS);
+}
+END_TEST
+
+START_TEST(test_success_resets_count)
+{
+        for (int i = 0; i < THRESHOLD - 1; i++)
+                fail_counted();
+        ck_assert(!breaker_record(b, true, true, now));
+        for (int i = 0; i < THRESHOLD - 1; i++)
+                ck_assert(!fail_counted());
+        ck_assert_int_eq(breaker_state(b, now), BREAKER_CLOSED);
+        ck_assert(fail_counted());
+        ck_assert_int_eq(breaker_state(b, now), BREAKER_OPEN);
+}
+END_TEST
+
+START_TEST(test_not_counted_failures_ignored)
+{
+        struct breaker_info info;
+
+        for (int i = 0; i < 10 * THRESHOLD; i++)
+                ck_assert(!breaker_record(b, false, false, now));
+        breaker_get_info(b, now, &info);
+        ck_assert_int_eq(info.state, BREAKER_CLOSED);
+        ck_assert_int_eq(info.consecutive_failures, 0);
+        /* nor do they break a run of counted ones */
+        fail_counted();
+        breaker_record(b, false, false, now);
+        fail_counted();
+        breaker_get_info(b, now, &info);
+        ck_assert_int_eq(info.consecutive_failures, 2);
+}
+END_TEST
+
+START_TEST(test_open_denies_until_timeout)
+{
+        trip_it();
+        ck_assert(!breaker_allow(b, now));
+        now += OPEN_MS - 1;
+        ck_assert(!breaker_allow(b, now));
+        ck_assert_int_eq(breaker_state(b, now), BREAKER_OPEN);
+        now += 1;
+        ck_assert_int_eq(breaker_state(b, now), BREAKER_HALF_OPEN);
+}
+END_TEST
+
+START_TEST(test_results_while_open_ignored)
+{
+        trip_it();
+        /* stragglers that started before the trip */
+        ck_assert(!fail_counted());
+        ck_assert(!breaker_record(b, true, true, now));
+        ck_assert_int_eq(breaker_state(b, now), BREAKER_OPEN);
+        ck_assert_int_eq(open_span(), OPEN_MS);
+}
+END_TEST
+
+START_TEST(test_half_open_admits_one_probe)
+{
+        trip_it();
+        now += OPEN_MS;
+        ck_assert(breaker_allow(b, now));
+        ck_assert_int_eq(breaker_state(b, now), BREAKER_HALF_OPEN);
+        ck_assert(!breaker_allow(b, now));
+        now += 100000;
+        ck_assert(!breaker_allow(b, now));
+}
+END_TEST
+
+START_TEST(test_probe_success_closes)
+{
+        struct breaker_info info;
+
+        trip_it();
+        now += OPEN_MS;
+        ck_assert(breaker_allow(b, now));
+        ck_assert(breaker_record(b, true, true, now));
+        breaker_get_info(b, now, &info);
+        ck_assert_int_eq(info.state, BREAKER_CLOSED);
+        ck_assert_int_eq(info.consecutive_failures, 0);
+        ck_assert_int_eq(info.retry_at_ms, 0);
+        ck_assert_int_eq(info.trips, 1);
+        ck_assert(breaker_allow(b, now));
+        ck_assert(breaker_allow(b, now));
+}
+END_TEST
+
+START_TEST(test_probe_failure_reopens_doubled)
+{
+        struct breaker_info info;
+
+        trip_it();
+        ck_assert_int_eq(open_span(), OPEN_MS);
+        probe_and_fail();
+        breaker_get_info(b, now, &info);
+        ck_assert_int_eq(info.state, BREAKER_OPEN);
+        ck_assert_int_eq(info.trips, 2);
+        ck_assert_int_eq(info.opened_at_ms, now);
+        ck_assert_int_eq(info.retry_at_ms, now + 2 * OPEN_MS);
+        ck_assert(!breaker_allow(b, now + 2 * OPEN_MS - 1));
+        ck_assert(breaker_allow(b, now + 2 * OPEN_MS));
+}
+END_TEST
+
+START_TEST(test_open_time_capped_at_8x)
+{
+        static const int64_t spans[] = {2, 4, 8, 8, 8};
+
+        trip_it();
+        for (size_t i = 0; i < sizeof(spans) / sizeof(spans[0]); i++) {
+                probe_and_fail();
+                ck_assert_int_eq(open_span(), spans[i] * OPEN_MS);
+        }
+}
+END_TEST
+
+START_TEST(test_success_resets_multiplier)
+{
+        trip_it();
+        probe_and_fail();
+        probe_and_fail();
+        ck_assert_int_eq(open_span(), 4 * OPEN_MS);
+        now += 4 * OPEN_MS;
+        ck_assert(breaker_allow(b, now));
+        ck_assert(breaker_record(b, true, true, now));
+        trip_it();
+        ck_assert_int_eq(open_span(), OPEN_MS);
+}
+END_TEST
+
+START_TEST(test_probe_not_counted_allows_another)
+{
+        trip_it();
+        now += OPEN_MS;
+        ck_assert(breaker_allow(b, now));
+        ck_assert(!breaker_record(b, false, false, now));
+        ck_assert_int_eq(breaker_state(b, now), BREAKER_HALF_OPEN);
+        ck_assert(breaker_allow(b, now));
+        ck_assert(!breaker_allow(b, now));
+        ck_assert(breaker_record(b, true, true, now));
+        ck_assert_int_eq(breaker_state(b, now), BREAKER_CLOSED);
+}
+END_TEST
+
+START_TEST(test_reset)
+{
+        struct breaker_info info;
+
+        trip_it();
+        probe_and_fail();
+        int64_t opened = now;
+        breaker_reset(b);
+        breaker_get_info(b, now, &info);
+        ck_assert_int_eq(info.state, BREAKER_CLOSED);
+        ck_assert_int_eq(info.consecutive_failures, 0);
+        ck_assert_int_eq(info.retry_at_ms, 0);
+        ck_assert_int_eq(info.trips, 2);
+        ck_assert_int_eq(info.opened_at_ms, opened);
+        ck_assert(breaker_allow(b, now));
+        /* the multiplier went back to 1 too */
+        trip_it();
+        ck_assert_int_eq(open_span(), OPEN_MS);
+}
+END_TEST
+
+START_TEST(test_configure_keeps_state)
+{
+        struct breaker_info info;
+
+        fail_counted();
+        breaker_configure(b, 2, 500);
+        breaker_get_info(b, now, &info);
+        ck_assert_int_eq(info.threshold, 2);
+        ck_assert_int_eq(info.consecutive_failures, 1);
+        ck_assert(fail_counted());
+        ck_assert_int_eq(open_span(), 500);
+        breaker_configure(b, 0, -1); /* clamped */
+        breaker_get_info(b, now, &info);
+        ck_assert_int_eq(info.threshold, 1);
+        ck_assert_int_eq(info.state, BREAKER_OPEN);
+}
+END_TEST
+
+START_TEST(test_state_strings)
+{
+        ck_assert_str_eq(breaker_state_to_string(BREAKER_CLOSED), "closed");
+        ck_assert_str_eq(breaker_state_to_string(BREAKER_OPEN), "open");
+        ck_assert_str_eq(breaker_state_to_string(BREAKER_HALF_OPEN), "half_open");
+        breaker_free(NULL);
+}
+END_TEST
+
+static Suite *breaker_suite(void)
+{
+        Suite *s = suite_create("breaker");
+        TCase *tc = tcase_create("core");
+
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_add_test(tc, test_new_is_closed);
+        tcase_add_test(tc, test_stays_closed_below_threshold);
+        tcase_add_test(tc, test_opens_at_threshold);
+        tcase_add_test(tc, test_success_resets_count);
+        tcase_add_test(tc, test_not_counted_failures_ignored);
+        tcase_add_test(tc, test_open_denies_until_timeout);
+        tcase_add_test(tc, test_results_while_open_ignored);
+        tcase_add_test(tc, test_half_open_admits_one_probe);
+        tcase_add_test(tc, test_probe_success_closes);
+        tcase_add_test(tc, test_probe_failure_reopens_doubled);
+        tcase_add_test(tc, test_open_time_capped_at_8x);
+        tcase_add_test(tc, test_success_resets_multiplier);
+        tcase_add_test(tc, test_probe_not_counted_allows_another);
+        tcase_add_test(tc, test_reset);
+        tcase_add_test(tc, test_configure_keeps_state);
+        tcase_add_test(tc, test_state_strings);
+        suite_add_tcase(s, tc);
+        return s;
+}
+
+int main(void) { return testutil_run(breaker_suite()); }

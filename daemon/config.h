@@ -1,0 +1,67 @@
+/* Settings: defaults, then the KEY=VALUE file, then the environment, then
+ * command-line flags (later wins). See ../docs/configuration.md.
+ * int returns: 0 ok, -errno on failure; config_load() reports the exact
+ * problem through ret_err. */
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+
+#define CONFIG_EXIT_BAD 78 /* EX_CONFIG */
+
+struct config {
+        /* download settings, names as existing deployments use them */
+        int max_concurrent_sources;      /* (job, source) units at once, 1..1000 */
+        double source_timeout;           /* s, 1..86400 */
+        double global_job_timeout;       /* s, 1..86400: default job timeout */
+        double request_timeout;          /* s, 0.1..3600: connect, first byte, between bytes */
+        int max_retries_per_source;      /* 0..100: retries of a listing request */
+        int max_retries_per_item;        /* 0..100: retries of a download after the first attempt */
+        int64_t min_download_speed;      /* bytes/s, 0..1G (0: no stall check) */
+        double stall_timeout;            /* s, 1..3600 */
+        int circuit_breaker_threshold;   /* consecutive counted failures, 1..10000 */
+        double circuit_breaker_timeout;  /* s open before a half-open probe, 0.1..86400 */
+
+        char *listen;                    /* "host:port", "[v6]:port" or "unix:/path" */
+        char *state_dir;
+        char *store;                     /* "sqlite:/path" */
+        char *download_dir;
+        char *sources_dir;
+        char *api_token_file;            /* NULL: none */
+        char *api_token;                 /* read from api_token_file; never logged */
+        char *cors_origins;              /* comma-separated, "" none */
+        char *allowed_hosts;             /* comma-separated, "" none */
+        int max_concurrent_downloads;    /* 1..10000 */
+        int max_connections_per_source;  /* 1..1000 */
+        double retry_backoff_base;       /* s, 0..3600 */
+        double retry_backoff_max;        /* s, 0..86400 */
+        int64_t max_file_size;           /* bytes, 1..1T */
+        char *accept_content;            /* "image,video", "any", ... */
+        bool allow_private_addresses;
+        int64_t max_request_body;        /* bytes, 1K..1G */
+        double job_retention;            /* s, 0..10 years; 0 keeps forever */
+        int log_level;                   /* enum log_level */
+
+        char *config_file;               /* the file read, or NULL */
+};
+
+/* One problem with the settings, for the message and exit status 78. */
+struct config_error {
+        char file[256];    /* "" when not from a file ("environment", "--flag") */
+        int line;          /* 0 when not from a file */
+        char key[64];
+        char message[256]; /* e.g. "must be 1..1000" */
+};
+
+/* Defaults only (state_dir from $STATE_DIRECTORY or /var/lib/hauld, ...). */
+int config_defaults(struct config *c);
+/* Full load: defaults, config_file (NULL: /etc/hauld/hauld.conf if it exists),
+ * environment (environ), then flags given as "KEY=VALUE" strings.
+ * Derived paths (STORE, DOWNLOAD_DIR) follow STATE_DIR unless set. Reads
+ * API_TOKEN_FILE. On error fills *ret_err and returns -EINVAL. */
+int config_load(struct config *c, const char *config_file, char *const *flags, int nflags,
+                struct config_error *ret_err);
+/* Set one key from a string (used by load and tests). */
+int config_set(struct config *c, const char *key, const char *value, struct config_error *ret_err);
+/* Visit every key with its effective value as text; secrets are "***". */
+void config_foreach(const struct config *c, void (*fn)(const char *key, const char *value, void *ud), void *ud);
+void config_free(struct config *c);
