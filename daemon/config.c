@@ -40,9 +40,9 @@ enum kind {
         K_DURATION, /* double seconds; suffix s, m, h, d */
         K_SIZE,     /* int64_t bytes; suffix K, M, G, T */
         K_BOOL,
-        K_LEVEL,    /* enum log_level stored in an int */
-        K_STRING,   /* char *, checked by check() */
-        K_OPTPATH,  /* char *, absolute path; "" stores NULL (none) */
+        K_LEVEL,   /* enum log_level stored in an int */
+        K_STRING,  /* char *, checked by check() */
+        K_OPTPATH, /* char *, absolute path; "" stores NULL (none) */
 };
 
 /* NULL when a string value is acceptable, else what it must be. */
@@ -70,9 +70,11 @@ static const char *check_origins(const char *v);
 static const char *check_hosts(const char *v);
 static const char *check_accept(const char *v);
 
+/* clang-format off */
 #define K(n, k, f, lo, hi, d, chk) {n, k, offsetof(struct config, f), lo, hi, d, chk}
 #define KIB 1024.0
 #define GIB (KIB * KIB * KIB)
+#define TIB (GIB * KIB)
 #define DAY 86400.0
 
 static const struct key keys[] = {
@@ -98,13 +100,14 @@ static const struct key keys[] = {
         K("MAX_CONNECTIONS_PER_SOURCE", K_INT, max_connections_per_source, 1, 1000, "4", NULL),
         K("RETRY_BACKOFF_BASE", K_DURATION, retry_backoff_base, 0, 3600, "1", NULL),
         K("RETRY_BACKOFF_MAX", K_DURATION, retry_backoff_max, 0, DAY, "60", NULL),
-        K("MAX_FILE_SIZE", K_SIZE, max_file_size, 1, GIB * KIB, "2G", NULL),
+        K("MAX_FILE_SIZE", K_SIZE, max_file_size, 1, TIB, "2G", NULL),
         K("ACCEPT_CONTENT", K_STRING, accept_content, 0, 0, "image,video", check_accept),
         K("ALLOW_PRIVATE_ADDRESSES", K_BOOL, allow_private_addresses, 0, 0, "false", NULL),
         K("MAX_REQUEST_BODY", K_SIZE, max_request_body, KIB, GIB, "1M", NULL),
         K("JOB_RETENTION", K_DURATION, job_retention, 0, 3650 * DAY, "7d", NULL),
         K("LOG_LEVEL", K_LEVEL, log_level, 0, 0, "info", NULL),
 };
+/* clang-format on */
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
 static const char *const level_names[] = {"debug", "info", "warning", "error"};
@@ -135,10 +138,7 @@ static const struct key *find_key(const char *name)
         return NULL;
 }
 
-static size_t key_index(const char *name)
-{
-        return (size_t)(find_key(name) - keys);
-}
+static size_t key_index(const char *name) { return (size_t)(find_key(name) - keys); }
 
 /* ---- value parsers: 0 ok, -EINVAL malformed, -ERANGE too large ---- */
 
@@ -175,12 +175,22 @@ static int parse_duration(const char *v, double *ret)
         if (digits == 0)
                 return -EINVAL;
         switch (*p) {
-        case '\0': break;
-        case 's': unit = 1; break;
-        case 'm': unit = 60; break;
-        case 'h': unit = 3600; break;
-        case 'd': unit = DAY; break;
-        default: return -EINVAL;
+        case '\0':
+                break;
+        case 's':
+                unit = 1;
+                break;
+        case 'm':
+                unit = 60;
+                break;
+        case 'h':
+                unit = 3600;
+                break;
+        case 'd':
+                unit = DAY;
+                break;
+        default:
+                return -EINVAL;
         }
         if (*p && p[1])
                 return -EINVAL;
@@ -193,7 +203,6 @@ static int parse_size(const char *v, int64_t *ret)
 {
         static const char suffixes[] = "KMGT";
         unsigned long long n;
-        const char *s;
         char *end;
         int shift = 0;
 
@@ -204,7 +213,7 @@ static int parse_size(const char *v, int64_t *ret)
         if (errno == ERANGE)
                 return -ERANGE;
         if (*end) {
-                s = strchr(suffixes, toupper((unsigned char)*end));
+                const char *s = strchr(suffixes, toupper((unsigned char)*end));
                 if (!s || end[1])
                         return -EINVAL;
                 shift = 10 * (int)(s - suffixes + 1);
@@ -235,10 +244,7 @@ static int parse_bool(const char *v, bool *ret)
 
 /* ---- formatting ---- */
 
-static void fmt_number(double d, char *buf, size_t n)
-{
-        snprintf(buf, n, "%.15g", d);
-}
+static void fmt_number(double d, char *buf, size_t n) { snprintf(buf, n, "%.15g", d); }
 
 /* Largest suffix that divides exactly: 2147483648 -> "2G". */
 static void fmt_size(int64_t b, char *buf, size_t n)
@@ -440,7 +446,8 @@ static const char *check_origins(const char *v)
 
 static const char *check_hosts(const char *v)
 {
-        return each_entry(v, valid_host_entry) < 0 ? "must be comma-separated host names or addresses" : NULL;
+        return each_entry(v, valid_host_entry) < 0 ? "must be comma-separated host names or addresses"
+                                                   : NULL;
 }
 
 static const char *check_accept(const char *v)
@@ -534,8 +541,8 @@ static int set_key(struct config *c, const struct key *k, const char *v, char *m
                         return 0;
                 }
                 if (!valid_path(v)) {
-                        snprintf(msg, msgsz, "must be an absolute path of at most %d bytes, or empty for none",
-                                 DIR_MAX);
+                        snprintf(msg, msgsz,
+                                 "must be an absolute path of at most %d bytes, or empty for none", DIR_MAX);
                         return -EINVAL;
                 }
                 return set_string(p, v);
@@ -779,7 +786,8 @@ static int load_flags(struct config *c, char *const *flags, int nflags, struct o
                 const struct key *k;
 
                 if (!eq)
-                        return fail(err, "command line", 0, "", "expected KEY=VALUE, got \"%.100s\"", flags[i]);
+                        return fail(err, "command line", 0, "", "expected KEY=VALUE, got \"%.100s\"",
+                                    flags[i]);
                 snprintf(name, sizeof(name), "%.*s", (int)(eq - flags[i]), flags[i]);
                 k = find_key(name);
                 if (!k || (size_t)(eq - flags[i]) >= sizeof(name))
@@ -803,7 +811,8 @@ static int read_token(struct config *c, const struct origin *o, struct config_er
 
         r = fs_read_file(path, TOKEN_MAX, &buf, &size);
         if (r == -EFBIG)
-                return fail(err, file, o->line, "API_TOKEN_FILE", "%s is larger than %d bytes", path, TOKEN_MAX);
+                return fail(err, file, o->line, "API_TOKEN_FILE", "%s is larger than %d bytes", path,
+                            TOKEN_MAX);
         if (r < 0)
                 return fail(err, file, o->line, "API_TOKEN_FILE", "cannot read %s: %s", path, strerror(-r));
         len = size;
@@ -929,7 +938,10 @@ static void mask_url(const char *v, char *buf, size_t n)
         }
         auth += 3;
         len = strcspn(auth, "/?#");
-        at = memchr(auth, '@', len);
+        at = NULL;
+        for (size_t i = 0; i < len; i++) /* the last '@': a password may hold one */
+                if (auth[i] == '@')
+                        at = auth + i;
         colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
         if (colon)
                 snprintf(buf, n, "%.*s***%s", (int)(colon + 1 - v), v, at);
@@ -951,10 +963,18 @@ static void format_value(const struct config *c, const struct key *k, char *buf,
         int level;
 
         switch (k->kind) {
-        case K_INT: snprintf(buf, n, "%d", *(const int *)p); break;
-        case K_DURATION: fmt_number(*(const double *)p, buf, n); break;
-        case K_SIZE: fmt_size(*(const int64_t *)p, buf, n); break;
-        case K_BOOL: snprintf(buf, n, "%s", *(const bool *)p ? "true" : "false"); break;
+        case K_INT:
+                snprintf(buf, n, "%d", *(const int *)p);
+                break;
+        case K_DURATION:
+                fmt_number(*(const double *)p, buf, n);
+                break;
+        case K_SIZE:
+                fmt_size(*(const int64_t *)p, buf, n);
+                break;
+        case K_BOOL:
+                snprintf(buf, n, "%s", *(const bool *)p ? "true" : "false");
+                break;
         case K_LEVEL:
                 level = *(const int *)p;
                 snprintf(buf, n, "%s", level >= 0 && level <= LOG_ERROR ? level_names[level] : "?");
@@ -970,7 +990,8 @@ static void format_value(const struct config *c, const struct key *k, char *buf,
         }
 }
 
-void config_foreach(const struct config *c, void (*fn)(const char *key, const char *value, void *ud), void *ud)
+void config_foreach(const struct config *c, void (*fn)(const char *key, const char *value, void *ud),
+                    void *ud)
 {
         char buf[VALUE_MAX + 64];
 

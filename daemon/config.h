@@ -26,7 +26,7 @@ struct config {
         char *store;                     /* "sqlite:/path" */
         char *download_dir;
         char *sources_dir;
-        char *api_token_file;            /* NULL: none */
+        char *api_token_file;            /* NULL: none ("" in any layer sets none) */
         char *api_token;                 /* read from api_token_file; never logged */
         char *cors_origins;              /* comma-separated, "" none */
         char *allowed_hosts;             /* comma-separated, "" none */
@@ -46,21 +46,24 @@ struct config {
 
 /* One problem with the settings, for the message and exit status 78. */
 struct config_error {
-        char file[256];    /* "" when not from a file ("environment", "--flag") */
+        char file[256];    /* the file, "environment", "command line" or "" */
         int line;          /* 0 when not from a file */
         char key[64];
-        char message[256]; /* e.g. "must be 1..1000" */
+        char message[256]; /* e.g. "must be an integer in 1..1000" */
 };
 
-/* Defaults only (state_dir from $STATE_DIRECTORY or /var/lib/hauld, ...). */
+/* Defaults only (state_dir from $STATE_DIRECTORY or /var/lib/hauld, ...).
+ * Overwrites *c without freeing it. */
 int config_defaults(struct config *c);
 /* Full load: defaults, config_file (NULL: /etc/hauld/hauld.conf if it exists),
- * environment (environ), then flags given as "KEY=VALUE" strings.
+ * environment (only the known keys), then flags given as "KEY=VALUE" strings.
  * Derived paths (STORE, DOWNLOAD_DIR) follow STATE_DIR unless set. Reads
- * API_TOKEN_FILE. On error fills *ret_err and returns -EINVAL. */
+ * API_TOKEN_FILE. On error fills *ret_err, leaves *c freed (zeroed) and
+ * returns -EINVAL (-ENOMEM when out of memory). */
 int config_load(struct config *c, const char *config_file, char *const *flags, int nflags,
                 struct config_error *ret_err);
-/* Set one key from a string (used by load and tests). */
+/* Set one key from a string (used by load and tests); *c is unchanged on
+ * error. Does not re-derive STORE/DOWNLOAD_DIR or read the token file. */
 int config_set(struct config *c, const char *key, const char *value, struct config_error *ret_err);
 /* Visit every key with its effective value as text; secrets are "***". */
 void config_foreach(const struct config *c, void (*fn)(const char *key, const char *value, void *ud), void *ud);

@@ -2,8 +2,9 @@
  * (file < environment < flags), every key at the limits of its range,
  * derived paths, the token file and what config_foreach shows.
  * check forks each test, so setenv/unsetenv stay inside one test. */
-#include "config.h"
+#include "autoconfig.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -166,8 +167,8 @@ START_TEST(test_layers)
         char path[4096];
         snprintf(path, sizeof(path), "%s/hauld.conf", tmp);
         ck_assert_int_eq(config_load(&c, path, flags, 2, &err), 0);
-        ck_assert_double_eq(c.source_timeout, 40);  /* flag over env over file */
-        ck_assert_double_eq(c.request_timeout, 6);  /* env over file */
+        ck_assert_double_eq(c.source_timeout, 40);   /* flag over env over file */
+        ck_assert_double_eq(c.request_timeout, 6);   /* env over file */
         ck_assert_int_eq(c.max_retries_per_item, 7); /* file over default */
         ck_assert_int_eq(c.log_level, LOG_DEBUG);
         ck_assert_str_eq(c.listen, "[::1]:9000");
@@ -197,26 +198,9 @@ START_TEST(test_file_format)
                                    "ALLOW_PRIVATE_ADDRESSES=''",
                                    &err),
                          -EINVAL);
-        /* the escaped quotes made ALLOWED_HOSTS invalid: line 8 */
+        /* \" inside double quotes is a literal quote, not a host name: line 8 */
         ck_assert_int_eq(err.line, 8);
         ck_assert_str_eq(err.key, "ALLOWED_HOSTS");
-
-        ck_assert_int_eq(load_text(&c,
-                                   "\xef\xbb\xbf# a comment\n"
-                                   "; another comment\n"
-                                   "\n"
-                                   "   \t\n"
-                                   "  SOURCES_DIR  =  /srv/sources  \n"
-                                   "export LISTEN=\"unix:/run/hauld.sock\"\n"
-                                   "CORS_ORIGINS='https://a.example, https://b.example:8443'\n"
-                                   "ALLOWED_HOSTS=\"dl.example,\\\"\"\n"
-                                   "ACCEPT_CONTENT=image,video/mp4\r\n"
-                                   "MAX_RETRIES_PER_SOURCE=\"0\"\r\n"
-                                   "MAX_RETRIES_PER_SOURCE=9\n"
-                                   "CORS_ORIGINS=' https://c.example '",
-                                   &err),
-                         -EINVAL);
-        ck_assert_int_eq(err.line, 8); /* \" inside double quotes is a literal quote */
 
         ck_assert_int_eq(load_text(&c,
                                    "\xef\xbb\xbf# a comment\n"
@@ -237,7 +221,7 @@ START_TEST(test_file_format)
         ck_assert_str_eq(c.listen, "unix:/run/hauld.sock");
         ck_assert_str_eq(c.allowed_hosts, "dl.example, [::1]");
         ck_assert_str_eq(c.accept_content, "image,video/mp4");
-        ck_assert_int_eq(c.max_retries_per_source, 9); /* the later line wins */
+        ck_assert_int_eq(c.max_retries_per_source, 9);           /* the later line wins */
         ck_assert_str_eq(c.cors_origins, " https://c.example "); /* quotes keep spaces */
         ck_assert_str_eq(c.store, "sqlite:/srv/my jobs.db");
         config_free(&c);
@@ -288,7 +272,8 @@ START_TEST(test_env_and_flag_errors)
         ck_assert_str_eq(err.file, "environment");
         ck_assert_int_eq(err.line, 0);
         ck_assert_str_eq(err.key, "SOURCE_TIMEOUT");
-        ck_assert_str_eq(err.message, "must be a number of seconds in 1..86400 (suffix s, m, h or d allowed)");
+        ck_assert_str_eq(err.message,
+                         "must be a number of seconds in 1..86400 (suffix s, m, h or d allowed)");
         unsetenv("SOURCE_TIMEOUT");
 
         ck_assert_int_eq(config_load(&c, "/dev/null", noeq, 1, &err), -EINVAL);
@@ -306,77 +291,77 @@ START_TEST(test_env_and_flag_errors)
 }
 END_TEST
 
-/* Each number-valued key at both ends of its range and one step beyond. */
+/* Each number-valued key at both ends of its range and one step beyond.
+ * pre: a setting the value needs (the backoff base may not exceed the cap). */
 static const struct limit {
-        const char *key, *lowest, *highest, *below, *above, *range;
+        const char *key, *lowest, *highest, *below, *above, *range, *pre;
 } limits[] = {
-        {"MAX_CONCURRENT_SOURCES", "1", "1000", "0", "1001", "an integer in 1..1000"},
-        {"SOURCE_TIMEOUT", "1", "86400", "0.999", "86400.001", "seconds in 1..86400"},
-        {"GLOBAL_JOB_TIMEOUT", "1", "1d", "0", "86401", "seconds in 1..86400"},
-        {"REQUEST_TIMEOUT", "0.1", "1h", "0.09", "3601", "seconds in 0.1..3600"},
-        {"MAX_RETRIES_PER_SOURCE", "0", "100", "-1", "101", "an integer in 0..100"},
-        {"MAX_RETRIES_PER_ITEM", "0", "100", "-1", "101", "an integer in 0..100"},
-        {"MIN_DOWNLOAD_SPEED", "0", "1G", "-1", "1073741825", "bytes in 0..1G"},
-        {"STALL_TIMEOUT", "1", "60m", "0.5", "3601", "seconds in 1..3600"},
-        {"CIRCUIT_BREAKER_THRESHOLD", "1", "10000", "0", "10001", "an integer in 1..10000"},
-        {"CIRCUIT_BREAKER_TIMEOUT", "0.1", "24h", "0.05", "86400.5", "seconds in 0.1..86400"},
-        {"MAX_CONCURRENT_DOWNLOADS", "1", "10000", "0", "10001", "an integer in 1..10000"},
-        {"MAX_CONNECTIONS_PER_SOURCE", "1", "1000", "0", "1001", "an integer in 1..1000"},
-        {"RETRY_BACKOFF_BASE", "0", "3600", "-0.5", "3600.5", "seconds in 0..3600"},
-        {"RETRY_BACKOFF_MAX", "0", "86400", "-1", "86401", "seconds in 0..86400"},
-        {"MAX_FILE_SIZE", "1", "1T", "0", "1099511627777", "bytes in 1..1T"},
-        {"MAX_REQUEST_BODY", "1K", "1G", "1023", "1025M", "bytes in 1K..1G"},
-        {"JOB_RETENTION", "0", "3650d", "-1", "315360001", "seconds in 0..315360000"},
+        {"MAX_CONCURRENT_SOURCES", "1", "1000", "0", "1001", "an integer in 1..1000", NULL},
+        {"SOURCE_TIMEOUT", "1", "86400", "0.999", "86400.001", "seconds in 1..86400", NULL},
+        {"GLOBAL_JOB_TIMEOUT", "1", "1d", "0", "86401", "seconds in 1..86400", NULL},
+        {"REQUEST_TIMEOUT", "0.1", "1h", "0.09", "3601", "seconds in 0.1..3600", NULL},
+        {"MAX_RETRIES_PER_SOURCE", "0", "100", "-1", "101", "an integer in 0..100", NULL},
+        {"MAX_RETRIES_PER_ITEM", "0", "100", "-1", "101", "an integer in 0..100", NULL},
+        {"MIN_DOWNLOAD_SPEED", "0", "1G", "-1", "1073741825", "bytes in 0..1G", NULL},
+        {"STALL_TIMEOUT", "1", "60m", "0.5", "3601", "seconds in 1..3600", NULL},
+        {"CIRCUIT_BREAKER_THRESHOLD", "1", "10000", "0", "10001", "an integer in 1..10000", NULL},
+        {"CIRCUIT_BREAKER_TIMEOUT", "0.1", "24h", "0.05", "86400.5", "seconds in 0.1..86400", NULL},
+        {"MAX_CONCURRENT_DOWNLOADS", "1", "10000", "0", "10001", "an integer in 1..10000", NULL},
+        {"MAX_CONNECTIONS_PER_SOURCE", "1", "1000", "0", "1001", "an integer in 1..1000", NULL},
+        {"RETRY_BACKOFF_BASE", "0", "3600", "-0.5", "3600.5", "seconds in 0..3600",
+         "RETRY_BACKOFF_MAX=86400"},
+        {"RETRY_BACKOFF_MAX", "0", "86400", "-1", "86401", "seconds in 0..86400", "RETRY_BACKOFF_BASE=0"},
+        {"MAX_FILE_SIZE", "1", "1T", "0", "1099511627777", "bytes in 1..1T", NULL},
+        {"MAX_REQUEST_BODY", "1K", "1G", "1023", "1025M", "bytes in 1K..1G", NULL},
+        {"JOB_RETENTION", "0", "3650d", "-1", "315360001", "seconds in 0..315360000", NULL},
 };
 
-static void expect_bad(const char *key, const char *value, const char *range)
+/* Load with flag key=value (after l->pre); the result of config_load. */
+static int load_limit(const struct limit *l, const char *value, struct config_error *err)
 {
         struct config c;
-        struct config_error err;
-        char *flag;
+        char *flags[2], *flag;
+        int n = 0, r;
 
-        ck_assert_int_ge(asprintf(&flag, "%s=%s", key, value), 0);
-        ck_assert_msg(config_load(&c, "/dev/null", &flag, 1, &err) == -EINVAL, "%s accepted", flag);
-        ck_assert_str_eq(err.key, key);
-        ck_assert_msg(strstr(err.message, range), "%s: message \"%s\" lacks \"%s\"", flag, err.message, range);
+        ck_assert_int_ge(asprintf(&flag, "%s=%s", l->key, value), 0);
+        if (l->pre)
+                flags[n++] = (char *)l->pre;
+        flags[n++] = flag;
+        r = config_load(&c, "/dev/null", flags, n, err);
+        if (r == 0)
+                config_free(&c);
         free(flag);
+        return r;
 }
 
-static void expect_good(const char *key, const char *value)
+static void expect_bad(const struct limit *l, const char *value)
 {
-        struct config c;
         struct config_error err;
-        char *flag;
 
-        ck_assert_int_ge(asprintf(&flag, "%s=%s", key, value), 0);
-        ck_assert_msg(config_load(&c, "/dev/null", &flag, 1, &err) == 0, "%s: %s", flag, err.message);
-        config_free(&c);
-        free(flag);
+        ck_assert_msg(load_limit(l, value, &err) == -EINVAL, "%s=%s accepted", l->key, value);
+        ck_assert_str_eq(err.key, l->key);
+        ck_assert_str_eq(err.file, "command line");
+        ck_assert_msg(strstr(err.message, l->range), "%s=%s: message \"%s\" lacks \"%s\"", l->key, value,
+                      err.message, l->range);
+}
+
+static void expect_good(const struct limit *l, const char *value)
+{
+        struct config_error err;
+
+        ck_assert_msg(load_limit(l, value, &err) == 0, "%s=%s: %s", l->key, value, err.message);
 }
 
 START_TEST(test_limits)
 {
         const struct limit *l = &limits[_i];
-        char *flags[3];
 
-        expect_good(l->key, l->lowest);
-        expect_bad(l->key, l->below, l->range);
-        expect_bad(l->key, l->above, l->range);
-        expect_bad(l->key, "", l->range);
-        expect_bad(l->key, "twelve", l->range);
-        if (strcmp(l->key, "RETRY_BACKOFF_BASE") == 0) {
-                /* the base may not exceed the cap */
-                flags[0] = "RETRY_BACKOFF_MAX=3600";
-                flags[1] = "RETRY_BACKOFF_BASE=3600";
-                struct config c;
-                struct config_error err;
-                ck_assert_int_eq(config_load(&c, "/dev/null", flags, 2, &err), 0);
-                config_free(&c);
-                return;
-        }
-        if (strcmp(l->key, "RETRY_BACKOFF_MAX") == 0)
-                l = &(struct limit){l->key, "1", "86400", NULL, NULL, NULL}; /* >= base (1) */
-        expect_good(l->key, l->highest);
+        expect_good(l, l->lowest);
+        expect_good(l, l->highest);
+        expect_bad(l, l->below);
+        expect_bad(l, l->above);
+        expect_bad(l, "");
+        expect_bad(l, "twelve");
 }
 END_TEST
 
@@ -440,8 +425,17 @@ START_TEST(test_sizes)
         ck_assert_int_eq(size_of("2g", &r), 2 * GiB);
         ck_assert_int_eq(size_of("1T", &r), 1024 * GiB);
         ck_assert_int_eq(r, 0);
-        static const char *const bad[] = {"1.5G", "G", "1KB", "1 K", " 1", "+1", "0x10", "1P",
-                                          "99999999999999999999", "9000000T", "9223372036854775807"};
+        static const char *const bad[] = {"1.5G",
+                                          "G",
+                                          "1KB",
+                                          "1 K",
+                                          " 1",
+                                          "+1",
+                                          "0x10",
+                                          "1P",
+                                          "99999999999999999999",
+                                          "9000000T",
+                                          "9223372036854775807"};
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
                 ck_assert_int_eq(size_of(bad[i], &r), 2 * GiB); /* unchanged */
                 ck_assert_msg(r == -EINVAL, "%s accepted", bad[i]);
@@ -473,8 +467,8 @@ START_TEST(test_durations)
         ck_assert_double_eq(duration_of(".5", &r), 0.5);
         ck_assert_double_eq(duration_of("5.", &r), 5);
         ck_assert_int_eq(r, 0);
-        static const char *const bad[] = {"", ".", "1w", "1e3", "inf", "nan", "0x10", " 5", "5 s",
-                                          "5ss", "-0", "+5", "1,5", "1d2h"};
+        static const char *const bad[] = {"",   ".",   "1w",  "1e3", "inf", "nan", "0x10",
+                                          " 5", "5 s", "5ss", "-0",  "+5",  "1,5", "1d2h"};
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
                 ck_assert_double_eq(duration_of(bad[i], &r), 604800); /* unchanged */
                 ck_assert_msg(r == -EINVAL, "%s accepted", bad[i]);
@@ -524,12 +518,12 @@ START_TEST(test_strings)
         struct config c;
         struct config_error err;
         char longpath[1100], longsock[200];
-        static const char *const good_listen[] = {"127.0.0.1:8080", "0.0.0.0:0", "localhost:65535",
-                                                  "[::1]:8080", "[::]:80", "[fe80::1%eth0]:80",
-                                                  "unix:/run/hauld/api.sock"};
-        static const char *const bad_listen[] = {"127.0.0.1", "127.0.0.1:65536", ":8080", "[::1]",
-                                                 "[zz]:80", "::1:80", "host:-1", "host:80x",
-                                                 "unix:run/x.sock", "unix:", "ho st:80", ""};
+        static const char *const good_listen[] = {
+                "127.0.0.1:8080", "0.0.0.0:0",         "localhost:65535",         "[::1]:8080",
+                "[::]:80",        "[fe80::1%eth0]:80", "unix:/run/hauld/api.sock"};
+        static const char *const bad_listen[] = {
+                "127.0.0.1", "127.0.0.1:65536", ":8080",           "[::1]", "[zz]:80",  "::1:80",
+                "host:-1",   "host:80x",        "unix:run/x.sock", "unix:", "ho st:80", ""};
 
         ck_assert_int_eq(config_defaults(&c), 0);
         for (size_t i = 0; i < sizeof(good_listen) / sizeof(good_listen[0]); i++)
@@ -733,10 +727,12 @@ START_TEST(test_foreach)
         struct config c, again;
         struct config_error err;
         static struct shown s, s2;
-        char conf[8192];
-        const char *tok = write_file("token", "topsecret\n");
+        char conf[8192], tok[4096];
 
-        snprintf(conf, sizeof(conf), "API_TOKEN_FILE=%s\nSTORE=postgresql://hauld:pw0rd@db:5432/hauld\n", tok);
+        snprintf(tok, sizeof(tok), "%s", write_file("token", "topsecret\n"));
+
+        snprintf(conf, sizeof(conf), "API_TOKEN_FILE=%s\nSTORE=postgresql://hauld:pw0rd@db:5432/hauld\n",
+                 tok);
         ck_assert_int_eq(load_text(&c, conf, &err), 0);
         config_foreach(&c, show, &s);
         ck_assert_int_eq(s.n, 28);
@@ -763,10 +759,16 @@ START_TEST(test_foreach)
         ck_assert_int_eq(config_set(&c, "REQUEST_TIMEOUT", "0.25", &err), 0);
         ck_assert_int_eq(config_set(&c, "MIN_DOWNLOAD_SPEED", "1000", &err), 0);
         ck_assert_int_eq(config_set(&c, "MAX_REQUEST_BODY", "1536K", &err), 0);
-        ck_assert_int_eq(config_set(&c, "STORE", "postgresql://db/h?password=pw0rd&sslmode=require", &err), 0);
+        ck_assert_int_eq(config_set(&c, "STORE", "postgresql://db/h?password=pw0rd&sslmode=require", &err),
+                         0);
         s.n = 0;
         config_foreach(&c, show, &s);
         ck_assert_str_eq(shown_value(&s, "STORE"), "postgresql://db/h?password=***&sslmode=require");
+        ck_assert_int_eq(config_set(&c, "STORE", "postgresql://u:p@ss@db/h", &err), 0);
+        s2.n = 0;
+        config_foreach(&c, show, &s2);
+        ck_assert_str_eq(shown_value(&s2, "STORE"), "postgresql://u:***@db/h");
+        s2.n = 0;
         ck_assert_int_eq(config_defaults(&again), 0);
         for (int i = 0; i < s.n; i++)
                 if (strcmp(s.keys[i], "STORE") != 0)
@@ -778,6 +780,51 @@ START_TEST(test_foreach)
                         ck_assert_str_eq(s.values[i], s2.values[i]);
         config_free(&again);
         config_free(&c);
+}
+END_TEST
+
+/* etc/hauld.conf lists every key with its default: uncommented, it loads
+ * to exactly the defaults. */
+START_TEST(test_shipped_conf)
+{
+        static struct shown want, got;
+        struct config c;
+        struct config_error err;
+        const char *srcdir = getenv("srcdir");
+        char path[4096], line[1024], *text = NULL;
+        size_t len = 0;
+        FILE *in, *out;
+
+        snprintf(path, sizeof(path), "%s/etc/hauld.conf", srcdir ? srcdir : ".");
+        in = fopen(path, "r");
+        if (!in)
+                return; /* not run from the source tree */
+        out = open_memstream(&text, &len);
+        ck_assert_ptr_nonnull(out);
+        while (fgets(line, sizeof(line), in))
+                if (line[0] == '#' && isupper((unsigned char)line[1]))
+                        fputs(line + 1, out);
+        fclose(in);
+        fclose(out);
+        ck_assert_int_eq(load_text(&c, text, &err), 0);
+        config_foreach(&c, show, &got);
+        config_free(&c);
+        ck_assert_int_eq(config_load(&c, "/dev/null", NULL, 0, &err), 0);
+        config_foreach(&c, show, &want);
+        config_free(&c);
+        ck_assert_int_eq(got.n, want.n);
+        for (int i = 0; i < want.n; i++) {
+                ck_assert_str_eq(got.keys[i], want.keys[i]);
+                ck_assert_str_eq(got.values[i], want.values[i]);
+        }
+        /* every key is there, once */
+        for (int i = 0; i < want.n; i++) {
+                char needle[80];
+                snprintf(needle, sizeof(needle), "%s=", want.keys[i]);
+                const char *at = strstr(text, needle);
+                ck_assert_msg(at && !strstr(at + 1, needle), "%s", needle);
+        }
+        free(text);
 }
 END_TEST
 
@@ -822,12 +869,10 @@ static Suite *config_suite(void)
         tcase_add_test(tc, test_token_file);
         tcase_add_test(tc, test_token_file_errors);
         tcase_add_test(tc, test_foreach);
+        tcase_add_test(tc, test_shipped_conf);
         tcase_add_test(tc, test_free);
         suite_add_tcase(s, tc);
         return s;
 }
 
-int main(void)
-{
-        return testutil_run(config_suite());
-}
+int main(void) { return testutil_run(config_suite()); }
