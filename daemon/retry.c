@@ -72,20 +72,20 @@ bool retry_should_retry(const struct retry_policy *p, enum retry_class c, int at
         return attempts >= 1 && attempts - 1 < p->max_retries;
 }
 
-/* base * 2^(attempts-1), capped by max (max <= 0: no cap), without
+/* base * 2^(attempts-1), capped by max (max < 0: no cap), without
  * overflowing. */
 static int64_t backoff_ms(int64_t base, int64_t max, int attempts)
 {
         int64_t d = base > 0 ? base : 0;
 
         for (int i = 1; i < attempts; i++) {
-                if (max > 0 && d >= max)
+                if (max >= 0 && d >= max)
                         break;
                 if (d > INT64_MAX / 2)
                         break;
                 d *= 2;
         }
-        if (max > 0 && d > max)
+        if (max >= 0 && d > max)
                 d = max;
         return d;
 }
@@ -103,7 +103,7 @@ int64_t retry_delay_ms(const struct retry_policy *p, int attempts, int64_t retry
 
         if (retry_after_ms >= 0) {
                 int64_t floor = retry_after_ms;
-                if (p->backoff_max_ms > 0 && floor > p->backoff_max_ms)
+                if (p->backoff_max_ms >= 0 && floor > p->backoff_max_ms)
                         floor = p->backoff_max_ms;
                 if (d < floor)
                         d = floor;

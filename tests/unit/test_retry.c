@@ -146,6 +146,11 @@ START_TEST(test_delay_retry_after_floor)
         /* the floor is capped by backoff_max */
         ck_assert_int_eq(retry_delay_ms(&policy, 1, 3600 * 1000, 0.0), 60000);
         ck_assert_int_eq(retry_delay_ms(&policy, 1, 60000, 0.0), 60000);
+
+        /* RETRY_BACKOFF_MAX=0 means no waiting at all, Retry-After or not */
+        struct retry_policy zero = {.max_retries = 2, .backoff_base_ms = 0, .backoff_max_ms = 0};
+        ck_assert_int_eq(retry_delay_ms(&zero, 3, -1, 0.999), 0);
+        ck_assert_int_eq(retry_delay_ms(&zero, 1, 5000, 0.999), 0);
 }
 END_TEST
 
