@@ -11,7 +11,7 @@
  * write one) comes back as text/plain or text/xml. When libmagic answers
  * with a text or XML type, svg_root() looks past the prolog for an <svg
  * root element and the answer becomes image/svg+xml. */
-#include <config.h> /* autoconf's; "config.h" would find daemon/config.h */
+#include "autoconfig.h" /* autoconf's; "config.h" would find daemon/config.h */
 
 #include <errno.h>
 #include <magic.h>
@@ -38,8 +38,8 @@ int sniffer_new(struct sniffer **ret)
                 return -ENOMEM;
         /* No decompression: a gzip body is what it is. No encoding check
          * would lose text/html and text/xml, so that one stays on. */
-        s->magic = magic_open(MAGIC_MIME_TYPE | MAGIC_ERROR | MAGIC_NO_CHECK_COMPRESS |
-                              MAGIC_NO_CHECK_TAR | MAGIC_NO_CHECK_APPTYPE);
+        s->magic = magic_open(MAGIC_MIME_TYPE | MAGIC_ERROR | MAGIC_NO_CHECK_COMPRESS | MAGIC_NO_CHECK_TAR |
+                              MAGIC_NO_CHECK_APPTYPE);
         if (!s->magic) {
                 r = errno > 0 ? -errno : -ENOMEM;
                 goto fail;
@@ -124,8 +124,7 @@ static bool svg_root(const char *p, size_t len)
         }
         if (!has_prefix(p, end, "<svg", false) || end - p < 5)
                 return false;
-        return p[4] == '>' || p[4] == '/' || p[4] == ' ' || p[4] == '\t' || p[4] == '\r' ||
-               p[4] == '\n';
+        return p[4] == '>' || p[4] == '/' || p[4] == ' ' || p[4] == '\t' || p[4] == '\r' || p[4] == '\n';
 }
 
 static bool maybe_svg(const char *mime)

@@ -11,7 +11,7 @@
  * Content-Disposition parser, so the RFC 6266 / RFC 8187 subset lives here;
  * the UTF-8 check is the RFC 3629 table, too small to warrant glib or
  * libunistring as a dependency. */
-#include <config.h> /* autoconf's; "config.h" would find daemon/config.h */
+#include "autoconfig.h" /* autoconf's; "config.h" would find daemon/config.h */
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -159,10 +159,7 @@ static int sanitize_n(const char *in, size_t len, char **ret)
         return r;
 }
 
-int naming_sanitize(const char *name, char **ret)
-{
-        return sanitize_n(name, strlen(name), ret);
-}
+int naming_sanitize(const char *name, char **ret) { return sanitize_n(name, strlen(name), ret); }
 
 static int sanitize_escaped(const char *s, size_t len, char **ret)
 {
@@ -207,9 +204,9 @@ fail:
 /* ---- Content-Disposition (RFC 6266) ---- */
 
 struct cd_param {
-        const char *name;  /* parameter name, not terminated */
-        size_t nlen;       /* bytes of name */
-        char *value;       /* malloc'd: unquoted, or NULL when absent */
+        const char *name; /* parameter name, not terminated */
+        size_t nlen;      /* bytes of name */
+        char *value;      /* malloc'd: unquoted, or NULL when absent */
 };
 
 static const char *skip_ows(const char *p)
@@ -288,12 +285,15 @@ static const char *basename_any(const char *s, size_t *len)
         return b;
 }
 
-static int name_from_plain(const char *v, char **ret)
+/* The sanitized base name of len bytes at s; -ENOENT when nothing but
+ * dots and spaces is left, so the caller falls back to the URL's name. */
+static int cd_name(const char *s, size_t len, char **ret)
 {
-        size_t len = strlen(v);
-        const char *b = basename_any(v, &len);
+        const char *b = basename_any(s, &len);
 
-        return len ? sanitize_n(b, len, ret) : -ENOENT;
+        if (strspn(b, ". ") >= len)
+                return -ENOENT;
+        return sanitize_n(b, len, ret);
 }
 
 /* ISO-8859-1 bytes to UTF-8 (each byte is its code point). */
@@ -348,8 +348,7 @@ static int name_from_ext(const char *v, char **ret)
                 }
                 b = conv;
         }
-        b = basename_any(b, &len);
-        r = len ? sanitize_n(b, len, ret) : -ENOENT;
+        r = cd_name(b, len, ret);
 fail:
         free(conv);
         curl_free(raw);
@@ -374,7 +373,7 @@ int naming_from_content_disposition(const char *value, char **ret)
         if (ext)
                 r = name_from_ext(ext, ret);
         if (r == -ENOENT && plain)
-                r = name_from_plain(plain, ret);
+                r = cd_name(plain, strlen(plain), ret);
         free(ext);
         free(plain);
         return r;
@@ -424,7 +423,8 @@ static bool valid_ext(const char *ext)
                 return false;
         for (size_t i = 0; i < len; i++)
                 if (!strchr("abcdefghijklmnopqrstuvwxyz"
-                            "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-", ext[i]))
+                            "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-",
+                            ext[i]))
                         return false;
         return true;
 }

@@ -8,7 +8,7 @@
  * empty label, at most SOURCE_NAME_MAX bytes. The source is the host with
  * ASCII lower-cased (IPv6 keeps its brackets, loses its zone id) plus
  * ":port" when the port is not the scheme's default. */
-#include <config.h> /* autoconf's; "config.h" would find daemon/config.h */
+#include "autoconfig.h" /* autoconf's; "config.h" would find daemon/config.h */
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -42,10 +42,7 @@ static int curl_error(CURLUcode rc)
         }
 }
 
-static bool host_usable(const char *host)
-{
-        return host[0] != '.' && !strstr(host, "..");
-}
+static bool host_usable(const char *host) { return host[0] != '.' && !strstr(host, ".."); }
 
 /* "host" or "host:port", ASCII lower-cased, malloc'd in *ret. */
 static int make_source(CURLU *u, char **ret)

@@ -1,6 +1,6 @@
 /* content: libmagic sniffing on real magic bytes, ACCEPT_CONTENT matching
  * and the extension table. */
-#include <config.h>
+#include "autoconfig.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -11,10 +11,7 @@
 
 static struct sniffer *sn;
 
-static void setup(void)
-{
-        ck_assert_int_eq(sniffer_new(&sn), 0);
-}
+static void setup(void) { ck_assert_int_eq(sniffer_new(&sn), 0); }
 
 static void teardown(void)
 {
@@ -38,7 +35,8 @@ static const struct {
          "image/png"},
         {"gif",
          BYTES("GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01"
-               "\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02" "D\x01\x00;"),
+               "\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02"
+               "D\x01\x00;"),
          "image/gif"},
         {"webp",
          BYTES("RIFF\x1a\x00\x00\x00WEBPVP8L\x0d\x00\x00\x00\x2f\x00\x00\x00\x10\x07\x10"
@@ -53,12 +51,18 @@ static const struct {
         {"tiff le", BYTES("II*\x00\x08\x00\x00\x00\x00\x00\x00\x00"), "image/tiff"},
         {"tiff be", BYTES("MM\x00*\x00\x00\x00\x08\x00\x00"), "image/tiff"},
         {"avif",
-         BYTES("\x00\x00\x00\x1c" "ftypavif\x00\x00\x00\x00" "avifmif1miaf\x00\x00\x00\x00"),
+         BYTES("\x00\x00\x00\x1c"
+               "ftypavif\x00\x00\x00\x00"
+               "avifmif1miaf\x00\x00\x00\x00"),
          "image/avif"},
-        {"heic", BYTES("\x00\x00\x00\x18" "ftypheic\x00\x00\x00\x00" "mif1heic\x00\x00\x00\x00"),
+        {"heic",
+         BYTES("\x00\x00\x00\x18"
+               "ftypheic\x00\x00\x00\x00"
+               "mif1heic\x00\x00\x00\x00"),
          "image/heic"},
-        {"svg", BYTES("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1\" height=\"1\">"
-                      "<rect width=\"1\" height=\"1\"/></svg>\n"),
+        {"svg",
+         BYTES("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1\" height=\"1\">"
+               "<rect width=\"1\" height=\"1\"/></svg>\n"),
          "image/svg+xml"},
         {"svg with xml declaration",
          BYTES("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
@@ -73,39 +77,52 @@ static const struct {
          BYTES("\xef\xbb\xbf  <?xml version=\"1.0\"?>\n<!-- a > b -->\n"
                "<!DOCTYPE svg [ <!ENTITY e \"<x>\"> ]>\n<svg\n xmlns=\"http://www.w3.org/2000/svg\"/>"),
          "image/svg+xml"},
-        {"mp4", BYTES("\x00\x00\x00\x20" "ftypisom\x00\x00\x02\x00" "isomiso2avc1mp41"
-                      "\x00\x00\x00\x08" "free"),
+        {"mp4",
+         BYTES("\x00\x00\x00\x20"
+               "ftypisom\x00\x00\x02\x00"
+               "isomiso2avc1mp41"
+               "\x00\x00\x00\x08"
+               "free"),
          "video/mp4"},
-        {"mov", BYTES("\x00\x00\x00\x14" "ftypqt  \x00\x00\x02\x00qt  \x00\x00\x00\x08wide"),
+        {"mov",
+         BYTES("\x00\x00\x00\x14"
+               "ftypqt  \x00\x00\x02\x00qt  \x00\x00\x00\x08wide"),
          "video/quicktime"},
-        {"webm", BYTES("\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\xf7\x81\x01\x42\xf2\x81\x04"
-                       "\x42\xf3\x81\x08\x42\x82\x84webm\x42\x87\x81\x04\x42\x85\x81\x02"),
+        {"webm",
+         BYTES("\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\xf7\x81\x01\x42\xf2\x81\x04"
+               "\x42\xf3\x81\x08\x42\x82\x84webm\x42\x87\x81\x04\x42\x85\x81\x02"),
          "video/webm"},
-        {"mkv", BYTES("\x1a\x45\xdf\xa3\xa3\x42\x86\x81\x01\x42\xf7\x81\x01\x42\xf2\x81\x04"
-                      "\x42\xf3\x81\x08\x42\x82\x88matroska\x42\x87\x81\x04\x42\x85\x81\x02"),
+        {"mkv",
+         BYTES("\x1a\x45\xdf\xa3\xa3\x42\x86\x81\x01\x42\xf7\x81\x01\x42\xf2\x81\x04"
+               "\x42\xf3\x81\x08\x42\x82\x88matroska\x42\x87\x81\x04\x42\x85\x81\x02"),
          "video/x-matroska"},
-        {"avi", BYTES("RIFF\x24\x00\x00\x00" "AVI LIST\x18\x00\x00\x00hdrlavih\x38\x00\x00\x00"
-                      "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"),
+        {"avi",
+         BYTES("RIFF\x24\x00\x00\x00"
+               "AVI LIST\x18\x00\x00\x00hdrlavih\x38\x00\x00\x00"
+               "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"),
          "video/x-msvideo"},
-        {"mpeg-ps", BYTES("\x00\x00\x01\xba\x44\x00\x04\x00\x04\x01\x01\x89\xc3\xf8\x00\x00"
-                          "\x01\xbb"),
+        {"mpeg-ps",
+         BYTES("\x00\x00\x01\xba\x44\x00\x04\x00\x04\x01\x01\x89\xc3\xf8\x00\x00"
+               "\x01\xbb"),
          "video/mpeg"},
-        {"flac", BYTES("fLaC\x80\x00\x00\x22\x10\x00\x10\x00\x00\x00\x00\x00\x00\x00\x0a\xc4"
-                       "\x42\xf0\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
-                       "\x00\x00\x00\x00\x00"),
+        {"flac",
+         BYTES("fLaC\x80\x00\x00\x22\x10\x00\x10\x00\x00\x00\x00\x00\x00\x00\x0a\xc4"
+               "\x42\xf0\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+               "\x00\x00\x00\x00\x00"),
          "audio/flac"},
         {"mp3 (id3)", BYTES("ID3\x04\x00\x00\x00\x00\x00\x00\xff\xfb\x90\x64\x00\x00\x00\x00"),
          "audio/mpeg"},
         {"pdf", BYTES("%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n"),
          "application/pdf"},
-        {"html", BYTES("<!DOCTYPE html>\n<html><head><title>x</title></head>"
-                       "<body><p>hello</p></body></html>\n"),
+        {"html",
+         BYTES("<!DOCTYPE html>\n<html><head><title>x</title></head>"
+               "<body><p>hello</p></body></html>\n"),
          "text/html"},
-        {"xml (not svg)", BYTES("<?xml version=\"1.0\"?>\n<feed xmlns=\"http://www.w3.org/2005/Atom\">"
-                                "</feed>\n"),
+        {"xml (not svg)",
+         BYTES("<?xml version=\"1.0\"?>\n<feed xmlns=\"http://www.w3.org/2005/Atom\">"
+               "</feed>\n"),
          "text/xml"},
-        {"plain text", BYTES("hello world, this is plain text\nand a second line\n"),
-         "text/plain"},
+        {"plain text", BYTES("hello world, this is plain text\nand a second line\n"), "text/plain"},
         {"text mentioning svg", BYTES("the <svg> element draws vector images\n"), "text/plain"},
         {"json", BYTES("{\"a\": [1, 2, 3], \"b\": \"x\"}\n"), "application/json"},
         {"empty", "", 0, "application/x-empty"},
@@ -116,8 +133,8 @@ START_TEST(test_sniff)
         char *mime = NULL;
 
         ck_assert_int_eq(sniffer_mime(sn, samples[_i].buf, samples[_i].len, &mime), 0);
-        ck_assert_msg(strcmp(mime, samples[_i].mime) == 0, "%s: got %s, want %s",
-                      samples[_i].what, mime, samples[_i].mime);
+        ck_assert_msg(strcmp(mime, samples[_i].mime) == 0, "%s: got %s, want %s", samples[_i].what, mime,
+                      samples[_i].mime);
         free(mime);
 }
 END_TEST
@@ -158,10 +175,7 @@ START_TEST(test_sniff_binary_junk)
 }
 END_TEST
 
-START_TEST(test_sniffer_free_null)
-{
-        sniffer_free(NULL);
-}
+START_TEST(test_sniffer_free_null) { sniffer_free(NULL); }
 END_TEST
 
 static const struct {
@@ -216,8 +230,8 @@ START_TEST(test_accepted)
 {
         ck_assert_msg(content_accepted(accept_cases[_i].accept, accept_cases[_i].mime) ==
                               accept_cases[_i].ok,
-                      "accept=%s mime=%s want %d", accept_cases[_i].accept,
-                      accept_cases[_i].mime, accept_cases[_i].ok);
+                      "accept=%s mime=%s want %d", accept_cases[_i].accept, accept_cases[_i].mime,
+                      accept_cases[_i].ok);
 }
 END_TEST
 
@@ -296,8 +310,8 @@ START_TEST(test_sniffed_types_have_extensions)
 
         ck_assert_int_eq(sniffer_mime(sn, samples[_i].buf, samples[_i].len, &mime), 0);
         if (strcmp(mime, "application/x-empty") != 0)
-                ck_assert_msg(content_extension(mime) != NULL, "%s: no extension for %s",
-                              samples[_i].what, mime);
+                ck_assert_msg(content_extension(mime) != NULL, "%s: no extension for %s", samples[_i].what,
+                              mime);
         free(mime);
 }
 END_TEST
@@ -328,7 +342,4 @@ static Suite *content_suite(void)
         return s;
 }
 
-int main(void)
-{
-        return testutil_run(content_suite());
-}
+int main(void) { return testutil_run(content_suite()); }
