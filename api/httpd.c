@@ -1,1 +1,696 @@
-/* placeholder */
+/* httpd: the HTTP API's front door. It owns the listening socket (its own
+ * for LISTEN, or one handed over by systemd), the microhttpd daemon, the
+ * route table, the guards every request passes in a fixed order, the
+ * request body buffer, and the pool of store connections the handlers use.
+ *
+ * A request goes through, in order: Host check (421), CORS preflight for
+ * OPTIONS, bearer token (401), route (404) and method (405), draining
+ * (503), body size (413) and type (415); then, once the body is in, the
+ * handler. Each guard answers with a problem+json; CORS headers go on every
+ * answer to a listed origin.
+ *
+ * Invariants: a struct request is touched only by the pool thread running
+ * its connection; a store connection serves one request at a time (taken
+ * from the pool on first use, returned when the request ends); the body
+ * buffer never grows past MAX_REQUEST_BODY + 1 bytes. */
+#include "autoconfig.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <openssl/crypto.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "api/httpd-internal.h"
+#include "api/jobjson.h"
+#include "api/problem.h"
+#include "common/log.h"
+#include "common/str.h"
+
+#define CORS_ALLOW_HEADERS  "Authorization, Content-Type, Idempotency-Key, Last-Event-ID"
+#define CORS_EXPOSE_HEADERS "Location, Retry-After"
+#define CORS_MAX_AGE        "600"
+#define ALLOW_MAX           64 /* bytes of an Allow header value */
+
+static const struct route routes[] = {
+        {"GET", "/v1/health", system_health, ROUTE_PUBLIC},
+        {"GET", "/v1/config", system_config, 0},
+        {"GET", "/v1/stats", system_stats, 0},
+        {"GET", "/v1/circuits", system_circuits, 0},
+        {"POST", "/v1/circuits/{}/reset", system_circuit_reset, 0},
+        {"GET", "/metrics", system_metrics, 0},
+        {"POST", "/v1/jobs", jobs_create, ROUTE_JSON_BODY},
+        {"GET", "/v1/jobs", jobs_list, 0},
+        {"GET", "/v1/jobs/{}", jobs_get, 0},
+        {"DELETE", "/v1/jobs/{}", jobs_delete, 0},
+        {"GET", "/v1/jobs/{}/items", jobs_items, 0},
+        {"POST", "/v1/jobs/{}/cancel", jobs_cancel, 0},
+        {"POST", "/v1/jobs/{}/retry", jobs_retry, 0},
+};
+#define NROUTES (sizeof(routes) / sizeof(routes[0]))
+
+/* ---- listening ---------------------------------------------------------- */
+
+static int listen_unix(struct httpd *h, const char *path, int *ret_fd)
+{
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        struct stat st;
+        int fd = -1, r;
+
+        if (strlen(path) >= sizeof(sa.sun_path) || path[0] != '/')
+                return -EINVAL;
+        strcpy(sa.sun_path, path);
+        /* a socket left by an earlier run: reuse the name unless someone answers on it */
+        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+                fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+                        r = -EADDRINUSE;
+                        goto fail;
+                }
+                close(fd);
+                unlink(path);
+        }
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+                r = -errno;
+                goto fail;
+        }
+        if (!(h->unix_path = strdup(path))) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        if (chmod(path, 0660) < 0 || listen(fd, HTTPD_LISTEN_BACKLOG) < 0) {
+                r = -errno;
+                goto fail;
+        }
+        *ret_fd = fd;
+        return 0;
+fail:
+        if (fd >= 0)
+                close(fd);
+        return r;
+}
+
+/* "host:port" or "[v6]:port" into host and port buffers. */
+static int split_host_port(const char *spec, char *host, size_t hsize, char *port, size_t psize)
+{
+        const char *colon, *h = spec;
+        size_t hlen;
+
+        if (spec[0] == '[') {
+                const char *end = strchr(spec, ']');
+                if (!end || end[1] != ':')
+                        return -EINVAL;
+                h = spec + 1;
+                hlen = (size_t)(end - h);
+                colon = end + 1;
+        } else {
+                colon = strrchr(spec, ':');
+                if (!colon || strchr(spec, ':') != colon)
+                        return -EINVAL;
+                hlen = (size_t)(colon - spec);
+        }
+        if (hlen == 0 || hlen >= hsize || strlen(colon + 1) == 0 || strlen(colon + 1) >= psize ||
+            strspn(colon + 1, "0123456789") != strlen(colon + 1) || atoi(colon + 1) > 65535)
+                return -EINVAL;
+        memcpy(host, h, hlen);
+        host[hlen] = '\0';
+        strcpy(port, colon + 1);
+        return 0;
+}
+
+static int listen_tcp(const char *spec, int *ret_fd)
+{
+        struct addrinfo hints = {
+                .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+        struct addrinfo *ai = NULL;
+        char host[256], port[8];
+        int fd = -1, r, one = 1;
+
+        r = split_host_port(spec, host, sizeof(host), port, sizeof(port));
+        if (r < 0)
+                return r;
+        if (getaddrinfo(host, port, &hints, &ai) != 0)
+                return -EADDRNOTAVAIL;
+        r = -EADDRNOTAVAIL;
+        for (struct addrinfo *a = ai; a; a = a->ai_next) {
+                fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+                if (fd < 0)
+                        continue;
+                setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+                if (a->ai_family == AF_INET6)
+                        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+                if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, HTTPD_LISTEN_BACKLOG) == 0) {
+                        *ret_fd = fd;
+                        r = 0;
+                        break;
+                }
+                r = -errno;
+                close(fd);
+        }
+        freeaddrinfo(ai);
+        return r;
+}
+
+static int socket_port(int fd)
+{
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+
+        if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+                return 0;
+        if (ss.ss_family == AF_INET)
+                return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        if (ss.ss_family == AF_INET6)
+                return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        return 0;
+}
+
+/* ---- guards -------------------------------------------------------------- */
+
+static bool name_is_loopback(const char *name)
+{
+        struct in_addr a4;
+        char buf[256];
+        size_t n = strlen(name);
+
+        if (n == 0 || n >= sizeof(buf))
+                return false;
+        memcpy(buf, name, n + 1);
+        if (buf[n - 1] == '.')
+                buf[--n] = '\0';
+        if (strcasecmp(buf, "localhost") == 0)
+                return true;
+        if (n > 10 && strcasecmp(buf + n - 10, ".localhost") == 0)
+                return true;
+        if (inet_pton(AF_INET, buf, &a4) == 1)
+                return (ntohl(a4.s_addr) >> 24) == 127;
+        return false;
+}
+
+/* Is the Host header this daemon's: a loopback name or address with an
+ * optional port, or listed in ALLOWED_HOSTS (by name, or name:port)? */
+static bool host_ok(const struct config *cfg, const char *host)
+{
+        char name[256];
+        const char *port;
+        size_t n;
+
+        if (!host || !*host)
+                return false;
+        if (host[0] == '[') {
+                const char *end = strchr(host, ']');
+                if (!end || (size_t)(end - host - 1) >= sizeof(name))
+                        return false;
+                n = (size_t)(end - host - 1);
+                port = end + 1;
+        } else {
+                port = strchr(host, ':');
+                n = port ? (size_t)(port - host) : strlen(host);
+                if (!port)
+                        port = host + n;
+                if (n >= sizeof(name))
+                        return false;
+        }
+        if (*port && (port[0] != ':' || strspn(port + 1, "0123456789") != strlen(port + 1)))
+                return false;
+        memcpy(name, host[0] == '[' ? host + 1 : host, n);
+        name[n] = '\0';
+        if (host[0] == '[') {
+                struct in6_addr a6;
+                if (inet_pton(AF_INET6, name, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6))
+                        return true;
+        } else if (name_is_loopback(name))
+                return true;
+        const char *list = cfg->allowed_hosts;
+        return list && (str_list_contains(list, name) || str_list_contains(list, host));
+}
+
+/* "Bearer <token>" matching token, compared in constant time. */
+static bool token_ok(const char *token, const char *authz)
+{
+        if (!authz || strncasecmp(authz, "Bearer ", 7) != 0)
+                return false;
+        const char *given = authz + 7;
+        while (*given == ' ')
+                given++;
+        size_t n = strlen(given);
+        return n == strlen(token) && CRYPTO_memcmp(given, token, n) == 0;
+}
+
+/* application/json, with optional parameters (charset). */
+static bool is_json_type(const char *ct)
+{
+        static const char json[] = "application/json";
+        if (!ct)
+                return false;
+        ct += strspn(ct, " \t");
+        if (strncasecmp(ct, json, sizeof(json) - 1) != 0)
+                return false;
+        ct += sizeof(json) - 1;
+        ct += strspn(ct, " \t");
+        return *ct == '\0' || *ct == ';';
+}
+
+/* ---- routes ---------------------------------------------------------------- */
+
+struct span {
+        const char *p;
+        size_t len;
+};
+
+/* Does path fit pattern? Fills params with the "{}" segments. */
+static bool path_match(const char *pattern, const char *path, struct span params[HTTPD_MAX_PARAMS])
+{
+        size_t np = 0;
+
+        memset(params, 0, HTTPD_MAX_PARAMS * sizeof(*params));
+        while (*pattern && *path) {
+                if (pattern[0] == '{' && pattern[1] == '}') {
+                        size_t len = strcspn(path, "/");
+                        if (len == 0 || np == HTTPD_MAX_PARAMS)
+                                return false;
+                        params[np++] = (struct span){path, len};
+                        path += len;
+                        pattern += 2;
+                } else if (*pattern++ != *path++)
+                        return false;
+        }
+        return *pattern == '\0' && *path == '\0';
+}
+
+static bool method_fits(const char *route_method, const char *method)
+{
+        return strcmp(route_method, method) == 0 ||
+               (strcmp(method, "HEAD") == 0 && strcmp(route_method, "GET") == 0);
+}
+
+/* The route for (method, url), or NULL; *ret_known tells whether any route
+ * has this path, allow lists the methods it has. */
+static const struct route *route_find(struct request *rq, const char *url, bool *ret_known, char *allow,
+                                      size_t allow_size)
+{
+        const struct route *found = NULL;
+        struct span params[HTTPD_MAX_PARAMS], fparams[HTTPD_MAX_PARAMS] = {{0}};
+
+        *ret_known = false;
+        snprintf(allow, allow_size, "OPTIONS");
+        for (size_t i = 0; i < NROUTES; i++) {
+                if (!path_match(routes[i].pattern, url, params))
+                        continue;
+                *ret_known = true;
+                size_t n = strlen(allow);
+                snprintf(allow + n, allow_size - n, ", %s%s", routes[i].method,
+                         strcmp(routes[i].method, "GET") == 0 ? ", HEAD" : "");
+                if (!found && method_fits(routes[i].method, rq->method)) {
+                        found = &routes[i];
+                        memcpy(fparams, params, sizeof(params));
+                }
+        }
+        for (size_t i = 0; found && i < HTTPD_MAX_PARAMS; i++)
+                if (fparams[i].p && !(rq->params[i] = strndup(fparams[i].p, fparams[i].len)))
+                        return NULL;
+        return found;
+}
+
+/* ---- answers ----------------------------------------------------------------- */
+
+int httpd_header(struct request *rq, const char *name, const char *value)
+{
+        if (rq->nheaders == HTTPD_MAX_HEADERS)
+                return -E2BIG;
+        char *v = strdup(value);
+        if (!v)
+                return -ENOMEM;
+        rq->headers[rq->nheaders].name = name;
+        rq->headers[rq->nheaders++].value = v;
+        return 0;
+}
+
+static enum MHD_Result queue(struct request *rq, unsigned status, struct MHD_Response *resp)
+{
+        char retry[16];
+        enum MHD_Result ret;
+
+        if (!resp)
+                return MHD_NO;
+        for (size_t i = 0; i < rq->nheaders; i++)
+                MHD_add_response_header(resp, rq->headers[i].name, rq->headers[i].value);
+        if (rq->origin) {
+                MHD_add_response_header(resp, "Access-Control-Allow-Origin", rq->origin);
+                MHD_add_response_header(resp, "Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS);
+        }
+        if (rq->h->cfg->cors_origins && *rq->h->cfg->cors_origins)
+                MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Origin");
+        if (status == MHD_HTTP_SERVICE_UNAVAILABLE) {
+                snprintf(retry, sizeof(retry), "%d", HTTPD_RETRY_AFTER_S);
+                MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, retry);
+        }
+        if (status == MHD_HTTP_UNAUTHORIZED)
+                MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+        ret = MHD_queue_response(rq->conn, status, resp);
+        MHD_destroy_response(resp);
+        rq->answered = true;
+        log_debug("httpd: %s %s %u", rq->method, rq->route ? rq->route->pattern : "-", status);
+        return ret;
+}
+
+enum MHD_Result httpd_reply_text(struct request *rq, unsigned status, const char *content_type, char *text,
+                                 size_t len)
+{
+        struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+        if (!resp) {
+                free(text);
+                return MHD_NO;
+        }
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+        return queue(rq, status, resp);
+}
+
+static enum MHD_Result reply_dump(struct request *rq, unsigned status, const char *content_type,
+                                  json_t *body)
+{
+        char *text = body ? json_dumps(body, JOBJSON_DUMP_FLAGS) : NULL;
+        json_decref(body);
+        if (!text)
+                return MHD_NO;
+        return httpd_reply_text(rq, status, content_type, text, strlen(text));
+}
+
+enum MHD_Result httpd_reply_problem(struct request *rq, unsigned status, json_t *errors, const char *fmt,
+                                    ...)
+{
+        char detail[512];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(detail, sizeof(detail), fmt, ap);
+        va_end(ap);
+        if (status >= 500)
+                log_warning("httpd: %s %s: %u %s", rq->method, rq->route ? rq->route->pattern : "-", status,
+                            detail);
+        return reply_dump(rq, status, PROBLEM_CONTENT_TYPE, problem_new(status, detail, errors));
+}
+
+enum MHD_Result httpd_reply_json(struct request *rq, unsigned status, json_t *body)
+{
+        if (!body)
+                return httpd_reply_problem(rq, 500, NULL, "out of memory");
+        return reply_dump(rq, status, "application/json", body);
+}
+
+enum MHD_Result httpd_reply_empty(struct request *rq, unsigned status)
+{
+        return queue(rq, status, MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT));
+}
+
+enum MHD_Result httpd_reply_store_error(struct request *rq, int r, const char *what)
+{
+        if (r == -ENOENT)
+                return httpd_reply_problem(rq, 404, NULL, "no such %s", what);
+        if (r == -ENOMEM)
+                return httpd_reply_problem(rq, 500, NULL, "out of memory");
+        return httpd_reply_problem(rq, 503, NULL, "store unavailable: %s", strerror(-r));
+}
+
+enum MHD_Result httpd_reply_sched_error(struct request *rq, int r, const char *what)
+{
+        switch (r) {
+        case -ENOENT:
+                return httpd_reply_problem(rq, 404, NULL, "no such %s", what);
+        case -EBUSY:
+                return httpd_reply_problem(rq, 409, NULL, "the %s's state does not allow this", what);
+        case -ESHUTDOWN:
+                return httpd_reply_problem(rq, 503, NULL, "shutting down");
+        default:
+                return httpd_reply_problem(rq, 500, NULL, "%s", strerror(-r));
+        }
+}
+
+/* ---- requests ------------------------------------------------------------------ */
+
+const char *httpd_arg(struct request *rq, const char *key)
+{
+        return MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+static const char *header(struct request *rq, const char *name)
+{
+        return MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, name);
+}
+
+int httpd_store(struct request *rq, struct store **ret)
+{
+        struct httpd *h = rq->h;
+        struct store *s = NULL;
+
+        if (!rq->store) {
+                pthread_mutex_lock(&h->pool_lock);
+                if (h->npool > 0)
+                        s = h->pool[--h->npool];
+                pthread_mutex_unlock(&h->pool_lock);
+                if (!s) {
+                        int r = store_open(h->cfg->store, &s);
+                        if (r < 0) {
+                                log_warning("httpd: cannot open the store: %s", strerror(-r));
+                                return r;
+                        }
+                }
+                rq->store = s;
+        }
+        *ret = rq->store;
+        return 0;
+}
+
+static void store_release(struct httpd *h, struct store *s)
+{
+        if (!s)
+                return;
+        pthread_mutex_lock(&h->pool_lock);
+        if (h->npool < HTTPD_STORE_POOL_MAX) {
+                h->pool[h->npool++] = s;
+                s = NULL;
+        }
+        pthread_mutex_unlock(&h->pool_lock);
+        store_close(s);
+}
+
+static enum MHD_Result preflight(struct request *rq, const char *allow)
+{
+        if (rq->origin && header(rq, "Access-Control-Request-Method")) {
+                httpd_header(rq, "Access-Control-Allow-Methods", allow);
+                httpd_header(rq, "Access-Control-Allow-Headers", CORS_ALLOW_HEADERS);
+                httpd_header(rq, "Access-Control-Max-Age", CORS_MAX_AGE);
+        } else
+                httpd_header(rq, MHD_HTTP_HEADER_ALLOW, allow);
+        return httpd_reply_empty(rq, MHD_HTTP_NO_CONTENT);
+}
+
+static bool needs_token(struct request *rq)
+{
+        const char *token = rq->h->cfg->api_token;
+        return token && *token && !(rq->route && (rq->route->flags & ROUTE_PUBLIC));
+}
+
+/* The guards that need only the headers. Answers, or leaves rq for the body. */
+static enum MHD_Result admit(struct request *rq, const char *url)
+{
+        const struct config *cfg = rq->h->cfg;
+        char allow[ALLOW_MAX];
+        bool known;
+
+        const char *origin = header(rq, "Origin");
+        if (origin && cfg->cors_origins && str_list_contains(cfg->cors_origins, origin))
+                rq->origin = origin;
+        if (!host_ok(cfg, header(rq, MHD_HTTP_HEADER_HOST)))
+                return httpd_reply_problem(rq, 421, NULL, "this Host is not served here");
+        rq->route = route_find(rq, url, &known, allow, sizeof(allow));
+        if (strcmp(rq->method, "OPTIONS") == 0)
+                return known ? preflight(rq, allow) : httpd_reply_problem(rq, 404, NULL, "no such route");
+        if (needs_token(rq) && !token_ok(cfg->api_token, header(rq, MHD_HTTP_HEADER_AUTHORIZATION)))
+                return httpd_reply_problem(rq, 401, NULL, "a valid bearer token is required");
+        if (!known)
+                return httpd_reply_problem(rq, 404, NULL, "no such route");
+        if (!rq->route) {
+                httpd_header(rq, MHD_HTTP_HEADER_ALLOW, allow);
+                return httpd_reply_problem(rq, 405, NULL, "%s is not allowed here", rq->method);
+        }
+        if (atomic_load(&rq->h->draining) && strcmp(rq->route->method, "GET") != 0)
+                return httpd_reply_problem(rq, 503, NULL, "shutting down");
+        const char *clen = header(rq, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (clen && strtoull(clen, NULL, 10) > (unsigned long long)cfg->max_request_body)
+                return httpd_reply_problem(rq, 413, NULL, "the body is over %lld bytes",
+                                           (long long)cfg->max_request_body);
+        if ((rq->route->flags & ROUTE_JSON_BODY) && !is_json_type(header(rq, MHD_HTTP_HEADER_CONTENT_TYPE)))
+                return httpd_reply_problem(rq, 415, NULL, "the body must be application/json");
+        return MHD_YES;
+}
+
+/* Keep the upload up to MAX_REQUEST_BODY; past it, count and drop. */
+static enum MHD_Result take_upload(struct request *rq, const char *data, size_t *size)
+{
+        size_t n = *size, max = (size_t)rq->h->cfg->max_request_body;
+
+        *size = 0;
+        if (rq->too_large || n > max - rq->body_len) {
+                rq->too_large = true;
+                rq->discarded += n;
+                return rq->discarded > HTTPD_DISCARD_MAX ? MHD_NO : MHD_YES;
+        }
+        if (rq->body_len + n + 1 > rq->body_cap) {
+                size_t cap = rq->body_cap ? rq->body_cap : 4096;
+                while (cap < rq->body_len + n + 1)
+                        cap *= 2;
+                if (cap > max + 1)
+                        cap = max + 1;
+                char *b = realloc(rq->body, cap);
+                if (!b)
+                        return MHD_NO;
+                rq->body = b;
+                rq->body_cap = cap;
+        }
+        memcpy(rq->body + rq->body_len, data, n);
+        rq->body_len += n;
+        rq->body[rq->body_len] = '\0';
+        return MHD_YES;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+        struct request *rq = *con_cls;
+
+        if (!rq) {
+                if (!(rq = calloc(1, sizeof(*rq))))
+                        return MHD_NO;
+                rq->h = cls;
+                rq->conn = conn;
+                rq->method = method;
+                *con_cls = rq;
+                return admit(rq, url);
+        }
+        if (rq->answered) {
+                *upload_data_size = 0;
+                return MHD_YES;
+        }
+        if (*upload_data_size > 0)
+                return take_upload(rq, upload_data, upload_data_size);
+        if (rq->too_large)
+                return httpd_reply_problem(rq, 413, NULL, "the body is over %lld bytes",
+                                           (long long)rq->h->cfg->max_request_body);
+        return rq->route->handler(rq);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode code)
+{
+        struct request *rq = *con_cls;
+
+        if (!rq)
+                return;
+        store_release(cls, rq->store);
+        for (size_t i = 0; i < HTTPD_MAX_PARAMS; i++)
+                free(rq->params[i]);
+        for (size_t i = 0; i < rq->nheaders; i++)
+                free(rq->headers[i].value);
+        free(rq->body);
+        free(rq);
+        *con_cls = NULL;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+        char buf[512];
+        vsnprintf(buf, sizeof(buf), fmt, ap);
+        buf[strcspn(buf, "\n")] = '\0';
+        log_warning("httpd: %s", buf);
+}
+
+/* ---- start and stop ---------------------------------------------------------------- */
+
+static int open_listener(struct httpd *h, const char *listen, int *ret_fd)
+{
+        if (str_startswith(listen, "unix:"))
+                return listen_unix(h, listen + 5, ret_fd);
+        return listen_tcp(listen, ret_fd);
+}
+
+static void httpd_free(struct httpd *h)
+{
+        if (!h)
+                return;
+        if (h->unix_path)
+                unlink(h->unix_path);
+        free(h->unix_path);
+        for (size_t i = 0; i < h->npool; i++)
+                store_close(h->pool[i]);
+        pthread_mutex_destroy(&h->pool_lock);
+        free(h);
+}
+
+int httpd_start(const struct httpd_deps *deps, int listen_fd, struct httpd **ret)
+{
+        struct httpd *h = calloc(1, sizeof(*h));
+        int fd = listen_fd, r;
+
+        if (!h)
+                return -ENOMEM;
+        h->cfg = deps->cfg;
+        h->sched = deps->sched;
+        h->version = deps->version;
+        atomic_init(&h->draining, false);
+        pthread_mutex_init(&h->pool_lock, NULL);
+        if (fd < 0 && (r = open_listener(h, h->cfg->listen, &fd)) < 0) {
+                log_error("httpd: cannot listen on %s: %s", h->cfg->listen, strerror(-r));
+                goto fail;
+        }
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        h->port = socket_port(fd);
+        /* the logger goes first so that microhttpd reports nothing to stderr itself */
+        h->mhd = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+                                  on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
+                                  MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_THREAD_POOL_SIZE,
+                                  (unsigned)HTTPD_THREADS, MHD_OPTION_CONNECTION_TIMEOUT,
+                                  (unsigned)HTTPD_CONNECTION_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT,
+                                  (unsigned)HTTPD_CONNECTION_LIMIT, MHD_OPTION_NOTIFY_COMPLETED,
+                                  on_completed, h, MHD_OPTION_END);
+        if (!h->mhd) {
+                r = -EIO;
+                log_error("httpd: cannot start the HTTP server");
+                goto fail;
+        }
+        const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_BIND_PORT);
+        if (info && info->port)
+                h->port = info->port;
+        *ret = h;
+        return 0;
+fail:
+        if (fd >= 0 && listen_fd < 0)
+                close(fd);
+        httpd_free(h);
+        return r;
+}
+
+int httpd_port(const struct httpd *h) { return h->port; }
+
+void httpd_set_draining(struct httpd *h) { atomic_store(&h->draining, true); }
+
+void httpd_stop(struct httpd *h)
+{
+        if (!h)
+                return;
+        MHD_stop_daemon(h->mhd); /* closes the listening socket */
+        httpd_free(h);
+}

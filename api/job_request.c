@@ -27,7 +27,7 @@
 struct strmap {
         const char **keys;
         int *vals;
-        size_t mask;          /* capacity - 1; capacity a power of two, over twice the entries */
+        size_t mask; /* capacity - 1; capacity a power of two, over twice the entries */
 };
 
 static int strmap_init(struct strmap *m, size_t entries)
@@ -70,12 +70,12 @@ static int strmap_find_or_add(struct strmap *m, const char *key, int val)
 
 struct parse {
         const struct job_request_hooks *hooks;
-        json_t *errors;       /* the problem "errors" array */
-        int oom;              /* -ENOMEM once an allocation failed, else 0 */
+        json_t *errors; /* the problem "errors" array */
+        int oom;        /* -ENOMEM once an allocation failed, else 0 */
         struct job *job;
         struct item *items;
         size_t nitems;
-        char **normalized;    /* per item: libcurl's form of its URL, for duplicate detection */
+        char **normalized; /* per item: libcurl's form of its URL, for duplicate detection */
 };
 
 static void bad(struct parse *p, const char *field, const char *fmt, ...)
@@ -104,12 +104,14 @@ static bool depth_ok(json_t *v, int depth)
         if (depth > JOB_REQUEST_MAX_DEPTH)
                 return false;
         if (json_is_array(v)) {
-                json_array_foreach(v, i, child) {
+                json_array_foreach(v, i, child)
+                {
                         if (!depth_ok(child, depth + 1))
                                 return false;
                 }
         } else {
-                json_object_foreach(v, key, child) {
+                json_object_foreach(v, key, child)
+                {
                         if (!depth_ok(child, depth + 1))
                                 return false;
                 }
@@ -133,7 +135,8 @@ static void check_keys(struct parse *p, json_t *obj, const char *prefix, const c
         json_t *v;
         char field[PROBLEM_TEXT_MAX + 1];
 
-        json_object_foreach(obj, key, v) {
+        json_object_foreach(obj, key, v)
+        {
                 bool known = false;
                 for (const char *const *a = allowed; *a && !known; a++)
                         known = strcmp(*a, key) == 0;
@@ -229,7 +232,8 @@ static void parse_sources(struct parse *p, json_t *root)
                 p->oom = -ENOMEM;
                 return;
         }
-        json_array_foreach(v, i, e) {
+        json_array_foreach(v, i, e)
+        {
                 const char *name = json_string_value(e);
                 snprintf(field, sizeof(field), "sources[%zu]", i);
                 if (!name || !job_request_source_name_ok(name)) {
@@ -243,7 +247,8 @@ static void parse_sources(struct parse *p, json_t *root)
                         bad(p, field, "repeats an earlier source");
                         continue;
                 }
-                if (p->hooks && p->hooks->source_known && !p->hooks->source_known(name, p->hooks->userdata)) {
+                if (p->hooks && p->hooks->source_known &&
+                    !p->hooks->source_known(name, p->hooks->userdata)) {
                         bad(p, field, "unknown source");
                         continue;
                 }
@@ -363,7 +368,8 @@ static void parse_urls(struct parse *p, json_t *root)
                 return;
         }
         p->nitems = n;
-        json_array_foreach(v, i, e) {
+        json_array_foreach(v, i, e)
+        {
                 p->items[i].index = (int)i;
                 p->items[i].state = ITEM_PENDING;
                 parse_url_entry(p, i, e, &p->items[i]);
@@ -374,8 +380,8 @@ static void parse_urls(struct parse *p, json_t *root)
 
 static void parse_fields(struct parse *p, json_t *root)
 {
-        static const char *const allowed[] = {"query", "sources", "urls", "max", "timeout",
-                                              "priority", "label", NULL};
+        static const char *const allowed[] = {"query",   "sources",  "urls",  "max",
+                                              "timeout", "priority", "label", NULL};
         struct job *j = p->job;
 
         check_keys(p, root, "", allowed);
@@ -416,8 +422,7 @@ static void load(struct parse *p, const char *body, size_t len, json_t **ret_roo
 }
 
 int job_request_parse_with(const struct job_request_hooks *hooks, const char *body, size_t len,
-                           struct job **ret_job, struct item **ret_items, size_t *ret_n,
-                           json_t **ret_errors)
+                           struct job **ret_job, struct item **ret_items, size_t *ret_n, json_t **ret_errors)
 {
         struct parse p = {.hooks = hooks};
         json_t *root = NULL;
@@ -472,12 +477,23 @@ int job_request_parse(const char *body, size_t len, struct job **ret_job, struct
 static void count_state(struct progress *pr, enum item_state s)
 {
         switch (s) {
-        case ITEM_PENDING: pr->pending++; break;
-        case ITEM_RUNNING: pr->running++; break;
-        case ITEM_SUCCEEDED: pr->succeeded++; break;
-        case ITEM_FAILED: pr->failed++; break;
-        case ITEM_SKIPPED: pr->skipped++; break;
-        default: break;
+        case ITEM_PENDING:
+                pr->pending++;
+                break;
+        case ITEM_RUNNING:
+                pr->running++;
+                break;
+        case ITEM_SUCCEEDED:
+                pr->succeeded++;
+                break;
+        case ITEM_FAILED:
+                pr->failed++;
+                break;
+        case ITEM_SKIPPED:
+                pr->skipped++;
+                break;
+        default:
+                break;
         }
 }
 

@@ -10,12 +10,12 @@
 
 #include "daemon/job.h"
 
-#define JOB_REQUEST_MAX_DEPTH 32     /* deepest JSON nesting accepted; the top-level object is 1 */
-#define JOB_REQUEST_FILENAME_MAX 1024 /* bytes of a requested filename (the engine sanitizes it) */
-#define JOB_TIMEOUT_MIN 1.0          /* s */
-#define JOB_TIMEOUT_MAX 86400.0      /* s */
-#define JOB_PRIORITY_MIN -10
-#define JOB_PRIORITY_MAX 10
+#define JOB_REQUEST_MAX_DEPTH    32      /* deepest JSON nesting accepted; the top-level object is 1 */
+#define JOB_REQUEST_FILENAME_MAX 1024    /* bytes of a requested filename (the engine sanitizes it) */
+#define JOB_TIMEOUT_MIN          1.0     /* s */
+#define JOB_TIMEOUT_MAX          86400.0 /* s */
+#define JOB_PRIORITY_MIN         -10
+#define JOB_PRIORITY_MAX         10
 
 /* Hooks into modules the parser must not depend on. */
 struct job_request_hooks {

@@ -27,10 +27,7 @@ json_t *jobjson_error(const struct job_error *e)
         return json_pack("{s:s, s:s}", "code", e->code, "message", e->message ? e->message : "");
 }
 
-static json_t *string_or_null(const char *s)
-{
-        return s ? json_string(s) : json_null();
-}
+static json_t *string_or_null(const char *s) { return s ? json_string(s) : json_null(); }
 
 /* Whole seconds as an integer (300), others as a real (0.5). */
 static json_t *seconds(double s)
@@ -51,9 +48,9 @@ double jobjson_percent(const struct progress *p)
 json_t *jobjson_progress(const struct progress *p)
 {
         return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "total", (json_int_t)p->total,
-                         "pending", (json_int_t)p->pending, "running", (json_int_t)p->running,
-                         "succeeded", (json_int_t)p->succeeded, "failed", (json_int_t)p->failed,
-                         "skipped", (json_int_t)p->skipped, "bytes", (json_int_t)p->bytes, "percent",
+                         "pending", (json_int_t)p->pending, "running", (json_int_t)p->running, "succeeded",
+                         (json_int_t)p->succeeded, "failed", (json_int_t)p->failed, "skipped",
+                         (json_int_t)p->skipped, "bytes", (json_int_t)p->bytes, "percent",
                          jobjson_percent(p));
 }
 
@@ -64,9 +61,9 @@ static json_t *per_source(const struct job_source *s, const struct jobjson_opts 
                 circuit = opts->circuit(s->source, opts->userdata);
         return json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:o}", "source", s->source,
                          "state", source_state_to_string(s->state), "items", (json_int_t)s->items,
-                         "succeeded", (json_int_t)s->succeeded, "failed", (json_int_t)s->failed,
-                         "skipped", (json_int_t)s->skipped, "attempts", (json_int_t)s->attempts,
-                         "retries", (json_int_t)s->retries, "bytes", (json_int_t)s->bytes, "circuit",
+                         "succeeded", (json_int_t)s->succeeded, "failed", (json_int_t)s->failed, "skipped",
+                         (json_int_t)s->skipped, "attempts", (json_int_t)s->attempts, "retries",
+                         (json_int_t)s->retries, "bytes", (json_int_t)s->bytes, "circuit",
                          circuit ? circuit : "closed", "error", jobjson_error(&s->error));
 }
 
@@ -91,25 +88,24 @@ json_t *jobjson_job(const struct job *j, const struct jobjson_opts *opts)
                 }
         if (!per)
                 return NULL;
-        return json_pack("{s:s, s:s, s:o, s:o, s:i, s:s, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
-                         "id", j->id, "state", job_state_to_string(j->state), "query",
-                         string_or_null(j->query), "sources", string_array(j->sources, j->nsources),
-                         "max", j->max, "label", j->label ? j->label : "", "priority", j->priority,
-                         "timeout", seconds(j->timeout), "created_at", jobjson_time(j->created_at),
-                         "started_at", jobjson_time(j->started_at), "finished_at",
-                         jobjson_time(j->finished_at), "deadline_at", jobjson_time(j->deadline_at),
-                         "progress", jobjson_progress(&j->progress), "per_source", per, "error",
-                         jobjson_error(&j->error));
+        return json_pack(
+                "{s:s, s:s, s:o, s:o, s:i, s:s, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id", j->id,
+                "state", job_state_to_string(j->state), "query", string_or_null(j->query), "sources",
+                string_array(j->sources, j->nsources), "max", j->max, "label", j->label ? j->label : "",
+                "priority", j->priority, "timeout", seconds(j->timeout), "created_at",
+                jobjson_time(j->created_at), "started_at", jobjson_time(j->started_at), "finished_at",
+                jobjson_time(j->finished_at), "deadline_at", jobjson_time(j->deadline_at), "progress",
+                jobjson_progress(&j->progress), "per_source", per, "error", jobjson_error(&j->error));
 }
 
 json_t *jobjson_item(const struct item *it)
 {
         return json_pack("{s:i, s:s, s:s, s:s, s:i, s:o, s:I, s:o, s:o, s:o, s:I, s:I, s:o}", "index",
                          it->index, "source", it->source ? it->source : "", "url", it->url ? it->url : "",
-                         "state", item_state_to_string(it->state), "attempts", it->attempts,
-                         "http_status", it->http_status ? json_integer(it->http_status) : json_null(),
-                         "bytes", (json_int_t)it->bytes, "content_type", string_or_null(it->content_type),
-                         "path", string_or_null(it->path), "sha256", string_or_null(it->sha256),
-                         "duration_ms", (json_int_t)it->duration_ms, "speed_bps", (json_int_t)it->speed_bps,
-                         "error", jobjson_error(&it->error));
+                         "state", item_state_to_string(it->state), "attempts", it->attempts, "http_status",
+                         it->http_status ? json_integer(it->http_status) : json_null(), "bytes",
+                         (json_int_t)it->bytes, "content_type", string_or_null(it->content_type), "path",
+                         string_or_null(it->path), "sha256", string_or_null(it->sha256), "duration_ms",
+                         (json_int_t)it->duration_ms, "speed_bps", (json_int_t)it->speed_bps, "error",
+                         jobjson_error(&it->error));
 }

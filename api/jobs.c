@@ -1,1 +1,369 @@
-/* placeholder */
+/* jobs: the /v1/jobs resource. New jobs are validated by job_request,
+ * written to the store by this handler (the engine learns of them through
+ * sched_wake), and answered from what was stored; every change to an
+ * existing job goes through the scheduler, and the answer re-reads the job
+ * so it shows the state the scheduler left.
+ *
+ * Idempotency: a key is stored with the hex SHA-256 of the body; a repeat
+ * with the same key answers the stored job when the hash matches and 422
+ * when it does not, also when two requests race to insert (-EEXIST).
+ * Cursors are opaque to clients: the decimal seq (jobs) or item index. */
+#include "autoconfig.h"
+
+#include <errno.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/httpd-internal.h"
+#include "api/job_request.h"
+#include "api/jobjson.h"
+#include "api/problem.h"
+#include "common/clock.h"
+#include "common/str.h"
+
+#define JOBS_LIMIT_DEFAULT  50
+#define JOBS_LIMIT_MAX      500
+#define ITEMS_LIMIT_DEFAULT 100
+#define ITEMS_LIMIT_MAX     1000
+#define IDEMPOTENCY_KEY_MAX 128 /* bytes, visible ASCII */
+#define CURSOR_MAX_DIGITS   18  /* a cursor always fits an int64 */
+
+/* ---- helpers ------------------------------------------------------------ */
+
+/* A decimal lo..hi with nothing else around it. */
+static bool parse_decimal(const char *s, long long lo, long long hi, long long *ret)
+{
+        size_t n = s ? strlen(s) : 0;
+        if (n == 0 || n > CURSOR_MAX_DIGITS || strspn(s, "0123456789") != n)
+                return false;
+        long long v = strtoll(s, NULL, 10);
+        if (v < lo || v > hi)
+                return false;
+        *ret = v;
+        return true;
+}
+
+struct page {
+        unsigned states; /* bit mask over the state enum; 0: all */
+        int limit;
+        long long cursor; /* -1: none given */
+        int (*state_from)(const char *);
+        bool bad_state;
+};
+
+static enum MHD_Result state_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+        struct page *pg = cls;
+        if (strcmp(key, "state") != 0)
+                return MHD_YES;
+        int s = value ? pg->state_from(value) : -EINVAL;
+        if (s < 0)
+                pg->bad_state = true;
+        else
+                pg->states |= 1u << s;
+        return MHD_YES;
+}
+
+/* state (repeatable), limit and cursor of a list request. -EINVAL with the
+ * problem errors in *ret_errors. */
+static int page_args(struct request *rq, struct page *pg, int limit_default, int limit_max,
+                     long long cursor_min, json_t **ret_errors)
+{
+        const char *limit = httpd_arg(rq, "limit"), *cursor = httpd_arg(rq, "cursor");
+        long long v;
+        json_t *errors = json_array();
+
+        if (!errors)
+                return -ENOMEM;
+        MHD_get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND, state_arg, pg);
+        if (pg->bad_state)
+                problem_error_add(errors, "state", "unknown state");
+        pg->limit = limit_default;
+        if (limit && !parse_decimal(limit, 1, limit_max, &v))
+                problem_error_add(errors, "limit", "must be an integer 1..%d", limit_max);
+        else if (limit)
+                pg->limit = (int)v;
+        pg->cursor = -1;
+        if (cursor && !parse_decimal(cursor, cursor_min, INT64_MAX / 2, &pg->cursor))
+                problem_error_add(errors, "cursor", "is not a cursor this server gave");
+        if (json_array_size(errors) == 0) {
+                json_decref(errors);
+                return 0;
+        }
+        *ret_errors = errors;
+        return -EINVAL;
+}
+
+static json_t *cursor_json(long long next, bool more)
+{
+        char buf[24];
+        if (!more)
+                return json_null();
+        snprintf(buf, sizeof(buf), "%lld", next);
+        return json_string(buf);
+}
+
+/* Serialize j with the circuits the scheduler knows now. */
+static json_t *job_json(struct request *rq, const struct job *j)
+{
+        struct circuit_list cl = {0};
+        if (sched_circuits(rq->h->sched, &cl.v, &cl.n) < 0)
+                cl = (struct circuit_list){0};
+        struct jobjson_opts opts = {.circuit = system_circuit_state, .userdata = &cl};
+        json_t *o = jobjson_job(j, &opts);
+        circuit_infos_free(cl.v, cl.n);
+        return o;
+}
+
+/* The {id} of the path, when it can name a job. */
+static const char *job_id_arg(struct request *rq)
+{
+        const char *id = rq->params[0];
+        return id && job_id_valid(id) ? id : NULL;
+}
+
+/* Answer 200 with the job as stored now. */
+static enum MHD_Result reply_stored_job(struct request *rq, unsigned status, const char *id)
+{
+        struct store *s;
+        struct job *j;
+        int r = httpd_store(rq, &s);
+        if (r < 0 || (r = store_job_get(s, id, &j)) < 0)
+                return httpd_reply_store_error(rq, r, "job");
+        enum MHD_Result ret = httpd_reply_json(rq, status, job_json(rq, j));
+        job_free(j);
+        return ret;
+}
+
+/* ---- POST /v1/jobs ------------------------------------------------------------ */
+
+static int sha256_hex(const char *data, size_t len, char **ret)
+{
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int mdlen = 0;
+        char *hex = malloc(2 * EVP_MAX_MD_SIZE + 1);
+
+        if (!hex)
+                return -ENOMEM;
+        if (EVP_Digest(data ? data : "", len, md, &mdlen, EVP_sha256(), NULL) != 1) {
+                free(hex);
+                return -EIO;
+        }
+        str_hex(md, mdlen, hex);
+        *ret = hex;
+        return 0;
+}
+
+static bool idempotency_key_ok(const char *key)
+{
+        size_t n = strlen(key);
+        if (n < 1 || n > IDEMPOTENCY_KEY_MAX)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (key[i] < 0x21 || key[i] > 0x7E)
+                        return false;
+        return true;
+}
+
+/* A job with this Idempotency-Key exists: the same body gets it back. */
+static enum MHD_Result reply_idempotent(struct request *rq, struct job *existing, const char *hash)
+{
+        enum MHD_Result ret;
+        if (existing->request_hash && strcmp(existing->request_hash, hash) == 0)
+                ret = httpd_reply_json(rq, 200, job_json(rq, existing));
+        else
+                ret = httpd_reply_problem(rq, 422, NULL, "this Idempotency-Key was used with another body");
+        job_free(existing);
+        return ret;
+}
+
+/* The job as the handler completes it: defaults, identity, counts. */
+static int job_fill(struct request *rq, struct job *job, const struct item *items, size_t n, const char *key)
+{
+        int64_t now = clock_wall_ms();
+
+        if (job->timeout == 0)
+                job->timeout = rq->h->cfg->global_job_timeout;
+        job_id_new(job->id, now);
+        job->created_at = now;
+        job->state = JOB_QUEUED;
+        if (key) {
+                if (!(job->idempotency_key = strdup(key)))
+                        return -ENOMEM;
+                int r = sha256_hex(rq->body, rq->body_len, &job->request_hash);
+                if (r < 0)
+                        return r;
+        }
+        return job_request_tally(job, items, n);
+}
+
+/* Store job; on a key already taken answer the job that holds it. */
+static enum MHD_Result insert(struct request *rq, struct job *job, struct item *items, size_t n)
+{
+        struct store *s;
+        struct job *existing;
+        char location[64];
+        int r = httpd_store(rq, &s);
+
+        if (r < 0)
+                return httpd_reply_store_error(rq, r, "job");
+        if (job->idempotency_key) {
+                r = store_job_find_idempotent(s, job->idempotency_key, &existing);
+                if (r == 0)
+                        return reply_idempotent(rq, existing, job->request_hash);
+                if (r != -ENOENT)
+                        return httpd_reply_store_error(rq, r, "job");
+        }
+        r = store_job_insert(s, job, items, n);
+        if (r == -EEXIST && job->idempotency_key &&
+            (r = store_job_find_idempotent(s, job->idempotency_key, &existing)) == 0)
+                return reply_idempotent(rq, existing, job->request_hash);
+        if (r < 0)
+                return httpd_reply_store_error(rq, r, "job");
+        sched_wake(rq->h->sched);
+        snprintf(location, sizeof(location), "/v1/jobs/%s", job->id);
+        httpd_header(rq, MHD_HTTP_HEADER_LOCATION, location);
+        return httpd_reply_json(rq, 201, job_json(rq, job));
+}
+
+enum MHD_Result jobs_create(struct request *rq)
+{
+        const char *key = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, "Idempotency-Key");
+        struct job *job = NULL;
+        struct item *items = NULL;
+        size_t n = 0;
+        json_t *errors = NULL;
+        enum MHD_Result ret;
+        int r;
+
+        if (key && !idempotency_key_ok(key)) {
+                errors = json_array();
+                problem_error_add(errors, "Idempotency-Key", "must be 1..%d visible ASCII characters",
+                                  IDEMPOTENCY_KEY_MAX);
+                return httpd_reply_problem(rq, 400, errors, "invalid Idempotency-Key header");
+        }
+        r = job_request_parse(rq->body, rq->body_len, &job, &items, &n, &errors);
+        if (r == -EINVAL)
+                return httpd_reply_problem(rq, 400, errors, "invalid job request");
+        if (r < 0)
+                return httpd_reply_problem(rq, 500, NULL, "cannot parse the request: %s", strerror(-r));
+        r = job_fill(rq, job, items, n, key);
+        if (r < 0)
+                ret = httpd_reply_problem(rq, 500, NULL, "cannot prepare the job: %s", strerror(-r));
+        else
+                ret = insert(rq, job, items, n);
+        job_free(job);
+        items_free(items, n);
+        return ret;
+}
+
+/* ---- GET /v1/jobs, GET /v1/jobs/{id}, GET /v1/jobs/{id}/items ---------------------------- */
+
+enum MHD_Result jobs_list(struct request *rq)
+{
+        struct page pg = {.state_from = job_state_from_string};
+        struct store *s;
+        struct job **jobs = NULL;
+        size_t n = 0;
+        int64_t next = 0;
+        json_t *errors = NULL;
+        int r = page_args(rq, &pg, JOBS_LIMIT_DEFAULT, JOBS_LIMIT_MAX, 1, &errors);
+
+        if (r == -EINVAL)
+                return httpd_reply_problem(rq, 400, errors, "invalid query parameters");
+        if (r < 0 || (r = httpd_store(rq, &s)) < 0)
+                return httpd_reply_store_error(rq, r, "job");
+        struct job_filter f = {
+                .states = pg.states, .limit = pg.limit, .before_seq = pg.cursor < 0 ? 0 : pg.cursor};
+        r = store_job_list(s, &f, &jobs, &n, &next);
+        if (r < 0)
+                return httpd_reply_store_error(rq, r, "job");
+        json_t *arr = json_array();
+        for (size_t i = 0; arr && i < n; i++)
+                if (json_array_append_new(arr, job_json(rq, jobs[i])) < 0) {
+                        json_decref(arr);
+                        arr = NULL;
+                }
+        jobs_free(jobs, n);
+        if (!arr)
+                return httpd_reply_json(rq, 200, NULL);
+        return httpd_reply_json(
+                rq, 200, json_pack("{s:o, s:o}", "jobs", arr, "next_cursor", cursor_json(next, next > 0)));
+}
+
+enum MHD_Result jobs_get(struct request *rq)
+{
+        const char *id = job_id_arg(rq);
+        if (!id)
+                return httpd_reply_problem(rq, 404, NULL, "no such job");
+        return reply_stored_job(rq, 200, id);
+}
+
+enum MHD_Result jobs_items(struct request *rq)
+{
+        struct page pg = {.state_from = item_state_from_string};
+        const char *id = job_id_arg(rq);
+        struct store *s;
+        struct job *j;
+        struct item *items = NULL;
+        size_t n = 0;
+        int next = -1;
+        json_t *errors = NULL;
+        int r;
+
+        if (!id)
+                return httpd_reply_problem(rq, 404, NULL, "no such job");
+        r = page_args(rq, &pg, ITEMS_LIMIT_DEFAULT, ITEMS_LIMIT_MAX, 0, &errors);
+        if (r == -EINVAL)
+                return httpd_reply_problem(rq, 400, errors, "invalid query parameters");
+        if (r < 0 || (r = httpd_store(rq, &s)) < 0 || (r = store_job_get(s, id, &j)) < 0)
+                return httpd_reply_store_error(rq, r, "job");
+        job_free(j);
+        if (pg.cursor > JOB_MAX_ITEMS) /* an index past any job's end: an empty page */
+                pg.cursor = JOB_MAX_ITEMS;
+        struct item_filter f = {.states = pg.states, .limit = pg.limit, .after_index = (int)pg.cursor};
+        r = store_item_list(s, id, &f, &items, &n, &next);
+        if (r < 0)
+                return httpd_reply_store_error(rq, r, "job");
+        json_t *arr = json_array();
+        for (size_t i = 0; arr && i < n; i++)
+                if (json_array_append_new(arr, jobjson_item(&items[i])) < 0) {
+                        json_decref(arr);
+                        arr = NULL;
+                }
+        items_free(items, n);
+        if (!arr)
+                return httpd_reply_json(rq, 200, NULL);
+        return httpd_reply_json(
+                rq, 200, json_pack("{s:o, s:o}", "items", arr, "next_cursor", cursor_json(next, next >= 0)));
+}
+
+/* ---- POST /v1/jobs/{id}/cancel, /retry, DELETE /v1/jobs/{id} ------------------------------ */
+
+static enum MHD_Result change(struct request *rq, int (*fn)(struct sched *, const char *))
+{
+        const char *id = job_id_arg(rq);
+        if (!id)
+                return httpd_reply_problem(rq, 404, NULL, "no such job");
+        int r = fn(rq->h->sched, id);
+        if (r < 0)
+                return httpd_reply_sched_error(rq, r, "job");
+        return reply_stored_job(rq, 200, id);
+}
+
+enum MHD_Result jobs_cancel(struct request *rq) { return change(rq, sched_cancel); }
+
+enum MHD_Result jobs_retry(struct request *rq) { return change(rq, sched_retry); }
+
+enum MHD_Result jobs_delete(struct request *rq)
+{
+        const char *id = job_id_arg(rq);
+        if (!id)
+                return httpd_reply_problem(rq, 404, NULL, "no such job");
+        int r = sched_delete(rq->h->sched, id);
+        if (r < 0)
+                return httpd_reply_sched_error(rq, r, "job");
+        return httpd_reply_empty(rq, 204);
+}

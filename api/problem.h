@@ -5,8 +5,8 @@
 #pragma once
 #include <jansson.h>
 
-#define PROBLEM_MAX_ERRORS 100    /* validation errors kept per answer; more are dropped */
-#define PROBLEM_TEXT_MAX 255     /* bytes of one field name or message; longer ones are cut */
+#define PROBLEM_MAX_ERRORS   100 /* validation errors kept per answer; more are dropped */
+#define PROBLEM_TEXT_MAX     255 /* bytes of one field name or message; longer ones are cut */
 #define PROBLEM_CONTENT_TYPE "application/problem+json"
 
 /* The reason phrase of status ("Not Found"), "Error" when unknown. */

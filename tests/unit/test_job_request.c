@@ -1,7 +1,7 @@
 /* Unit tests of api/job_request.c (POST /v1/jobs bodies: every field at its
  * limits and one past, types, shapes, duplicates) and of api/jobjson.c
  * (the job and item objects as the API shows them). */
-#include "config.h"
+#include "autoconfig.h"
 
 #include "tests/unit/testutil.h"
 
@@ -10,6 +10,7 @@
 
 #include "api/job_request.h"
 #include "api/jobjson.h"
+#include "api/problem.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -38,17 +39,15 @@ static int parse_len(const char *body, size_t len)
         return res.r;
 }
 
-static int parse(const char *body)
-{
-        return parse_len(body, strlen(body));
-}
+static int parse(const char *body) { return parse_len(body, strlen(body)); }
 
 /* Is field named in the errors of the last parse? */
 static bool has_error(const char *field)
 {
         size_t i;
         json_t *e;
-        json_array_foreach(res.errors, i, e) {
+        json_array_foreach(res.errors, i, e)
+        {
                 if (strcmp(json_string_value(json_object_get(e, "field")), field) == 0)
                         return true;
         }
@@ -426,23 +425,15 @@ END_TEST
 
 START_TEST(test_errors_capped)
 {
-        char *body = malloc(64 + 1000 * 8);
+        char *body = malloc(64 + 1000 * 2);
         strcpy(body, "{\"urls\":[");
         for (int i = 0; i < 1000; i++)
                 strcat(body, i ? ",5" : "5");
         strcat(body, "]}");
-        check_body(body, -EINVAL, "urls[0]");
-        result_clear();
-        parse_len("{\"urls\":[5,5]}", 14);
-        ck_assert_int_eq(json_array_size(res.errors), 2);
-        char *many = malloc(64 + 1000 * 8);
-        strcpy(many, "{\"urls\":[");
-        for (int i = 0; i < 1000; i++)
-                strcat(many, i ? ",5" : "5");
-        strcat(many, "]}");
-        parse(many);
+        ck_assert_int_eq(parse(body), -EINVAL);
+        ck_assert(has_error("urls[0]"));
         ck_assert_int_eq(json_array_size(res.errors), PROBLEM_MAX_ERRORS);
-        free(many);
+        free(body);
         result_clear();
 }
 END_TEST
@@ -452,15 +443,17 @@ END_TEST
 START_TEST(test_duplicate_url)
 {
         assert_valid("{\"urls\":[\"https://e.com/a\",\"https://e.com/b\",\"https://e.com/a\","
-                     "\"HTTPS://E.COM/b\"]}");
-        ck_assert_int_eq(res.n, 4);
+                     "\"https://e.com\",\"https://e.com/\"]}");
+        ck_assert_int_eq(res.n, 5);
         ck_assert_int_eq(res.items[0].state, ITEM_PENDING);
         ck_assert_int_eq(res.items[1].state, ITEM_PENDING);
         ck_assert_int_eq(res.items[2].state, ITEM_SKIPPED);
         ck_assert_str_eq(res.items[2].error.code, "duplicate");
         ck_assert_str_eq(res.items[2].error.message, "same URL as item 0");
-        ck_assert_int_eq(res.items[3].state, ITEM_SKIPPED); /* the same URL once normalized */
-        ck_assert_str_eq(res.items[3].error.message, "same URL as item 1");
+        ck_assert_int_eq(res.items[3].state, ITEM_PENDING);
+        ck_assert_int_eq(res.items[4].state, ITEM_SKIPPED); /* the same URL once normalized */
+        ck_assert_str_eq(res.items[4].error.message, "same URL as item 3");
+        ck_assert_str_eq(res.items[4].url, "https://e.com/"); /* kept as requested */
         result_clear();
 }
 END_TEST
@@ -552,7 +545,7 @@ START_TEST(test_jobjson_round_trip)
         struct job *j = res.job;
         ck_assert_int_eq(job_request_tally(j, res.items, res.n), 0);
         memcpy(j->id, "01JB0000000000000000000000", JOB_ID_LEN + 1);
-        j->created_at = 1796032800123; /* 2026-12-01T10:00:00.123Z */
+        j->created_at = 1796032800123; /* 2026-11-30T10:00:00.123Z */
         j->progress.pending = 2;
         j->progress.succeeded = 1;
 
@@ -572,7 +565,7 @@ START_TEST(test_jobjson_round_trip)
         ck_assert_int_eq(json_integer_value(json_object_get(back, "max")), 50);
         ck_assert_int_eq(json_integer_value(json_object_get(back, "timeout")), 300);
         ck_assert_str_eq(json_string_value(json_object_get(back, "label")), "l");
-        ck_assert_str_eq(json_string_value(json_object_get(back, "created_at")), "2026-12-01T10:00:00.123Z");
+        ck_assert_str_eq(json_string_value(json_object_get(back, "created_at")), "2026-11-30T10:00:00.123Z");
         ck_assert(json_is_null(json_object_get(back, "started_at")));
         ck_assert(json_is_null(json_object_get(back, "finished_at")));
         ck_assert(json_is_null(json_object_get(back, "deadline_at")));
@@ -582,7 +575,7 @@ START_TEST(test_jobjson_round_trip)
         json_t *pr = json_object_get(back, "progress");
         ck_assert(json_real_value(json_object_get(pr, "percent")) == 33.3);
         ck_assert_ptr_nonnull(strstr(text, "\"percent\":33.3,") ? strstr(text, "\"percent\":33.3,")
-                                                                  : strstr(text, "\"percent\":33.3}"));
+                                                                : strstr(text, "\"percent\":33.3}"));
         ck_assert_int_eq(json_integer_value(json_object_get(pr, "total")), 3);
         json_t *per = json_object_get(back, "per_source");
         ck_assert_int_eq(json_array_size(per), 2);
@@ -685,7 +678,4 @@ static Suite *job_request_suite(void)
         return s;
 }
 
-int main(void)
-{
-        return testutil_run(job_request_suite());
-}
+int main(void) { return testutil_run(job_request_suite()); }
