@@ -11,6 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <curl/curl.h>
 
 #include "api/httpd.h"
@@ -61,6 +65,23 @@ static bool listen_is_local(const char *listen)
 {
         return strncmp(listen, "unix:", 5) == 0 || strncmp(listen, "127.", 4) == 0 ||
                strncmp(listen, "localhost:", 10) == 0 || strncmp(listen, "[::1]:", 6) == 0;
+}
+
+/* The same for a socket passed by systemd: judged by the address bound. */
+static bool socket_is_local(int fd)
+{
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+
+        if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+                return false;
+        if (ss.ss_family == AF_UNIX)
+                return true;
+        if (ss.ss_family == AF_INET)
+                return ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24 == 127;
+        if (ss.ss_family == AF_INET6)
+                return IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&ss)->sin6_addr);
+        return false;
 }
 
 static int serve(struct config *cfg, const char *file, char **flags, int nflags)
@@ -153,8 +174,10 @@ int main(int argc, char **argv)
         if (load(&cfg, file, argv + optind, argc - optind) < 0)
                 return CONFIG_EXIT_BAD;
         log_set_level((enum log_level)cfg.log_level);
-        if (!cfg.api_token && !listen_is_local(cfg.listen) && notify_listen_fd() < 0) {
-                log_error("config: LISTEN=%s is reachable from the network; set API_TOKEN_FILE", cfg.listen);
+        int fd = notify_listen_fd();
+        if (!cfg.api_token && (fd >= 0 ? !socket_is_local(fd) : !listen_is_local(cfg.listen))) {
+                log_error("config: the API listener (%s) is reachable from the network; set API_TOKEN_FILE",
+                          fd >= 0 ? "the socket from systemd" : cfg.listen);
                 config_free(&cfg);
                 return CONFIG_EXIT_BAD;
         }
