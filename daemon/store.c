@@ -12,7 +12,7 @@
 #include "daemon/store-backend.h"
 #include "daemon/store.h"
 
-#define STORE_JOB_LIST_MAX 500    /* struct job_filter.limit */
+#define STORE_JOB_LIST_MAX  500   /* struct job_filter.limit */
 #define STORE_ITEM_LIST_MAX 10000 /* struct item_filter.limit */
 
 static const struct store_backend *const backends[] = {
@@ -75,10 +75,7 @@ void store_close(struct store *s)
         free(s);
 }
 
-const char *store_describe(const struct store *s)
-{
-        return s->url;
-}
+const char *store_describe(const struct store *s) { return s->url; }
 
 int store_begin(struct store *s) { return s->backend->begin(s->be); }
 int store_commit(struct store *s) { return s->backend->commit(s->be); }
@@ -130,8 +127,6 @@ int store_job_delete(struct store *s, const char *id)
 
 int store_job_next_queued(struct store *s, size_t limit, char (**ret_ids)[JOB_ID_LEN + 1], size_t *ret_n)
 {
-        if (limit > STORE_JOB_LIST_MAX)
-                limit = STORE_JOB_LIST_MAX;
         return s->backend->job_next_queued(s->be, limit, ret_ids, ret_n);
 }
 
@@ -175,7 +170,4 @@ int store_item_append(struct store *s, const char *job_id, const struct item *it
         return s->backend->item_append(s->be, job_id, items, n);
 }
 
-int store_recover(struct store *s, int64_t *ret_jobs)
-{
-        return s->backend->recover(s->be, ret_jobs);
-}
+int store_recover(struct store *s, int64_t *ret_jobs) { return s->backend->recover(s->be, ret_jobs); }
