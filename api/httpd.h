@@ -6,11 +6,16 @@
 #include "daemon/config.h"
 #include "daemon/sched.h"
 
+struct event_bus;
+
+struct event_bus;
+
 struct httpd;
 
 struct httpd_deps {
         const struct config *cfg;
         struct sched *sched;
+        struct event_bus *events;   /* live events for the SSE streams */
         const char *version;
 };
 

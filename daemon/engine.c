@@ -32,6 +32,7 @@
 
 #define ERROR_BODY_MAX (64 * 1024) /* error bodies read (and dropped) to keep the connection */
 #define MAX_REDIRECTS  5
+#define MEMORY_BODY_MAX (8 * 1024 * 1024) /* a listing page larger than this is refused */
 
 struct engine {
         CURLM *multi;
@@ -53,6 +54,10 @@ struct xfer {
         char *url;
         char *name_hint;
         char *disposition;        /* Content-Disposition of the final answer */
+        bool to_memory;           /* body into mem, not a file */
+        char *mem;                /* to_memory: the body so far */
+        size_t mem_len, mem_cap;
+        struct curl_slist *headers;
         EVP_MD_CTX *sha;
         unsigned char head[CONTENT_SNIFF_BYTES]; /* first bytes, until sniffed */
         size_t head_len;
@@ -85,6 +90,8 @@ static void xfer_free(struct xfer *x)
                 unlinkat(x->dir_fd, x->part, 0);
         }
         EVP_MD_CTX_free(x->sha);
+        curl_slist_free_all(x->headers);
+        free(x->mem);
         free(x->url);
         free(x->name_hint);
         free(x->disposition);
@@ -173,6 +180,31 @@ static int sniff_and_open(struct xfer *x)
         return body_store(x, x->head, x->head_len);
 }
 
+static size_t mem_append(struct xfer *x, const char *data, size_t len)
+{
+        if (x->mem_len + len + 1 > x->mem_cap) {
+                if (x->mem_len + len + 1 > MEMORY_BODY_MAX) {
+                        xfer_abort_with(x, RC_TOO_LARGE, "listing page over %d bytes", MEMORY_BODY_MAX);
+                        return 0;
+                }
+                size_t cap = x->mem_cap ? x->mem_cap : 16384;
+                while (cap < x->mem_len + len + 1)
+                        cap *= 2;
+                char *m = realloc(x->mem, cap);
+                if (!m) {
+                        xfer_abort_with(x, RC_IO, "out of memory");
+                        return 0;
+                }
+                x->mem = m;
+                x->mem_cap = cap;
+        }
+        memcpy(x->mem + x->mem_len, data, len);
+        x->mem_len += len;
+        x->mem[x->mem_len] = '\0';
+        x->bytes += (int64_t)len;
+        return len;
+}
+
 static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
 {
         struct xfer *x = ud;
@@ -183,6 +215,8 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
                 x->discarded += (int64_t)len;
                 return x->discarded > ERROR_BODY_MAX ? 0 : len;
         }
+        if (x->to_memory)
+                return mem_append(x, data, len);
         if (x->bytes + (int64_t)len > x->e->opts.max_file_size) {
                 xfer_abort_with(x, RC_TOO_LARGE, "body exceeds MAX_FILE_SIZE (%lld bytes)",
                                 (long long)x->e->opts.max_file_size);
@@ -348,6 +382,8 @@ static int setup_easy(struct xfer *x)
         curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)o->request_timeout_ms);
         curl_easy_setopt(c, CURLOPT_USERAGENT, PACKAGE_NAME "/" PACKAGE_VERSION);
         curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o->max_file_size);
+        if (x->headers)
+                curl_easy_setopt(c, CURLOPT_HTTPHEADER, x->headers);
         return 0;
 }
 
@@ -367,6 +403,13 @@ int engine_start(struct engine *e, const struct xfer_request *req, struct xfer *
         snprintf(x->part, sizeof(x->part), ".%d.part", req->part_id);
         x->url = strdup(req->url);
         x->name_hint = str_dup(req->name_hint);
+        x->to_memory = req->to_memory;
+        for (size_t i = 0; i < req->nheaders; i++) {
+                struct curl_slist *l = curl_slist_append(x->headers, req->headers[i]);
+                if (!l)
+                        goto fail;
+                x->headers = l;
+        }
         x->sha = EVP_MD_CTX_new();
         if (!x->url || !x->sha || (req->name_hint && !x->name_hint))
                 goto fail;
@@ -480,6 +523,10 @@ static void finish(struct engine *e, struct xfer *x, CURLcode cc)
         } else if (res.http_status < 200 || res.http_status > 299) {
                 res.rc = retry_classify_http(res.http_status, res.retry_after_ms >= 0);
                 snprintf(res.message, sizeof(res.message), "HTTP %d", res.http_status);
+        } else if (x->to_memory) {
+                res.rc = RC_OK;
+                res.body = x->mem ? x->mem : "";
+                res.body_len = x->mem_len;
         } else {
                 res.rc = finish_body(x, &res);
                 if (res.rc != RC_OK && !res.message[0])

@@ -33,6 +33,9 @@ struct xfer_request {
         int dir_fd;                   /* directory the file lands in; not owned */
         int part_id;                  /* names the part file ".<part_id>.part" */
         const char *name_hint;        /* requested file name, or NULL */
+        bool to_memory;               /* a listing page: body kept in memory, not sniffed */
+        char *const *headers;         /* extra request headers "Name: value", or NULL */
+        size_t nheaders;
         void *userdata;
 };
 
@@ -48,6 +51,8 @@ struct xfer_result {
         char name[256];               /* proposed final name, when rc == RC_OK */
         char part[64];                /* part file in dir_fd, when rc == RC_OK */
         char message[256];            /* human-readable reason when rc != RC_OK */
+        const char *body;             /* to_memory: the body (NUL-terminated), valid in the callback */
+        size_t body_len;
 };
 
 /* Called from engine_perform() once per finished transfer; the xfer is

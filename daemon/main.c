@@ -20,12 +20,17 @@
 #include "api/httpd.h"
 #include "common/log.h"
 #include "daemon/config.h"
+#include "daemon/events.h"
 #include "daemon/notify.h"
 #include "daemon/sched.h"
+#include "daemon/sources.h"
 
-struct old_config {
+/* Settings and sources replaced by a reload stay alive until exit: the
+ * scheduler and the API may still be reading the old ones. */
+struct settings {
         struct config cfg;
-        struct old_config *next;
+        struct source_set *sources;
+        struct settings *next;
 };
 
 static void usage(FILE *f)
@@ -42,6 +47,17 @@ static void usage(FILE *f)
                 "  KEY=VALUE           a setting, overriding the file and the environment\n"
                 "\n"
                 "Settings are described in docs/configuration.md and etc/hauld.conf.\n");
+}
+
+static int load_sources(const struct config *cfg, struct source_set **ret)
+{
+        struct sources_error err = {0};
+
+        if (sources_load_dir(cfg->sources_dir, ret, &err) == 0)
+                return 0;
+        log_error("config: %s: %s%s%s", err.file[0] ? err.file : cfg->sources_dir, err.field,
+                  err.field[0] ? ": " : "", err.message);
+        return -EINVAL;
 }
 
 static int load(struct config *cfg, const char *file, char **flags, int nflags)
@@ -84,13 +100,40 @@ static bool socket_is_local(int fd)
         return false;
 }
 
-static int serve(struct config *cfg, const char *file, char **flags, int nflags)
+static void reload(struct sched *sched, struct settings **live, const char *file, char **flags, int nflags)
+{
+        struct settings *n = calloc(1, sizeof(*n));
+
+        notify_send("RELOADING=1");
+        if (!n || load(&n->cfg, file, flags, nflags) < 0) {
+                free(n);
+                log_warning("config: reload failed; the previous settings stay");
+                goto out;
+        }
+        if (load_sources(&n->cfg, &n->sources) < 0) {
+                config_free(&n->cfg);
+                free(n);
+                log_warning("config: reload failed; the previous settings and sources stay");
+                goto out;
+        }
+        log_set_level((enum log_level)n->cfg.log_level);
+        sched_reconfigure(sched, &n->cfg, n->sources);
+        n->next = *live;
+        *live = n;
+        log_info("config: reloaded (%zu source%s)", sources_count(n->sources),
+                 sources_count(n->sources) == 1 ? "" : "s");
+out:
+        notify_send("READY=1");
+}
+
+static int serve(struct settings *live, const char *file, char **flags, int nflags)
 {
         struct sched *sched = NULL;
         struct httpd *httpd = NULL;
-        struct old_config *old = NULL;
+        struct event_bus *events = NULL;
+        struct config *cfg = &live->cfg;
         sigset_t sigs;
-        int sig, r;
+        int sig, r, rc = EXIT_FAILURE;
 
         sigemptyset(&sigs);
         sigaddset(&sigs, SIGTERM);
@@ -99,20 +142,26 @@ static int serve(struct config *cfg, const char *file, char **flags, int nflags)
         pthread_sigmask(SIG_BLOCK, &sigs, NULL);
         signal(SIGPIPE, SIG_IGN);
 
-        r = sched_start(cfg, &sched);
-        if (r < 0)
+        if (events_new(&events) < 0)
                 return EXIT_FAILURE;
-        struct httpd_deps deps = {.cfg = cfg, .sched = sched, .version = PACKAGE_VERSION};
+        r = sched_start(cfg, live->sources, events, &sched);
+        if (r < 0)
+                goto out;
+        struct httpd_deps deps = {.cfg = cfg, .sched = sched, .events = events, .version = PACKAGE_VERSION};
         int fd = notify_listen_fd();
         r = httpd_start(&deps, fd, &httpd);
         if (r < 0) {
-                log_error("api: cannot listen on %s: %s", fd >= 0 ? "the socket from systemd" : cfg->listen,
-                          strerror(-r));
                 sched_stop(sched);
-                return EXIT_FAILURE;
+                goto out;
         }
-        log_info("hauld %s ready: API on %s, job table %s, files in %s", PACKAGE_VERSION,
-                 fd >= 0 ? "the socket from systemd" : cfg->listen, cfg->store, cfg->download_dir);
+        if (fd >= 0)
+                log_info("hauld %s ready: API on the socket from systemd", PACKAGE_VERSION);
+        else if (httpd_port(httpd) > 0)
+                log_info("hauld %s ready: API on port %d (%s)", PACKAGE_VERSION, httpd_port(httpd), cfg->listen);
+        else
+                log_info("hauld %s ready: API on %s", PACKAGE_VERSION, cfg->listen);
+        log_info("job table %s, files in %s, %zu query source%s", cfg->store, cfg->download_dir,
+                 sources_count(live->sources), sources_count(live->sources) == 1 ? "" : "s");
         notify_send("READY=1\nSTATUS=ready");
 
         for (;;) {
@@ -120,33 +169,18 @@ static int serve(struct config *cfg, const char *file, char **flags, int nflags)
                         continue;
                 if (sig != SIGHUP)
                         break;
-                notify_send("RELOADING=1");
-                struct old_config *o = calloc(1, sizeof(*o));
-                if (o && load(&o->cfg, file, flags, nflags) == 0) {
-                        log_set_level((enum log_level)o->cfg.log_level);
-                        sched_reconfigure(sched, &o->cfg);
-                        o->next = old;
-                        old = o;
-                        log_info("config: reloaded");
-                } else {
-                        free(o);
-                        log_warning("config: reload failed; the previous settings stay");
-                }
-                notify_send("READY=1");
+                reload(sched, &live->next, file, flags, nflags);
         }
         log_info("stopping (signal %d)", sig);
         notify_send("STOPPING=1");
         httpd_set_draining(httpd);
         httpd_stop(httpd);
         sched_stop(sched);
-        while (old) {
-                struct old_config *next = old->next;
-                config_free(&old->cfg);
-                free(old);
-                old = next;
-        }
         log_info("stopped");
-        return EXIT_SUCCESS;
+        rc = EXIT_SUCCESS;
+out:
+        events_free(events);
+        return rc;
 }
 
 int main(int argc, char **argv)
@@ -158,7 +192,8 @@ int main(int argc, char **argv)
         };
         const char *file = NULL;
         bool check = false;
-        struct config cfg = {0};
+        struct settings live = {0};
+        struct config *cfg = &live.cfg;
         int c, rc;
 
         log_init();
@@ -171,24 +206,35 @@ int main(int argc, char **argv)
                 default: usage(stderr); return CONFIG_EXIT_BAD;
                 }
         }
-        if (load(&cfg, file, argv + optind, argc - optind) < 0)
+        if (load(cfg, file, argv + optind, argc - optind) < 0)
                 return CONFIG_EXIT_BAD;
-        log_set_level((enum log_level)cfg.log_level);
+        log_set_level((enum log_level)cfg->log_level);
+        if (load_sources(cfg, &live.sources) < 0) {
+                config_free(cfg);
+                return CONFIG_EXIT_BAD;
+        }
         int fd = notify_listen_fd();
-        if (!cfg.api_token && (fd >= 0 ? !socket_is_local(fd) : !listen_is_local(cfg.listen))) {
+        if (!cfg->api_token && (fd >= 0 ? !socket_is_local(fd) : !listen_is_local(cfg->listen))) {
                 log_error("config: the API listener (%s) is reachable from the network; set API_TOKEN_FILE",
-                          fd >= 0 ? "the socket from systemd" : cfg.listen);
-                config_free(&cfg);
-                return CONFIG_EXIT_BAD;
+                          fd >= 0 ? "the socket from systemd" : cfg->listen);
+                rc = CONFIG_EXIT_BAD;
+        } else if (check) {
+                printf("configuration OK (%zu query source%s)\n", sources_count(live.sources),
+                       sources_count(live.sources) == 1 ? "" : "s");
+                rc = EXIT_SUCCESS;
+        } else {
+                curl_global_init(CURL_GLOBAL_DEFAULT);
+                rc = serve(&live, file, argv + optind, argc - optind);
+                curl_global_cleanup();
         }
-        if (check) {
-                printf("configuration OK\n");
-                config_free(&cfg);
-                return EXIT_SUCCESS;
+        while (live.next) {
+                struct settings *n = live.next;
+                live.next = n->next;
+                config_free(&n->cfg);
+                sources_free(n->sources);
+                free(n);
         }
-        curl_global_init(CURL_GLOBAL_DEFAULT);
-        rc = serve(&cfg, file, argv + optind, argc - optind);
-        curl_global_cleanup();
-        config_free(&cfg);
+        sources_free(live.sources);
+        config_free(cfg);
         return rc;
 }

@@ -34,17 +34,29 @@
 #include "daemon/breaker.h"
 #include "daemon/config.h"
 #include "daemon/engine.h"
+#include "daemon/events.h"
 #include "daemon/notify.h"
 #include "daemon/retry.h"
 #include "daemon/sched.h"
+#include "daemon/sources.h"
 #include "daemon/store.h"
+#include "daemon/urlcheck.h"
 
 #define POLL_MAX_MS     1000   /* longest engine_poll() when no timer is due sooner */
 #define STATUS_EVERY_MS 5000   /* how often STATUS= is refreshed for systemd */
+#define PROGRESS_EVERY_MS 250  /* at most 4 progress events a second per job */
+#define PRUNE_EVERY_MS 60000   /* how often terminal jobs past JOB_RETENTION are pruned */
+
+const double sched_duration_bounds[SCHED_DURATION_BUCKETS - 1] = {0.05, 0.1, 0.25, 0.5, 1, 2.5,
+                                                                  5, 10, 30, 60, 300};
 
 struct src {
         char *name;
         struct breaker *breaker;
+        bool query;                     /* a query source from SOURCES_DIR */
+        struct ratelimit rl;            /* query sources: requests_per_second */
+        double rl_rate;                 /* what rl was set up with */
+        int64_t rl_wait_until;          /* monotonic; no request before */
         int active;                     /* transfers in flight, all jobs */
         int64_t attempts, successes, failures, retries, bytes;
         char *last_error;
@@ -70,11 +82,19 @@ struct unit {
         size_t nwaits, cwaits;
         int running;                    /* transfers in flight */
         int dir_fd;                     /* DOWNLOAD_DIR/<job>/<source>, -1 until started */
+        bool listing;                   /* a query source still paging through results */
+        int page;                       /* next listing page, from 1 */
+        int list_attempts;              /* attempts at the current page */
+        int64_t list_due_ms;            /* monotonic: the next page request may start */
+        struct slot *list_slot;         /* the listing request in flight */
+        int64_t candidates;             /* URLs the listing added */
+        bool list_failing;              /* the current page failed and waits for a retry */
+        size_t qcap;                    /* queue capacity */
 };
 
 struct slot {
         struct unit *u;
-        int item;
+        int item;                       /* -1: a listing page */
         struct xfer *x;
         struct slot *prev, *next;
 };
@@ -95,6 +115,12 @@ struct rjob {
         size_t ndirty;
         int *sha_map;                   /* open addressing: item index + 1, 0 empty */
         size_t sha_cap;
+        int *url_map;                   /* open addressing over item URLs, for listings */
+        size_t url_cap;
+        size_t cap;                     /* allocated items */
+        struct sched *sched;
+        bool progress_changed;
+        int64_t last_progress_ms;       /* monotonic, last progress event */
         struct rjob *next;
 };
 
@@ -110,6 +136,13 @@ struct cmd {
 
 struct sched {
         const struct config *cfg;
+        const struct source_set *sources;
+        struct event_bus *events;       /* may be NULL */
+        struct event *pending;          /* events of this turn, published after the commit */
+        size_t npending, cpending;
+        int64_t duration_count[SCHED_DURATION_BUCKETS];
+        double duration_sum_s;
+        int64_t last_prune_ms;
         struct store *store;
         struct engine *engine;
         struct retry_policy policy;
@@ -165,6 +198,75 @@ static void srcs_free(struct src *p)
         }
 }
 
+/* ---- events ---------------------------------------------------------------- */
+
+/* Remember an event; it is published after this turn's commit, so that a
+ * stream reading the store sees what the event announces. */
+static void emit(struct sched *s, enum event_type type, const char *job_id, int item, bool terminal,
+                 const char *source)
+{
+        if (!s->events)
+                return;
+        if (s->npending == s->cpending) {
+                size_t c = s->cpending ? 2 * s->cpending : 64;
+                struct event *e = realloc(s->pending, c * sizeof(*e));
+                if (!e)
+                        return;
+                s->pending = e;
+                s->cpending = c;
+        }
+        struct event *e = &s->pending[s->npending++];
+        memset(e, 0, sizeof(*e));
+        e->type = type;
+        e->item = item;
+        e->terminal = terminal;
+        if (job_id)
+                snprintf(e->job_id, sizeof(e->job_id), "%s", job_id);
+        if (source)
+                snprintf(e->source, sizeof(e->source), "%s", source);
+}
+
+static void publish(struct sched *s)
+{
+        for (size_t i = 0; i < s->npending; i++)
+                events_publish(s->events, &s->pending[i]);
+        s->npending = 0;
+}
+
+/* ---- query sources ------------------------------------------------------------ */
+
+static const struct source_def *src_def(struct sched *s, const struct src *src)
+{
+        return src->query && s->sources ? sources_find(s->sources, src->name) : NULL;
+}
+
+/* Transfers one source may have at once, all jobs together. */
+static int src_limit(struct sched *s, const struct src *src)
+{
+        const struct source_def *d = src_def(s, src);
+        return d && d->max_connections > 0 ? d->max_connections : s->cfg->max_connections_per_source;
+}
+
+/* May a request to src start now (requests_per_second)? */
+static bool src_take(struct sched *s, struct src *src, int64_t now)
+{
+        const struct source_def *d = src_def(s, src);
+        double rate = d ? d->requests_per_second : 0;
+
+        if (rate <= 0)
+                return true;
+        if (rate != src->rl_rate) {
+                ratelimit_init(&src->rl, rate, rate < 1 ? 1 : rate);
+                src->rl_rate = rate;
+        }
+        int64_t wait = ratelimit_take(&src->rl, now);
+        if (wait > 0) {
+                src->rl_wait_until = now + wait;
+                return false;
+        }
+        return true;
+}
+
 /* ---- item bookkeeping ------------------------------------------------------ */
 
 static struct unit *unit_of(struct rjob *rj, int item)
@@ -209,6 +311,9 @@ static void item_set(struct rjob *rj, int idx, enum item_state st)
         it->state = st;
         count(rj, js, st, +1);
         mark_dirty(rj, idx);
+        rj->progress_changed = true;
+        if (st == ITEM_SUCCEEDED || st == ITEM_FAILED || st == ITEM_SKIPPED)
+                emit(rj->sched, EVENT_ITEM, rj->job->id, idx, false, NULL);
 }
 
 static void item_skip(struct rjob *rj, int idx, const char *code, const char *msg)
@@ -217,29 +322,119 @@ static void item_skip(struct rjob *rj, int idx, const char *code, const char *ms
         item_set(rj, idx, ITEM_SKIPPED);
 }
 
-/* ---- identical content within a job --------------------------------------- */
+/* ---- identical content and repeated URLs within a job ----------------------- */
 
-static size_t sha_slot(struct rjob *rj, const char *sha)
+static size_t str_hash(const char *p)
 {
-        size_t h = 0;
-        for (int i = 0; i < 16; i++)
-                h = h * 16 + (size_t)(sha[i] <= '9' ? sha[i] - '0' : sha[i] - 'a' + 10);
-        return h & (rj->sha_cap - 1);
+        size_t h = 1469598103934665603u; /* FNV-1a */
+        for (; *p; p++)
+                h = (h ^ (unsigned char)*p) * 1099511628211u;
+        return h;
 }
 
-/* The item already holding this content, or -1; with add, remember idx. */
-static int sha_find(struct rjob *rj, const char *sha, int idx, bool add)
+/* Open addressing over item indices (+1, 0 empty), keyed by a string field
+ * of the item. The item with that key, or -1; with add, remember idx. */
+static int map_find(struct rjob *rj, int *map, size_t cap, bool by_url, const char *key, int idx, bool add)
 {
-        for (size_t i = sha_slot(rj, sha);; i = (i + 1) & (rj->sha_cap - 1)) {
-                int v = rj->sha_map[i];
+        for (size_t i = str_hash(key) & (cap - 1);; i = (i + 1) & (cap - 1)) {
+                int v = map[i];
                 if (v == 0) {
                         if (add)
-                                rj->sha_map[i] = idx + 1;
+                                map[i] = idx + 1;
                         return -1;
                 }
-                if (rj->items[v - 1].sha256 && strcmp(rj->items[v - 1].sha256, sha) == 0)
+                const char *k = by_url ? rj->items[v - 1].url : rj->items[v - 1].sha256;
+                if (k && strcmp(k, key) == 0)
                         return v - 1;
         }
+}
+
+static int sha_find(struct rjob *rj, const char *sha, int idx, bool add)
+{
+        return map_find(rj, rj->sha_map, rj->sha_cap, false, sha, idx, add);
+}
+
+static int url_find(struct rjob *rj, const char *url, int idx, bool add)
+{
+        return map_find(rj, rj->url_map, rj->url_cap, true, url, idx, add);
+}
+
+/* (Re)build both maps for at least n items, keeping them under half full. */
+static int maps_build(struct rjob *rj, size_t n)
+{
+        size_t cap = 16;
+        while (cap < 2 * n)
+                cap *= 2;
+        if (cap <= rj->sha_cap && rj->sha_map)
+                return 0;
+        int *sha = calloc(cap, sizeof(int)), *url = calloc(cap, sizeof(int));
+        if (!sha || !url) {
+                free(sha);
+                free(url);
+                return -ENOMEM;
+        }
+        free(rj->sha_map);
+        free(rj->url_map);
+        rj->sha_map = sha;
+        rj->url_map = url;
+        rj->sha_cap = rj->url_cap = cap;
+        for (size_t i = 0; i < rj->nitems; i++) {
+                const struct item *it = &rj->items[i];
+                if (it->state == ITEM_SUCCEEDED && it->sha256)
+                        sha_find(rj, it->sha256, (int)i, true);
+                if (it->url && !(it->error.code && strcmp(it->error.code, "duplicate") == 0))
+                        url_find(rj, it->url, (int)i, true);
+        }
+        return 0;
+}
+
+/* Room for n items in every per-item array. */
+static int rjob_reserve(struct rjob *rj, size_t n)
+{
+        if (n <= rj->cap)
+                return maps_build(rj, n);
+        size_t cap = rj->cap ? 2 * rj->cap : 16;
+        while (cap < n)
+                cap *= 2;
+        struct item *items = realloc(rj->items, cap * sizeof(*items));
+        if (!items)
+                return -ENOMEM;
+        rj->items = items;
+        int *iu = realloc(rj->item_unit, cap * sizeof(int));
+        if (!iu)
+                return -ENOMEM;
+        rj->item_unit = iu;
+        bool *dirty = realloc(rj->dirty, cap * sizeof(bool));
+        if (!dirty)
+                return -ENOMEM;
+        rj->dirty = dirty;
+        memset(dirty + rj->cap, 0, (cap - rj->cap) * sizeof(bool));
+        int *dl = realloc(rj->dirty_list, cap * sizeof(int));
+        if (!dl)
+                return -ENOMEM;
+        rj->dirty_list = dl;
+        rj->cap = cap;
+        return maps_build(rj, n);
+}
+
+static int queue_push(struct unit *u, int item)
+{
+        if (u->qtail == u->qcap) {
+                if (u->qhead > 0) {
+                        memmove(u->queue, u->queue + u->qhead, (u->qtail - u->qhead) * sizeof(int));
+                        u->qtail -= u->qhead;
+                        u->qhead = 0;
+                } else {
+                        size_t cap = u->qcap ? 2 * u->qcap : 16;
+                        int *q = realloc(u->queue, cap * sizeof(int));
+                        if (!q)
+                                return -ENOMEM;
+                        u->queue = q;
+                        u->qcap = cap;
+                }
+        }
+        u->queue[u->qtail++] = item;
+        return 0;
 }
 
 /* ---- loading a job ------------------------------------------------------------ */
@@ -261,6 +456,7 @@ static void rjob_free(struct rjob *rj)
         free(rj->dirty);
         free(rj->dirty_list);
         free(rj->sha_map);
+        free(rj->url_map);
         free(rj);
 }
 
@@ -309,8 +505,7 @@ static int build_units(struct sched *s, struct rjob *rj)
         for (size_t u = 0; u < rj->nunits; u++) {
                 rj->units[u] = (struct unit){.rj = rj, .index = u, .dir_fd = -1};
                 rj->units[u].src = src_get(s, j->per_source[u].source);
-                rj->units[u].queue = malloc((rj->nitems ? rj->nitems : 1) * sizeof(int));
-                if (!rj->units[u].src || !rj->units[u].queue)
+                if (!rj->units[u].src)
                         return -ENOMEM;
         }
         for (size_t i = 0; i < rj->nitems; i++) {
@@ -325,10 +520,8 @@ static int build_units(struct sched *s, struct rjob *rj)
                 if (it->state == ITEM_RUNNING)
                         it->state = ITEM_PENDING;
                 count(rj, js, it->state, +1);
-                if (it->state == ITEM_PENDING)
-                        rj->units[u].queue[rj->units[u].qtail++] = (int)i;
-                if (it->state == ITEM_SUCCEEDED && it->sha256)
-                        sha_find(rj, it->sha256, (int)i, true);
+                if (it->state == ITEM_PENDING && queue_push(&rj->units[u], (int)i) < 0)
+                        return -ENOMEM;
         }
         return 0;
 }
@@ -346,15 +539,16 @@ static int rjob_load(struct sched *s, const char *id, struct rjob **ret)
         r = store_item_load(s->store, id, &rj->items, &rj->nitems);
         if (r < 0)
                 goto fail;
+        rj->sched = s;
+        rj->cap = rj->nitems;
         r = -ENOMEM;
-        size_t n = rj->nitems ? rj->nitems : 1;
-        rj->item_unit = calloc(n, sizeof(int));
-        rj->dirty = calloc(n, sizeof(bool));
-        rj->dirty_list = calloc(n, sizeof(int));
-        for (rj->sha_cap = 16; rj->sha_cap < 2 * n; rj->sha_cap *= 2)
-                ;
-        rj->sha_map = calloc(rj->sha_cap, sizeof(int));
-        if (!rj->item_unit || !rj->dirty || !rj->dirty_list || !rj->sha_map)
+        rj->item_unit = calloc(rj->cap ? rj->cap : 1, sizeof(int));
+        rj->dirty = calloc(rj->cap ? rj->cap : 1, sizeof(bool));
+        rj->dirty_list = calloc(rj->cap ? rj->cap : 1, sizeof(int));
+        if (!rj->item_unit || !rj->dirty || !rj->dirty_list)
+                goto fail;
+        r = maps_build(rj, rj->nitems);
+        if (r < 0)
                 goto fail;
         r = rebuild_sources(rj);
         if (r < 0)
@@ -415,7 +609,7 @@ static void wait_add(struct unit *u, int item, int64_t due)
                 size_t c = u->cwaits ? 2 * u->cwaits : 8;
                 struct wait *w = realloc(u->waits, c * sizeof(*w));
                 if (!w) {
-                        u->queue[u->qtail++] = item; /* no memory: retry at once */
+                        queue_push(u, item); /* no memory: retry at once */
                         return;
                 }
                 u->waits = w;
@@ -429,14 +623,16 @@ static bool job_max_reached(const struct rjob *rj)
         return rj->job->progress.succeeded >= rj->job->max;
 }
 
-static void slot_abort(struct sched *s, struct slot *sl)
+static void slot_unlink(struct slot *sl)
 {
         struct rjob *rj = sl->u->rj;
 
-        engine_abort(s->engine, sl->x);
         sl->u->running--;
         sl->u->src->active--;
-        rj->inflight--;
+        if (sl->item >= 0)
+                rj->inflight--;
+        else
+                sl->u->list_slot = NULL;
         if (sl->prev)
                 sl->prev->next = sl->next;
         else
@@ -444,6 +640,12 @@ static void slot_abort(struct sched *s, struct slot *sl)
         if (sl->next)
                 sl->next->prev = sl->prev;
         free(sl);
+}
+
+static void slot_abort(struct sched *s, struct slot *sl)
+{
+        engine_abort(s->engine, sl->x);
+        slot_unlink(sl);
 }
 
 /* Stop a unit: abort its transfers, skip its unfinished items with code. */
@@ -459,13 +661,15 @@ static void unit_close(struct sched *s, struct unit *u, enum source_state st, co
                         continue;
                 int item = sl->item;
                 slot_abort(s, sl);
-                item_skip(rj, item, code, msg);
+                if (item >= 0)
+                        item_skip(rj, item, code, msg);
         }
         for (size_t i = u->qhead; i < u->qtail; i++)
                 item_skip(rj, u->queue[i], code, msg);
         for (size_t i = 0; i < u->nwaits; i++)
                 item_skip(rj, u->waits[i].item, code, msg);
         u->qhead = u->qtail = u->nwaits = 0;
+        u->listing = false;
         if (u->phase == UNIT_RUNNING)
                 s->units_running--;
         u->phase = UNIT_DONE;
@@ -487,6 +691,10 @@ static void unit_close(struct sched *s, struct unit *u, enum source_state st, co
 static void unit_maybe_done(struct sched *s, struct unit *u)
 {
         if (u->phase != UNIT_RUNNING || u->running > 0)
+                return;
+        /* a failing listing runs its retries out even when max is reached,
+         * so that the source's entry tells whether it works */
+        if (u->listing && (!job_max_reached(u->rj) || u->list_failing))
                 return;
         if (job_max_reached(u->rj)) {
                 unit_close(s, u, SRC_DONE, "max_reached", "the job's max was reached");
@@ -512,6 +720,17 @@ static int unit_open(struct sched *s, struct unit *u)
         return 0;
 }
 
+static bool unit_is_query(struct unit *u)
+{
+        const struct job *j = u->rj->job;
+        const char *name = js_of(u)->source;
+
+        for (size_t i = 0; j->query && i < j->nsources; i++)
+                if (strcmp(j->sources[i], name) == 0)
+                        return true;
+        return false;
+}
+
 static void unit_start(struct sched *s, struct unit *u, int64_t now)
 {
         struct job_source *js = js_of(u);
@@ -522,12 +741,28 @@ static void unit_start(struct sched *s, struct unit *u, int64_t now)
         js->state = SRC_DOWNLOADING;
         job_error_clear(&js->error);
         u->rj->job_dirty = true;
-        if (u->qhead == u->qtail && u->nwaits == 0 && js->items == 0 && u->rj->job->query) {
-                /* a query source: listing arrives with the sources module */
-                unit_close(s, u, SRC_FAILED, "unknown_source", "no such source is configured");
-                return;
+        if (unit_is_query(u)) {
+                const struct source_def *d = s->sources ? sources_find(s->sources, js->source) : NULL;
+                if (!d) {
+                        unit_close(s, u, SRC_FAILED, "unknown_source", "no such source is configured");
+                        return;
+                }
+                if (!d->available) {
+                        unit_close(s, u, SRC_FAILED, "source_unavailable",
+                                   d->unavailable_reason ? d->unavailable_reason : "the source is unavailable");
+                        return;
+                }
+                u->src->query = true;
+                u->candidates = js->items;
+                if (u->candidates < u->rj->job->max) {
+                        u->listing = true;
+                        u->page = 1;
+                        u->list_attempts = 0;
+                        u->list_due_ms = now;
+                        js->state = SRC_LISTING;
+                }
         }
-        if (u->qhead < u->qtail && unit_open(s, u) < 0) {
+        if (unit_open(s, u) < 0) {
                 for (size_t i = u->qhead; i < u->qtail; i++)
                         job_error_set(&u->rj->items[u->queue[i]].error, "io", "cannot create the directory");
                 unit_close(s, u, SRC_FAILED, "io", "cannot create the source's download directory");
@@ -536,13 +771,202 @@ static void unit_start(struct sched *s, struct unit *u, int64_t now)
         unit_maybe_done(s, u);
 }
 
+/* ---- listing query sources ------------------------------------------------------- */
+
+static void log_circuit(struct sched *s, struct src *src, int64_t now, const char *why);
+
+static struct slot *slot_new(struct rjob *rj, struct unit *u, int item)
+{
+        struct slot *sl = calloc(1, sizeof(*sl));
+        if (!sl)
+                return NULL;
+        sl->u = u;
+        sl->item = item;
+        return sl;
+}
+
+static void slot_link(struct slot *sl)
+{
+        struct rjob *rj = sl->u->rj;
+
+        sl->next = rj->slots;
+        if (rj->slots)
+                rj->slots->prev = sl;
+        rj->slots = sl;
+        sl->u->running++;
+        sl->u->src->active++;
+        sl->u->src->attempts++;
+        js_of(sl->u)->attempts++;
+        if (sl->item >= 0)
+                rj->inflight++;
+        else
+                sl->u->list_slot = sl;
+}
+
+/* The listing is over: downloads go on with what it found. */
+static void list_end(struct sched *s, struct unit *u, const char *code, const char *msg)
+{
+        struct job_source *js = js_of(u);
+
+        u->listing = false;
+        if (!code) {
+                js->state = SRC_DOWNLOADING;
+                log_info("job %s: source %s listed %lld candidates in %d page%s", u->rj->job->id, js->source,
+                         (long long)u->candidates, u->page - 1, u->page == 2 ? "" : "s");
+        } else if (u->candidates == 0) {
+                unit_close(s, u, SRC_FAILED, code, msg);
+                return;
+        } else {
+                js->state = SRC_DOWNLOADING;
+                job_error_set(&js->error, code, "listing stopped at page %d: %s", u->page, msg);
+                log_warning("job %s: source %s: listing stopped at page %d (%s: %s); going on with %lld "
+                            "candidates",
+                            u->rj->job->id, js->source, u->page, code, msg, (long long)u->candidates);
+        }
+        u->rj->job_dirty = true;
+}
+
+static void list_start(struct sched *s, struct unit *u, int64_t now)
+{
+        struct rjob *rj = u->rj;
+        const struct source_def *d = src_def(s, u->src);
+        char *url = NULL, *shown = NULL, **headers = NULL;
+        size_t nheaders = 0;
+        struct slot *sl = NULL;
+
+        if (!d) {
+                list_end(s, u, "unknown_source", "the source's file is gone");
+                return;
+        }
+        if (!src_take(s, u->src, now))
+                return;
+        if (!breaker_allow(u->src->breaker, now)) {
+                list_end(s, u, "circuit_open", "the source's circuit is open");
+                return;
+        }
+        int r = sources_build_url(d, rj->job->query, u->page, &url);
+        if (r >= 0)
+                r = sources_build_headers(d, &headers, &nheaders);
+        if (r < 0) {
+                list_end(s, u, "source_unavailable", r == -ENOKEY ? "a secret it needs is not set"
+                                                                  : "its search URL cannot be built");
+                goto out;
+        }
+        sl = slot_new(rj, u, -1);
+        struct xfer_request req = {.url = url, .dir_fd = u->dir_fd, .to_memory = true, .headers = headers,
+                                   .nheaders = nheaders, .userdata = sl};
+        if (!sl || engine_start(s->engine, &req, &sl->x) < 0) {
+                free(sl);
+                goto out; /* tried again next turn */
+        }
+        slot_link(sl);
+        u->list_attempts++;
+        sources_build_url_redacted(d, rj->job->query, u->page, &shown);
+        log_info("job %s: LIST %s page %d (attempt %d): %s", rj->job->id, u->src->name, u->page,
+                 u->list_attempts, shown ? shown : "?");
+out:
+        free(url);
+        free(shown);
+        sources_strv_free(headers, nheaders);
+}
+
+/* Add a page's URLs as items: new ones only, up to the job's max. */
+static size_t list_add(struct sched *s, struct unit *u, char **urls, size_t n)
+{
+        struct rjob *rj = u->rj;
+        struct job_source *js = js_of(u);
+        size_t first = rj->nitems, added = 0;
+
+        for (size_t i = 0; i < n && u->candidates < rj->job->max; i++) {
+                if (urlcheck_validate(urls[i], NULL, NULL) < 0 || url_find(rj, urls[i], 0, false) >= 0)
+                        continue;
+                if (rjob_reserve(rj, rj->nitems + 1) < 0 || queue_push(u, (int)rj->nitems) < 0)
+                        break;
+                int idx = (int)rj->nitems++;
+                struct item *it = &rj->items[idx];
+                memset(it, 0, sizeof(*it));
+                it->index = idx;
+                it->state = ITEM_PENDING;
+                it->source = strdup(js->source);
+                it->url = strdup(urls[i]);
+                rj->item_unit[idx] = (int)u->index;
+                url_find(rj, it->url, idx, true);
+                js->items++;
+                rj->job->progress.total++;
+                count(rj, js, ITEM_PENDING, +1);
+                u->candidates++;
+                added++;
+        }
+        if (added) {
+                int r = store_item_append(s->store, rj->job->id, &rj->items[first], added);
+                if (r < 0)
+                        log_error("job %s: saving listed items: %s", rj->job->id, strerror(-r));
+                rj->job_dirty = true;
+                rj->progress_changed = true;
+        }
+        return added;
+}
+
+static void list_done(struct sched *s, struct unit *u, const struct xfer_result *res, int64_t now)
+{
+        const struct source_def *d = src_def(s, u->src);
+        enum retry_class rc = res->rc;
+        const char *msg = res->message;
+        char **urls = NULL;
+        size_t n = 0;
+
+        if (u->phase != UNIT_RUNNING)
+                return;
+        if (rc == RC_OK && (!d || sources_parse_page(d, res->body, res->body_len, &urls, &n) < 0)) {
+                rc = RC_INVALID_CONTENT;
+                msg = "the listing page is not JSON of the shape the source file describes";
+        }
+        bool ok = rc == RC_OK;
+        if (breaker_record(u->src->breaker, ok, ok || retry_class_counts_for_breaker(rc), now))
+                log_circuit(s, u->src, now, ok ? "probe succeeded" : retry_class_code(rc));
+        if (!ok) {
+                struct retry_policy lp = s->policy;
+                lp.max_retries = s->cfg->max_retries_per_source;
+                u->src->failures++;
+                free(u->src->last_error);
+                if (asprintf(&u->src->last_error, "%s: %s", retry_class_code(rc), msg) < 0)
+                        u->src->last_error = NULL;
+                u->list_failing = true;
+                if (retry_should_retry(&lp, rc, u->list_attempts)) {
+                        int64_t delay = retry_delay_ms(&lp, u->list_attempts, res->retry_after_ms,
+                                                       (double)random() / ((double)RAND_MAX + 1.0));
+                        u->list_due_ms = now + delay;
+                        u->src->retries++;
+                        js_of(u)->retries++;
+                        log_info("job %s: RETRY listing %s page %d, attempt %d/%d in %.1fs (%s: %s)",
+                                 u->rj->job->id, u->src->name, u->page, u->list_attempts + 1, lp.max_retries + 1,
+                                 (double)delay / 1000.0, retry_class_code(rc), msg);
+                        return;
+                }
+                list_end(s, u, retry_class_code(rc), msg);
+                return;
+        }
+        u->src->successes++;
+        u->src->bytes += res->bytes;
+        u->list_failing = false;
+        if (!job_max_reached(u->rj))
+                list_add(s, u, urls, n);
+        sources_strv_free(urls, n);
+        u->page++;
+        u->list_attempts = 0;
+        if (n == 0 || u->candidates >= u->rj->job->max || !d->paged)
+                list_end(s, u, NULL, NULL);
+        else
+                u->list_due_ms = now;
+}
+
 /* ---- transfers ------------------------------------------------------------------- */
 
 static int start_item(struct sched *s, struct unit *u, int idx, int64_t now)
 {
         struct rjob *rj = u->rj;
         struct item *it = &rj->items[idx];
-        struct slot *sl = calloc(1, sizeof(*sl));
+        struct slot *sl = slot_new(rj, u, idx);
         struct xfer_request req = {
                 .url = it->url, .dir_fd = u->dir_fd, .part_id = idx, .name_hint = it->filename,
                 .userdata = sl,
@@ -550,22 +974,12 @@ static int start_item(struct sched *s, struct unit *u, int idx, int64_t now)
 
         if (!sl)
                 return -ENOMEM;
-        sl->u = u;
-        sl->item = idx;
         int r = engine_start(s->engine, &req, &sl->x);
         if (r < 0) {
                 free(sl);
                 return r;
         }
-        sl->next = rj->slots;
-        if (rj->slots)
-                rj->slots->prev = sl;
-        rj->slots = sl;
-        rj->inflight++;
-        u->running++;
-        u->src->active++;
-        u->src->attempts++;
-        js_of(u)->attempts++;
+        slot_link(sl);
         it->attempts++;
         item_set(rj, idx, ITEM_RUNNING);
         log_debug("job %s: GET %s (source %s, attempt %d)", rj->job->id, it->url, u->src->name, it->attempts);
@@ -577,10 +991,18 @@ static int start_item(struct sched *s, struct unit *u, int idx, int64_t now)
 static void unit_fill(struct sched *s, struct unit *u, int64_t now)
 {
         struct rjob *rj = u->rj;
-        int per_src = s->cfg->max_connections_per_source;
+        int per_src = src_limit(s, u->src);
 
+        if (u->phase != UNIT_RUNNING)
+                return;
+        if (u->listing && !u->list_slot && now >= u->list_due_ms && u->src->active < per_src &&
+            engine_running(s->engine) < s->cfg->max_concurrent_downloads &&
+            (!job_max_reached(rj) || u->list_failing))
+                list_start(s, u, now);
         while (u->qhead < u->qtail && engine_running(s->engine) < s->cfg->max_concurrent_downloads &&
                u->src->active < per_src && rj->job->progress.succeeded + rj->inflight < rj->job->max) {
+                if (u->src->query && !src_take(s, u->src, now))
+                        break;
                 int idx = u->queue[u->qhead++];
                 if (!breaker_allow(u->src->breaker, now)) {
                         item_skip(rj, idx, "circuit_open", "the source's circuit is open");
@@ -598,11 +1020,23 @@ static void log_circuit(struct sched *s, struct src *src, int64_t now, const cha
 {
         struct breaker_info bi;
         breaker_get_info(src->breaker, now, &bi);
+        emit(s, EVENT_CIRCUIT, NULL, -1, false, src->name);
         if (bi.state == BREAKER_OPEN)
                 log_warning("CIRCUIT opened for %s after %d failures (%s); probe in %.1f s", src->name,
                             bi.consecutive_failures, why, (double)(bi.retry_at_ms - now) / 1000.0);
         else
                 log_info("CIRCUIT %s for %s (%s)", breaker_state_to_string(bi.state), src->name, why);
+}
+
+static void duration_record(struct sched *s, int64_t ms)
+{
+        double secs = (double)ms / 1000.0;
+        size_t b = 0;
+
+        while (b < SCHED_DURATION_BUCKETS - 1 && secs > sched_duration_bounds[b])
+                b++;
+        s->duration_count[b]++;
+        s->duration_sum_s += secs;
 }
 
 static void item_succeeded(struct sched *s, struct unit *u, int idx, const struct xfer_result *res)
@@ -675,21 +1109,18 @@ static void on_done(void *userdata, const struct xfer_result *res, void *ctx)
         struct slot *sl = userdata;
         struct unit *u = sl->u;
         struct rjob *rj = u->rj;
-        struct item *it = &rj->items[sl->item];
         int idx = sl->item;
+        struct item *it = idx >= 0 ? &rj->items[idx] : NULL;
         int64_t now = clock_mono_ms();
 
-        sl->x = NULL; /* the engine frees it */
-        u->running--;
-        u->src->active--;
-        rj->inflight--;
-        if (sl->prev)
-                sl->prev->next = sl->next;
-        else
-                rj->slots = sl->next;
-        if (sl->next)
-                sl->next->prev = sl->prev;
-        free(sl);
+        if (idx < 0) {
+                slot_unlink(sl); /* the engine frees the transfer */
+                list_done(s, u, res, now);
+                unit_fill(s, u, now);
+                return;
+        }
+        slot_unlink(sl);
+        duration_record(s, res->duration_ms);
 
         it->http_status = res->http_status;
         it->duration_ms = res->duration_ms;
@@ -745,6 +1176,7 @@ static void job_finish(struct sched *s, struct rjob *rj, int forced, const char 
                 job_error_set(&j->error, "all_failed", "no item succeeded");
         j->finished_at = clock_wall_ms();
         rj->job_dirty = true;
+        emit(s, EVENT_JOB, j->id, -1, true, NULL);
         log_info("job %s: JOB COMPLETE %s: %lld items, %lld succeeded, %lld failed, %lld skipped, %lld bytes in "
                  "%.1f s",
                  j->id, job_state_to_string(j->state), (long long)j->progress.total,
@@ -808,6 +1240,7 @@ static void job_begin(struct sched *s, struct rjob *rj, int64_t now)
         rj->deadline_ms = now + (int64_t)(j->timeout * 1000);
         job_error_clear(&j->error);
         rj->job_dirty = true;
+        emit(s, EVENT_JOB, j->id, -1, false, NULL);
         log_info("job %s: JOB START %zu items from %zu source%s, max %d, timeout %.0f s, priority %d%s%s", j->id,
                  rj->nitems, rj->nunits, rj->nunits == 1 ? "" : "s", j->max, j->timeout, j->priority,
                  j->label && *j->label ? ", label " : "", j->label ? j->label : "");
@@ -868,6 +1301,10 @@ static int64_t run_timers(struct sched *s, int64_t now)
 {
         int64_t next = POLL_MAX_MS;
 
+        for (struct src *p = s->srcs; p; p = p->next)
+                if (p->rl_wait_until > now && p->rl_wait_until - now < next)
+                        next = p->rl_wait_until - now;
+
         for (struct rjob *rj = s->jobs; rj; rj = rj->next) {
                 if (rj->job->state != JOB_RUNNING)
                         continue;
@@ -891,9 +1328,10 @@ static int64_t run_timers(struct sched *s, int64_t now)
                         }
                         if (u->deadline_ms - now < next)
                                 next = u->deadline_ms - now;
+                        if (u->listing && !u->list_slot && u->list_due_ms > now && u->list_due_ms - now < next)
+                                next = u->list_due_ms - now;
                         for (size_t w = 0; w < u->nwaits;) {
-                                if (u->waits[w].due_ms <= now) {
-                                        u->queue[u->qtail++] = u->waits[w].item;
+                                if (u->waits[w].due_ms <= now && queue_push(u, u->waits[w].item) == 0) {
                                         u->waits[w] = u->waits[--u->nwaits];
                                         continue;
                                 }
@@ -958,6 +1396,7 @@ static int stored_job_change(struct sched *s, const char *id, enum cmd_type type
                 j->finished_at = 0;
                 job_error_clear(&j->error);
                 s->maybe_queued = true;
+                emit(s, EVENT_JOB, j->id, -1, false, NULL);
         }
         flush_list(s, rj);
 out:
@@ -971,6 +1410,7 @@ static int run_cmd(struct sched *s, struct cmd *c)
                 for (struct src *p = s->srcs; p; p = p->next)
                         if (strcmp(p->name, c->arg) == 0) {
                                 breaker_reset(p->breaker);
+                                emit(s, EVENT_CIRCUIT, NULL, -1, false, p->name);
                                 log_info("CIRCUIT closed for %s (reset by request)", p->name);
                                 return 0;
                         }
@@ -1098,6 +1538,8 @@ int sched_stats(struct sched *s, struct sched_stats *ret)
         }
         st.nsources = n;
         st.uptime_ms = now - s->started_ms;
+        memcpy(st.duration_count, s->duration_count, sizeof(st.duration_count));
+        st.duration_sum_s = s->duration_sum_s;
         for (struct src *p = s->srcs; p; p = p->next, i++) {
                 st.sources[n - 1 - i] = (struct source_stats){
                         .source = strdup(p->name),
@@ -1117,6 +1559,50 @@ int sched_stats(struct sched *s, struct sched_stats *ret)
         pthread_mutex_unlock(&s->lock);
         *ret = st;
         return 0;
+}
+
+int sched_sources(struct sched *s, struct source_info **ret, size_t *ret_n)
+{
+        pthread_mutex_lock(&s->lock);
+        size_t n = s->sources ? sources_count(s->sources) : 0;
+        struct source_info *v = calloc(n ? n : 1, sizeof(*v));
+        for (size_t i = 0; v && i < n; i++) {
+                const struct source_def *d = sources_at(s->sources, i);
+                v[i] = (struct source_info){
+                        .name = strdup(d->name),
+                        .available = d->available,
+                        .unavailable_reason = str_dup(d->unavailable_reason),
+                        .max_connections = d->max_connections > 0 ? d->max_connections
+                                                                  : s->cfg->max_connections_per_source,
+                        .requests_per_second = d->requests_per_second,
+                        .per_page = d->per_page,
+                };
+        }
+        pthread_mutex_unlock(&s->lock);
+        if (!v)
+                return -ENOMEM;
+        *ret = v;
+        *ret_n = n;
+        return 0;
+}
+
+void source_infos_free(struct source_info *v, size_t n)
+{
+        if (!v)
+                return;
+        for (size_t i = 0; i < n; i++) {
+                free(v[i].name);
+                free(v[i].unavailable_reason);
+        }
+        free(v);
+}
+
+bool sched_source_known(struct sched *s, const char *name)
+{
+        pthread_mutex_lock(&s->lock);
+        bool known = s->sources && sources_find(s->sources, name);
+        pthread_mutex_unlock(&s->lock);
+        return known;
 }
 
 void sched_stats_clear(struct sched_stats *st)
@@ -1145,6 +1631,42 @@ static void report_status(struct sched *s, int64_t now)
                             engine_running(s->engine));
 }
 
+/* At most one progress event per job every PROGRESS_EVERY_MS; returns ms
+ * until one is due. */
+static int64_t progress_events(struct sched *s, int64_t now)
+{
+        int64_t next = POLL_MAX_MS;
+
+        for (struct rjob *rj = s->jobs; rj; rj = rj->next) {
+                if (!rj->progress_changed)
+                        continue;
+                int64_t due = rj->last_progress_ms + PROGRESS_EVERY_MS;
+                if (now >= due) {
+                        emit(s, EVENT_PROGRESS, rj->job->id, -1, false, NULL);
+                        rj->progress_changed = false;
+                        rj->last_progress_ms = now;
+                } else if (due - now < next) {
+                        next = due - now;
+                }
+        }
+        return next;
+}
+
+static void prune(struct sched *s, int64_t now)
+{
+        int64_t n = 0;
+
+        if (s->cfg->job_retention <= 0 || (s->last_prune_ms && now - s->last_prune_ms < PRUNE_EVERY_MS))
+                return;
+        s->last_prune_ms = now;
+        int r = store_job_prune(s->store, clock_wall_ms() - (int64_t)(s->cfg->job_retention * 1000), &n);
+        if (r < 0)
+                log_error("sched: pruning old jobs: %s", strerror(-r));
+        else if (n > 0)
+                log_info("sched: pruned %lld job%s older than JOB_RETENTION (their files stay)", (long long)n,
+                         n == 1 ? "" : "s");
+}
+
 /* Put every unfinished item back to pending and its job to queued. */
 static void park_jobs(struct sched *s)
 {
@@ -1152,7 +1674,8 @@ static void park_jobs(struct sched *s)
                 while (rj->slots) {
                         int item = rj->slots->item;
                         slot_abort(s, rj->slots);
-                        item_set(rj, item, ITEM_PENDING);
+                        if (item >= 0)
+                                item_set(rj, item, ITEM_PENDING);
                 }
                 for (size_t u = 0; u < rj->nunits; u++) {
                         struct unit *un = &rj->units[u];
@@ -1192,7 +1715,12 @@ static void *loop(void *arg)
                 timeout = run_timers(s, now);
                 start_work(s, now);
                 reap_jobs(s);
+                int64_t next_progress = progress_events(s, now);
+                if (next_progress < timeout)
+                        timeout = next_progress;
                 flush(s);
+                publish(s);
+                prune(s, now);
                 report_status(s, now);
                 if (s->watchdog_ms > 0 && timeout > s->watchdog_ms / 2)
                         timeout = s->watchdog_ms / 2;
@@ -1228,12 +1756,13 @@ static void policy_from(const struct config *cfg, struct retry_policy *p)
         };
 }
 
-void sched_reconfigure(struct sched *s, const struct config *cfg)
+void sched_reconfigure(struct sched *s, const struct config *cfg, const struct source_set *sources)
 {
         struct engine_opts o;
 
         pthread_mutex_lock(&s->lock);
         s->cfg = cfg;
+        s->sources = sources;
         engine_opts_from(cfg, &o);
         engine_configure(s->engine, &o);
         policy_from(cfg, &s->policy);
@@ -1254,12 +1783,14 @@ static void sched_free(struct sched *s)
         if (s->dl_fd >= 0)
                 close(s->dl_fd);
         srcs_free(s->srcs);
+        free(s->pending);
         pthread_mutex_destroy(&s->lock);
         pthread_cond_destroy(&s->cmd_done);
         free(s);
 }
 
-int sched_start(const struct config *cfg, struct sched **ret)
+int sched_start(const struct config *cfg, const struct source_set *sources, struct event_bus *events,
+                struct sched **ret)
 {
         struct sched *s = calloc(1, sizeof(*s));
         struct engine_opts o;
@@ -1269,6 +1800,8 @@ int sched_start(const struct config *cfg, struct sched **ret)
         if (!s)
                 return -ENOMEM;
         s->cfg = cfg;
+        s->sources = sources;
+        s->events = events;
         s->dl_fd = -1;
         s->maybe_queued = true;
         s->started_ms = clock_mono_ms();

@@ -7,6 +7,8 @@
  * int returns: 0 ok, -ENOENT unknown job, -EBUSY state conflict (409),
  * -ESHUTDOWN shutting down (503), other -errno. */
 #pragma once
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "daemon/job.h"
@@ -40,8 +42,15 @@ struct source_stats {
         int64_t attempts, successes, failures, retries, bytes;
         const char *circuit;
 };
+/* Upper bounds (seconds) of the download duration histogram's buckets; the
+ * last bucket is +Inf. Counts are per bucket, not cumulative. */
+#define SCHED_DURATION_BUCKETS 12
+extern const double sched_duration_bounds[SCHED_DURATION_BUCKETS - 1];
+
 struct sched_stats {
         int64_t uptime_ms;
+        int64_t duration_count[SCHED_DURATION_BUCKETS]; /* finished downloads (success or failure) */
+        double duration_sum_s;
         int64_t total_attempts, total_successes, total_failures, total_retries, total_bytes;
         struct source_stats *sources;
         size_t nsources;
@@ -54,12 +63,29 @@ void sched_stats_clear(struct sched_stats *st);
 
 /* ---- lifecycle, for daemon/main.c ---------------------------------------- */
 struct config;
+struct source_set;
+struct event_bus;
 
 /* Open the store (recovering jobs a crash left running) and the download
  * directory; start the engine thread. */
-int sched_start(const struct config *cfg, struct sched **ret);
+int sched_start(const struct config *cfg, const struct source_set *sources, struct event_bus *events,
+                struct sched **ret);
 /* Stop claiming work, abort transfers, put unfinished items back to pending
  * and their jobs back to queued so that the next start resumes them. */
 void sched_stop(struct sched *s);
 /* Apply changed settings (SIGHUP). The caller keeps cfg alive. */
-void sched_reconfigure(struct sched *s, const struct config *cfg);
+void sched_reconfigure(struct sched *s, const struct config *cfg, const struct source_set *sources);
+
+/* Query sources as GET /v1/sources shows them. */
+struct source_info {
+        char *name;
+        bool available;
+        char *unavailable_reason;     /* NULL when available */
+        int max_connections;          /* effective */
+        double requests_per_second;   /* 0: unlimited */
+        int per_page;
+};
+int sched_sources(struct sched *s, struct source_info **ret, size_t *ret_n);
+void source_infos_free(struct source_info *v, size_t n);
+/* Is name a configured query source (available or not)? */
+bool sched_source_known(struct sched *s, const char *name);
