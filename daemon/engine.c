@@ -20,7 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <dirent.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -33,6 +35,7 @@
 #define ERROR_BODY_MAX (64 * 1024) /* error bodies read (and dropped) to keep the connection */
 #define MAX_REDIRECTS  5
 #define MEMORY_BODY_MAX (8 * 1024 * 1024) /* a listing page larger than this is refused */
+#define VALIDATOR_MAX   512               /* longest ETag or Last-Modified kept for resuming */
 
 struct engine {
         CURLM *multi;
@@ -50,7 +53,14 @@ struct xfer {
         void *userdata;
         int dir_fd;
         int part_fd;              /* -1 until the body is accepted */
-        char part[64];
+        char part[64];            /* ".N.part": the body so far */
+        char meta[64];            /* ".N.meta": the validator the part was fetched under */
+        bool keep_part;           /* leave the part for a later attempt to resume */
+        int64_t resume_from;      /* bytes already in the part, asked for with Range; 0: none */
+        char *validator;          /* sent as If-Range when resuming */
+        char etag[VALIDATOR_MAX]; /* of the current answer */
+        char last_modified[VALIDATOR_MAX];
+        int64_t range_start;      /* Content-Range start of the current answer; -1: none */
         char *url;
         char *name_hint;
         char *disposition;        /* Content-Disposition of the final answer */
@@ -86,9 +96,15 @@ static void xfer_free(struct xfer *x)
                 curl_easy_cleanup(x->easy);
         }
         if (x->part_fd >= 0) {
+                if (x->keep_part)
+                        fdatasync(x->part_fd);
                 close(x->part_fd);
-                unlinkat(x->dir_fd, x->part, 0);
+                if (!x->keep_part) {
+                        unlinkat(x->dir_fd, x->part, 0);
+                        unlinkat(x->dir_fd, x->meta, 0);
+                }
         }
+        free(x->validator);
         EVP_MD_CTX_free(x->sha);
         curl_slist_free_all(x->headers);
         free(x->mem);
@@ -117,19 +133,92 @@ static long http_status(struct xfer *x)
         return code;
 }
 
+/* Remember under which validator the part is fetched, so that a later
+ * attempt (or the next start after a crash) can resume it with If-Range. */
+static void write_meta(struct xfer *x)
+{
+        const char *v = x->etag[0] ? x->etag : x->last_modified;
+        int fd;
+
+        unlinkat(x->dir_fd, x->meta, 0);
+        if (!v[0])
+                return;
+        fd = openat(x->dir_fd, x->meta, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+        if (fd < 0)
+                return;
+        if (write(fd, v, strlen(v)) < 0)
+                unlinkat(x->dir_fd, x->meta, 0);
+        close(fd);
+}
+
 /* The body was accepted: open the part file and write what we held back. */
 static int open_part(struct xfer *x)
 {
         for (int tries = 0; tries < 2; tries++) {
                 x->part_fd = openat(x->dir_fd, x->part, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                                     0640);
-                if (x->part_fd >= 0)
+                if (x->part_fd >= 0) {
+                        write_meta(x);
                         return 0;
+                }
                 if (errno != EEXIST)
                         break;
-                unlinkat(x->dir_fd, x->part, 0); /* left by a crash: start over */
+                unlinkat(x->dir_fd, x->part, 0); /* left over: start over */
         }
         return -errno;
+}
+
+static void drop_part(struct xfer *x)
+{
+        unlinkat(x->dir_fd, x->part, 0);
+        unlinkat(x->dir_fd, x->meta, 0);
+        x->resume_from = 0;
+}
+
+/* A part from an earlier attempt with a validator: ask for the rest. */
+static void prepare_resume(struct xfer *x)
+{
+        char v[VALIDATOR_MAX];
+        struct stat st;
+        ssize_t n = -1;
+
+        if (fstatat(x->dir_fd, x->part, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                return;
+        int fd = openat(x->dir_fd, x->meta, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd >= 0) {
+                n = read(fd, v, sizeof(v) - 1);
+                close(fd);
+        }
+        if (!S_ISREG(st.st_mode) || st.st_size <= 0 || st.st_size > x->e->opts.max_file_size || n <= 0) {
+                drop_part(x);
+                return;
+        }
+        v[n] = '\0';
+        x->validator = strdup(v);
+        x->resume_from = x->validator ? (int64_t)st.st_size : 0;
+}
+
+/* The answer to a Range request is 206 from where the part ends: append,
+ * after hashing and sniffing what the part already holds. */
+static int resume_open(struct xfer *x)
+{
+        unsigned char buf[65536];
+        ssize_t n;
+
+        x->part_fd = openat(x->dir_fd, x->part, O_RDWR | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+        if (x->part_fd < 0)
+                return -errno;
+        while ((n = pread(x->part_fd, buf, sizeof(buf), x->bytes)) > 0) {
+                if (x->bytes == 0) {
+                        x->head_len = (size_t)n < sizeof(x->head) ? (size_t)n : sizeof(x->head);
+                        memcpy(x->head, buf, x->head_len);
+                }
+                EVP_DigestUpdate(x->sha, buf, (size_t)n);
+                x->bytes += n;
+        }
+        if (n < 0 || x->bytes != x->resume_from)
+                return n < 0 ? -errno : -EIO;
+        return 0;
 }
 
 static int write_all(int fd, const void *buf, size_t len)
@@ -157,8 +246,8 @@ static int body_store(struct xfer *x, const void *buf, size_t len)
         return 0;
 }
 
-/* Decide on the first bytes: type accepted? Then open the file. */
-static int sniff_and_open(struct xfer *x)
+/* Decide on the first bytes: type accepted? */
+static int sniff(struct xfer *x)
 {
         char *mime = NULL;
 
@@ -172,6 +261,14 @@ static int sniff_and_open(struct xfer *x)
                                 x->content_type[0] ? x->content_type : "unknown", x->e->accept);
                 return -1;
         }
+        return 0;
+}
+
+/* Decide on the first bytes, then open the file. */
+static int sniff_and_open(struct xfer *x)
+{
+        if (sniff(x) < 0)
+                return -1;
         int r = open_part(x);
         if (r < 0) {
                 xfer_abort_with(x, RC_IO, "creating %s: %s", x->part, strerror(-r));
@@ -217,6 +314,25 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
         }
         if (x->to_memory)
                 return mem_append(x, data, len);
+        if (x->resume_from > 0 && x->part_fd < 0 && !x->sniffed) {
+                if (code != 206 || x->range_start != x->resume_from) {
+                        /* the range was ignored or the validator changed: from zero */
+                        drop_part(x);
+                        if (code == 206) {
+                                xfer_abort_with(x, RC_TRUNCATED, "answer to a range request starts at %lld",
+                                                (long long)x->range_start);
+                                return 0;
+                        }
+                } else {
+                        int r = resume_open(x);
+                        if (r < 0 || sniff(x) < 0) {
+                                if (r < 0)
+                                        xfer_abort_with(x, RC_IO, "resuming %s: %s", x->part, strerror(-r));
+                                drop_part(x);
+                                return 0;
+                        }
+                }
+        }
         if (x->bytes + (int64_t)len > x->e->opts.max_file_size) {
                 xfer_abort_with(x, RC_TOO_LARGE, "body exceeds MAX_FILE_SIZE (%lld bytes)",
                                 (long long)x->e->opts.max_file_size);
@@ -250,6 +366,8 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud)
                 x->retry_after_ms = -1;
                 free(x->disposition);
                 x->disposition = NULL;
+                x->etag[0] = x->last_modified[0] = '\0';
+                x->range_start = -1;
                 return len;
         }
         const char *colon = memchr(line, ':', len);
@@ -271,6 +389,14 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud)
         else if (klen == 19 && strncasecmp(line, "Content-Disposition", 19) == 0) {
                 free(x->disposition);
                 x->disposition = strdup(value);
+        } else if (klen == 4 && strncasecmp(line, "ETag", 4) == 0 && strncmp(value, "W/", 2) != 0) {
+                snprintf(x->etag, sizeof(x->etag), "%s", value); /* weak ones cannot validate a range */
+        } else if (klen == 13 && strncasecmp(line, "Last-Modified", 13) == 0) {
+                snprintf(x->last_modified, sizeof(x->last_modified), "%s", value);
+        } else if (klen == 13 && strncasecmp(line, "Content-Range", 13) == 0) {
+                long long start;
+                if (sscanf(value, "bytes %lld-", &start) == 1)
+                        x->range_start = start;
         }
         return len;
 }
@@ -382,6 +508,18 @@ static int setup_easy(struct xfer *x)
         curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)o->request_timeout_ms);
         curl_easy_setopt(c, CURLOPT_USERAGENT, PACKAGE_NAME "/" PACKAGE_VERSION);
         curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o->max_file_size);
+        if (x->resume_from > 0) {
+                char ifrange[VALIDATOR_MAX + 16];
+                snprintf(ifrange, sizeof(ifrange), "If-Range: %s", x->validator);
+                struct curl_slist *l = curl_slist_append(x->headers, ifrange);
+                if (!l)
+                        return -ENOMEM;
+                x->headers = l;
+                /* CURLOPT_RANGE rather than RESUME_FROM: a 200 must restart, not fail */
+                char range[32];
+                snprintf(range, sizeof(range), "%lld-", (long long)x->resume_from);
+                curl_easy_setopt(c, CURLOPT_RANGE, range);
+        }
         if (x->headers)
                 curl_easy_setopt(c, CURLOPT_HTTPHEADER, x->headers);
         return 0;
@@ -401,6 +539,8 @@ int engine_start(struct engine *e, const struct xfer_request *req, struct xfer *
         x->retry_after_ms = -1;
         x->abort_rc = RC_OK;
         snprintf(x->part, sizeof(x->part), ".%d.part", req->part_id);
+        snprintf(x->meta, sizeof(x->meta), ".%d.meta", req->part_id);
+        x->range_start = -1;
         x->url = strdup(req->url);
         x->name_hint = str_dup(req->name_hint);
         x->to_memory = req->to_memory;
@@ -417,6 +557,8 @@ int engine_start(struct engine *e, const struct xfer_request *req, struct xfer *
                 r = -EIO;
                 goto fail;
         }
+        if (!req->to_memory)
+                prepare_resume(x);
         r = setup_easy(x);
         if (r < 0)
                 goto fail;
@@ -439,6 +581,34 @@ void engine_abort(struct engine *e, struct xfer *x)
                 return;
         e->running--;
         xfer_free(x);
+}
+
+void engine_abort_keep(struct engine *e, struct xfer *x)
+{
+        if (x)
+                x->keep_part = true;
+        engine_abort(e, x);
+}
+
+void engine_clean_parts(int dir_fd)
+{
+        int fd = dup(dir_fd);
+        DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+        struct dirent *de;
+
+        if (!d) {
+                if (fd >= 0)
+                        close(fd);
+                return;
+        }
+        while ((de = readdir(d))) {
+                unsigned n;
+                char kind[8];
+                if (sscanf(de->d_name, ".%u.%7s", &n, kind) == 2 &&
+                    (strcmp(kind, "part") == 0 || strcmp(kind, "meta") == 0))
+                        unlinkat(dir_fd, de->d_name, 0);
+        }
+        closedir(d);
 }
 
 static enum retry_class classify_curl(struct xfer *x, CURLcode cc)
@@ -480,6 +650,7 @@ static enum retry_class finish_body(struct xfer *x, struct xfer_result *res)
         }
         close(x->part_fd);
         x->part_fd = -1;
+        unlinkat(x->dir_fd, x->meta, 0);
         EVP_DigestFinal_ex(x->sha, md, &mdlen);
         str_hex(md, mdlen, res->sha256);
         snprintf(res->part, sizeof(res->part), "%s", x->part);
@@ -520,6 +691,10 @@ static void finish(struct engine *e, struct xfer *x, CURLcode cc)
                          : x->blocked         ? "address not allowed (ALLOW_PRIVATE_ADDRESSES=false)"
                          : x->errbuf[0]       ? x->errbuf
                                               : curl_easy_strerror(cc));
+        } else if (res.http_status == 416 && x->resume_from > 0) {
+                drop_part(x); /* the part no longer fits the resource: the next attempt starts over */
+                res.rc = RC_TRUNCATED;
+                snprintf(res.message, sizeof(res.message), "range not satisfiable; starting over");
         } else if (res.http_status < 200 || res.http_status > 299) {
                 res.rc = retry_classify_http(res.http_status, res.retry_after_ms >= 0);
                 snprintf(res.message, sizeof(res.message), "HTTP %d", res.http_status);
@@ -533,6 +708,8 @@ static void finish(struct engine *e, struct xfer *x, CURLcode cc)
                         snprintf(res.message, sizeof(res.message), "%s", x->abort_msg);
         }
         snprintf(res.content_type, sizeof(res.content_type), "%s", x->content_type);
+        /* a body cut short keeps what arrived, for the retry to resume */
+        x->keep_part = retry_class_retryable(res.rc) && res.rc != RC_RATE_LIMITED;
         e->running--;
         e->done(x->userdata, &res, e->ctx);
         xfer_free(x);

@@ -8,6 +8,12 @@
  * way, and fsynced before the transfer is reported done. engine_commit()
  * then renames it into place (and fsyncs the directory).
  *
+ * A part file left by an attempt cut short (a retryable fault, a stop, a
+ * crash) is resumed by the next attempt with Range and If-Range when the
+ * origin gave a strong ETag or a Last-Modified (kept beside it in
+ * ".N.meta"); an answer that is not the expected 206 starts it over, so
+ * an error body or another version is never appended.
+ *
  * int returns: 0 ok, -errno on failure. */
 #pragma once
 #include <stdbool.h>
@@ -65,6 +71,11 @@ void engine_configure(struct engine *e, const struct engine_opts *opts);
 int engine_start(struct engine *e, const struct xfer_request *req, struct xfer **ret);
 /* Stop a transfer at once: no callback, its part file removed. */
 void engine_abort(struct engine *e, struct xfer *x);
+/* The same, keeping the part file so that a later attempt resumes it with
+ * Range and If-Range (used when the daemon stops). */
+void engine_abort_keep(struct engine *e, struct xfer *x);
+/* Remove every part file left in a directory whose transfers are over. */
+void engine_clean_parts(int dir_fd);
 /* Wait for network activity, a wakeup or timeout_ms; no callbacks run. */
 int engine_poll(struct engine *e, int timeout_ms);
 /* Make progress and report finished transfers through the done callback. */

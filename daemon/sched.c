@@ -677,6 +677,7 @@ static void unit_close(struct sched *s, struct unit *u, enum source_state st, co
         if (st == SRC_TIMED_OUT || st == SRC_FAILED)
                 job_error_set(&js->error, code, "%s", msg);
         if (u->dir_fd >= 0) {
+                engine_clean_parts(u->dir_fd);
                 close(u->dir_fd);
                 u->dir_fd = -1;
         }
@@ -1673,6 +1674,8 @@ static void park_jobs(struct sched *s)
         for (struct rjob *rj = s->jobs; rj; rj = rj->next) {
                 while (rj->slots) {
                         int item = rj->slots->item;
+                        engine_abort_keep(s->engine, rj->slots->x);
+                        rj->slots->x = NULL;
                         slot_abort(s, rj->slots);
                         if (item >= 0)
                                 item_set(rj, item, ITEM_PENDING);

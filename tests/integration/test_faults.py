@@ -79,6 +79,17 @@ class Retries(hauldtest.HauldTestCase):
         (it,) = self.items(job["id"])
         self.assert_item_file(it, "t.png", size=20000)
         self.assertEqual(it["attempts"], 2)
+        # the retry asked only for the rest, under the validator of the first answer
+        second = self.origin.requests(key="t")[1]["headers"]
+        self.assertEqual(second.get("range"), "bytes=5000-")
+        self.assertTrue(second.get("if-range"), second)
+
+    def test_retry_starts_over_when_range_is_ignored(self):
+        job = self.run_job({"urls": [self.file_url("nr.png", size=20000, fail=1, key="nr", truncate=5000,
+                                                   norange=1)]})
+        (it,) = self.items(job["id"])
+        self.assert_item_file(it, "nr.png", size=20000)
+        self.assertEqual(it["attempts"], 2)
         job = self.run_job({"urls": [self.file_url("t2.png", size=20000, truncate=5000)]})
         (it,) = self.items(job["id"])
         self.assert_item_error(it, "truncated")
