@@ -69,10 +69,7 @@ fail:
         return r;
 }
 
-int fs_fsync_dir(int dirfd)
-{
-        return fsync(dirfd) < 0 ? -errno : 0;
-}
+int fs_fsync_dir(int dirfd) { return fsync(dirfd) < 0 ? -errno : 0; }
 
 int fs_write_atomic(const char *path, const void *data, size_t len)
 {

@@ -11,10 +11,13 @@ int log_level_parse(const char *s, enum log_level *ret);
  * instead of timestamps. */
 void log_init(void);
 
-void log_msg(enum log_level level, const char *fmt, ...)
-        __attribute__((format(printf, 2, 3)));
+void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#define log_debug(...) do { if (log_get_level() <= LOG_DEBUG) log_msg(LOG_DEBUG, __VA_ARGS__); } while (0)
-#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_debug(...)                                                                                      \
+        do {                                                                                                \
+                if (log_get_level() <= LOG_DEBUG)                                                           \
+                        log_msg(LOG_DEBUG, __VA_ARGS__);                                                    \
+        } while (0)
+#define log_info(...)    log_msg(LOG_INFO, __VA_ARGS__)
 #define log_warning(...) log_msg(LOG_WARNING, __VA_ARGS__)
-#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+#define log_error(...)   log_msg(LOG_ERROR, __VA_ARGS__)

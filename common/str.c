@@ -8,15 +8,9 @@
 
 #include "common/str.h"
 
-char *str_dup(const char *s)
-{
-        return s ? strdup(s) : NULL;
-}
+char *str_dup(const char *s) { return s ? strdup(s) : NULL; }
 
-bool str_startswith(const char *s, const char *prefix)
-{
-        return strncmp(s, prefix, strlen(prefix)) == 0;
-}
+bool str_startswith(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
 
 bool str_list_contains(const char *list, const char *item)
 {

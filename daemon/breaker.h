@@ -15,9 +15,9 @@ struct breaker_info {
         enum breaker_state state;
         int consecutive_failures;
         int threshold;
-        int64_t trips;          /* times it opened since start */
-        int64_t opened_at_ms;   /* monotonic; 0 when never */
-        int64_t retry_at_ms;    /* monotonic time the half-open probe is allowed; 0 when closed */
+        int64_t trips;        /* times it opened since start */
+        int64_t opened_at_ms; /* monotonic; 0 when never */
+        int64_t retry_at_ms;  /* monotonic time the half-open probe is allowed; 0 when closed */
 };
 
 struct breaker *breaker_new(int threshold, int64_t open_ms);
@@ -34,4 +34,4 @@ bool breaker_record(struct breaker *b, bool success, bool counted, int64_t now_m
 void breaker_reset(struct breaker *b);
 enum breaker_state breaker_state(const struct breaker *b, int64_t now_ms);
 void breaker_get_info(const struct breaker *b, int64_t now_ms, struct breaker_info *ret);
-const char *breaker_state_to_string(enum breaker_state s);   /* "closed", "open", "half_open" */
+const char *breaker_state_to_string(enum breaker_state s); /* "closed", "open", "half_open" */

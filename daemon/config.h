@@ -10,44 +10,44 @@
 
 struct config {
         /* download settings, names as existing deployments use them */
-        int max_concurrent_sources;      /* (job, source) units at once, 1..1000 */
-        double source_timeout;           /* s, 1..86400 */
-        double global_job_timeout;       /* s, 1..86400: default job timeout */
-        double request_timeout;          /* s, 0.1..3600: connect, first byte, between bytes */
-        int max_retries_per_source;      /* 0..100: retries of a listing request */
-        int max_retries_per_item;        /* 0..100: retries of a download after the first attempt */
-        int64_t min_download_speed;      /* bytes/s, 0..1G (0: no stall check) */
-        double stall_timeout;            /* s, 1..3600 */
-        int circuit_breaker_threshold;   /* consecutive counted failures, 1..10000 */
-        double circuit_breaker_timeout;  /* s open before a half-open probe, 0.1..86400 */
+        int max_concurrent_sources;     /* (job, source) units at once, 1..1000 */
+        double source_timeout;          /* s, 1..86400 */
+        double global_job_timeout;      /* s, 1..86400: default job timeout */
+        double request_timeout;         /* s, 0.1..3600: connect, first byte, between bytes */
+        int max_retries_per_source;     /* 0..100: retries of a listing request */
+        int max_retries_per_item;       /* 0..100: retries of a download after the first attempt */
+        int64_t min_download_speed;     /* bytes/s, 0..1G (0: no stall check) */
+        double stall_timeout;           /* s, 1..3600 */
+        int circuit_breaker_threshold;  /* consecutive counted failures, 1..10000 */
+        double circuit_breaker_timeout; /* s open before a half-open probe, 0.1..86400 */
 
-        char *listen;                    /* "host:port", "[v6]:port" or "unix:/path" */
+        char *listen; /* "host:port", "[v6]:port" or "unix:/path" */
         char *state_dir;
-        char *store;                     /* "sqlite:/path" */
+        char *store; /* "sqlite:/path" */
         char *download_dir;
         char *sources_dir;
-        char *api_token_file;            /* NULL: none ("" in any layer sets none) */
-        char *api_token;                 /* read from api_token_file; never logged */
-        char *cors_origins;              /* comma-separated, "" none */
-        char *allowed_hosts;             /* comma-separated, "" none */
-        int max_concurrent_downloads;    /* 1..10000 */
-        int max_connections_per_source;  /* 1..1000 */
-        double retry_backoff_base;       /* s, 0..3600 */
-        double retry_backoff_max;        /* s, 0..86400 */
-        int64_t max_file_size;           /* bytes, 1..1T */
-        char *accept_content;            /* "image,video", "any", ... */
+        char *api_token_file;           /* NULL: none ("" in any layer sets none) */
+        char *api_token;                /* read from api_token_file; never logged */
+        char *cors_origins;             /* comma-separated, "" none */
+        char *allowed_hosts;            /* comma-separated, "" none */
+        int max_concurrent_downloads;   /* 1..10000 */
+        int max_connections_per_source; /* 1..1000 */
+        double retry_backoff_base;      /* s, 0..3600 */
+        double retry_backoff_max;       /* s, 0..86400 */
+        int64_t max_file_size;          /* bytes, 1..1T */
+        char *accept_content;           /* "image,video", "any", ... */
         bool allow_private_addresses;
-        int64_t max_request_body;        /* bytes, 1K..1G */
-        double job_retention;            /* s, 0..10 years; 0 keeps forever */
-        int log_level;                   /* enum log_level */
+        int64_t max_request_body; /* bytes, 1K..1G */
+        double job_retention;     /* s, 0..10 years; 0 keeps forever */
+        int log_level;            /* enum log_level */
 
-        char *config_file;               /* the file read, or NULL */
+        char *config_file; /* the file read, or NULL */
 };
 
 /* One problem with the settings, for the message and exit status 78. */
 struct config_error {
-        char file[256];    /* the file, "environment", "command line" or "" */
-        int line;          /* 0 when not from a file */
+        char file[256]; /* the file, "environment", "command line" or "" */
+        int line;       /* 0 when not from a file */
         char key[64];
         char message[256]; /* e.g. "must be an integer in 1..1000" */
 };
@@ -66,5 +66,6 @@ int config_load(struct config *c, const char *config_file, char *const *flags, i
  * error. Does not re-derive STORE/DOWNLOAD_DIR or read the token file. */
 int config_set(struct config *c, const char *key, const char *value, struct config_error *ret_err);
 /* Visit every key with its effective value as text; secrets are "***". */
-void config_foreach(const struct config *c, void (*fn)(const char *key, const char *value, void *ud), void *ud);
+void config_foreach(const struct config *c, void (*fn)(const char *key, const char *value, void *ud),
+                    void *ud);
 void config_free(struct config *c);

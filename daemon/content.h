@@ -5,7 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define CONTENT_SNIFF_BYTES 4096   /* bytes collected before deciding */
+#define CONTENT_SNIFF_BYTES 4096 /* bytes collected before deciding */
 
 struct sniffer;
 

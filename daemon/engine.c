@@ -32,19 +32,19 @@
 #include "daemon/engine.h"
 #include "daemon/naming.h"
 
-#define ERROR_BODY_MAX (64 * 1024) /* error bodies read (and dropped) to keep the connection */
-#define MAX_REDIRECTS  5
+#define ERROR_BODY_MAX  (64 * 1024) /* error bodies read (and dropped) to keep the connection */
+#define MAX_REDIRECTS   5
 #define MEMORY_BODY_MAX (8 * 1024 * 1024) /* a listing page larger than this is refused */
 #define VALIDATOR_MAX   512               /* longest ETag or Last-Modified kept for resuming */
 
 struct engine {
         CURLM *multi;
         struct engine_opts opts;
-        char *accept;             /* own copy of opts.accept_content */
+        char *accept; /* own copy of opts.accept_content */
         struct sniffer *sniffer;
         engine_done_fn done;
         void *ctx;
-        int running;              /* transfers added and not finished */
+        int running; /* transfers added and not finished */
 };
 
 struct xfer {
@@ -60,28 +60,28 @@ struct xfer {
         char *validator;          /* sent as If-Range when resuming */
         char etag[VALIDATOR_MAX]; /* of the current answer */
         char last_modified[VALIDATOR_MAX];
-        int64_t range_start;      /* Content-Range start of the current answer; -1: none */
+        int64_t range_start; /* Content-Range start of the current answer; -1: none */
         char *url;
         char *name_hint;
-        char *disposition;        /* Content-Disposition of the final answer */
-        bool to_memory;           /* body into mem, not a file */
-        char *mem;                /* to_memory: the body so far */
+        char *disposition; /* Content-Disposition of the final answer */
+        bool to_memory;    /* body into mem, not a file */
+        char *mem;         /* to_memory: the body so far */
         size_t mem_len, mem_cap;
         struct curl_slist *headers;
         EVP_MD_CTX *sha;
         unsigned char head[CONTENT_SNIFF_BYTES]; /* first bytes, until sniffed */
         size_t head_len;
         bool sniffed;
-        int64_t bytes;            /* body bytes accepted */
-        int64_t discarded;        /* bytes of a non-2xx body */
-        int64_t started_ms;       /* monotonic */
-        int64_t last_data_ms;     /* monotonic, last time bytes arrived */
-        int64_t window_ms;        /* start of the current stall window */
-        curl_off_t window_bytes;  /* bytes received when it started */
+        int64_t bytes;           /* body bytes accepted */
+        int64_t discarded;       /* bytes of a non-2xx body */
+        int64_t started_ms;      /* monotonic */
+        int64_t last_data_ms;    /* monotonic, last time bytes arrived */
+        int64_t window_ms;       /* start of the current stall window */
+        curl_off_t window_bytes; /* bytes received when it started */
         curl_off_t last_dlnow;
         int64_t retry_after_ms;
-        bool blocked;             /* a peer address was refused */
-        enum retry_class abort_rc;/* set when we abort from a callback */
+        bool blocked;              /* a peer address was refused */
+        enum retry_class abort_rc; /* set when we abort from a callback */
         char abort_msg[200];
         char content_type[128];
         char errbuf[CURL_ERROR_SIZE];
@@ -420,7 +420,8 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
         if (o->min_speed > 0 && now - x->window_ms >= o->stall_ms) {
                 int64_t speed = (int64_t)(dlnow - x->window_bytes) * 1000 / (now - x->window_ms);
                 if (speed < o->min_speed)
-                        return xfer_abort_with(x, RC_STALLED, "%lld B/s over %.1f s, below MIN_DOWNLOAD_SPEED",
+                        return xfer_abort_with(x, RC_STALLED,
+                                               "%lld B/s over %.1f s, below MIN_DOWNLOAD_SPEED",
                                                (long long)speed, (double)(now - x->window_ms) / 1000.0);
                 x->window_ms = now;
                 x->window_bytes = dlnow;
@@ -434,19 +435,19 @@ bool engine_address_blocked(const void *sockaddr, unsigned addrlen)
 
         if (sa->sa_family == AF_INET && addrlen >= sizeof(struct sockaddr_in)) {
                 uint32_t a = ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr);
-                return (a >> 24) == 0 ||                 /* 0.0.0.0/8 this network */
-                       (a >> 24) == 10 ||                /* 10/8 private */
-                       (a >> 24) == 127 ||               /* loopback */
-                       (a >> 22) == (100u << 2 | 1) ||   /* 100.64/10 CGNAT */
-                       (a >> 16) == (169u << 8 | 254) || /* link-local */
-                       (a >> 20) == (172u << 4 | 1) ||   /* 172.16/12 private */
-                       (a >> 8) == (192u << 16 | 0 << 8 | 0) ||   /* 192.0.0/24 protocol assignments */
-                       (a >> 8) == (192u << 16 | 0 << 8 | 2) ||   /* 192.0.2/24 documentation */
-                       (a >> 16) == (192u << 8 | 168) ||          /* 192.168/16 private */
-                       (a >> 17) == (198u << 7 | 9) ||            /* 198.18/15 benchmarking */
+                return (a >> 24) == 0 ||                           /* 0.0.0.0/8 this network */
+                       (a >> 24) == 10 ||                          /* 10/8 private */
+                       (a >> 24) == 127 ||                         /* loopback */
+                       (a >> 22) == (100u << 2 | 1) ||             /* 100.64/10 CGNAT */
+                       (a >> 16) == (169u << 8 | 254) ||           /* link-local */
+                       (a >> 20) == (172u << 4 | 1) ||             /* 172.16/12 private */
+                       (a >> 8) == (192u << 16 | 0 << 8 | 0) ||    /* 192.0.0/24 protocol assignments */
+                       (a >> 8) == (192u << 16 | 0 << 8 | 2) ||    /* 192.0.2/24 documentation */
+                       (a >> 16) == (192u << 8 | 168) ||           /* 192.168/16 private */
+                       (a >> 17) == (198u << 7 | 9) ||             /* 198.18/15 benchmarking */
                        (a >> 8) == (198u << 16 | 51 << 8 | 100) || /* 198.51.100/24 documentation */
                        (a >> 8) == (203u << 16 | 0 << 8 | 113) ||  /* 203.0.113/24 documentation */
-                       (a >> 28) >= 14;                          /* multicast, reserved, broadcast */
+                       (a >> 28) >= 14;                            /* multicast, reserved, broadcast */
         }
         if (sa->sa_family == AF_INET6 && addrlen >= sizeof(struct sockaddr_in6)) {
                 const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
@@ -457,13 +458,14 @@ bool engine_address_blocked(const void *sockaddr, unsigned addrlen)
                         return IN6_IS_ADDR_V4COMPAT(a) || engine_address_blocked(&v4, sizeof(v4));
                 }
                 return IN6_IS_ADDR_UNSPECIFIED(a) || IN6_IS_ADDR_LOOPBACK(a) ||
-                       (b[0] & 0xfe) == 0xfc ||                /* fc00::/7 unique local */
+                       (b[0] & 0xfe) == 0xfc ||                   /* fc00::/7 unique local */
                        (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) || /* fe80::/10 link-local */
                        (b[0] == 0xfe && (b[1] & 0xc0) == 0xc0) || /* fec0::/10 site-local */
-                       b[0] == 0xff ||                         /* multicast */
-                       (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b) || /* 64:ff9b::/96 NAT64 */
+                       b[0] == 0xff ||                            /* multicast */
+                       (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff &&
+                        b[3] == 0x9b) || /* 64:ff9b::/96 NAT64 */
                        (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8) || /* 2001:db8::/32 */
-                       (b[0] == 0x20 && b[1] == 0x02) ||       /* 2002::/16 6to4 embeds any v4 */
+                       (b[0] == 0x20 && b[1] == 0x02) || /* 2002::/16 6to4 embeds any v4 */
                        (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x00 && b[3] == 0x00); /* Teredo */
         }
         return true; /* unix sockets and anything else */

@@ -25,39 +25,39 @@ struct engine;
 struct xfer;
 
 struct engine_opts {
-        int64_t request_timeout_ms;   /* connect, first byte, between bytes */
-        int64_t min_speed;            /* bytes/s over stall_ms; 0: no stall check */
+        int64_t request_timeout_ms; /* connect, first byte, between bytes */
+        int64_t min_speed;          /* bytes/s over stall_ms; 0: no stall check */
         int64_t stall_ms;
-        int64_t max_file_size;        /* bytes */
-        const char *accept_content;   /* ACCEPT_CONTENT list */
-        bool allow_private;           /* allow loopback/private peers */
-        int max_connects;             /* connection cache size */
+        int64_t max_file_size;      /* bytes */
+        const char *accept_content; /* ACCEPT_CONTENT list */
+        bool allow_private;         /* allow loopback/private peers */
+        int max_connects;           /* connection cache size */
 };
 
 struct xfer_request {
         const char *url;
-        int dir_fd;                   /* directory the file lands in; not owned */
-        int part_id;                  /* names the part file ".<part_id>.part" */
-        const char *name_hint;        /* requested file name, or NULL */
-        bool to_memory;               /* a listing page: body kept in memory, not sniffed */
-        char *const *headers;         /* extra request headers "Name: value", or NULL */
+        int dir_fd;            /* directory the file lands in; not owned */
+        int part_id;           /* names the part file ".<part_id>.part" */
+        const char *name_hint; /* requested file name, or NULL */
+        bool to_memory;        /* a listing page: body kept in memory, not sniffed */
+        char *const *headers;  /* extra request headers "Name: value", or NULL */
         size_t nheaders;
         void *userdata;
 };
 
 struct xfer_result {
         enum retry_class rc;
-        int http_status;              /* 0: no answer */
-        int64_t retry_after_ms;       /* -1: none */
+        int http_status;        /* 0: no answer */
+        int64_t retry_after_ms; /* -1: none */
         int64_t bytes;
         int64_t duration_ms;
         int64_t speed_bps;
-        char content_type[128];       /* sniffed MIME type, "" unknown */
-        char sha256[65];              /* of the body, when rc == RC_OK */
-        char name[256];               /* proposed final name, when rc == RC_OK */
-        char part[64];                /* part file in dir_fd, when rc == RC_OK */
-        char message[256];            /* human-readable reason when rc != RC_OK */
-        const char *body;             /* to_memory: the body (NUL-terminated), valid in the callback */
+        char content_type[128]; /* sniffed MIME type, "" unknown */
+        char sha256[65];        /* of the body, when rc == RC_OK */
+        char name[256];         /* proposed final name, when rc == RC_OK */
+        char part[64];          /* part file in dir_fd, when rc == RC_OK */
+        char message[256];      /* human-readable reason when rc != RC_OK */
+        const char *body;       /* to_memory: the body (NUL-terminated), valid in the callback */
         size_t body_len;
 };
 

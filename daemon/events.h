@@ -17,11 +17,11 @@
 enum event_type { EVENT_JOB, EVENT_ITEM, EVENT_PROGRESS, EVENT_CIRCUIT };
 
 struct event {
-        uint64_t id;                    /* 1, 2, 3, ... per daemon run */
+        uint64_t id; /* 1, 2, 3, ... per daemon run */
         enum event_type type;
-        char job_id[JOB_ID_LEN + 1];    /* "" for circuit events */
-        int item;                       /* EVENT_ITEM: the item's index; else -1 */
-        bool terminal;                  /* EVENT_JOB: the job reached a terminal state */
+        char job_id[JOB_ID_LEN + 1];      /* "" for circuit events */
+        int item;                         /* EVENT_ITEM: the item's index; else -1 */
+        bool terminal;                    /* EVENT_JOB: the job reached a terminal state */
         char source[SOURCE_NAME_MAX + 1]; /* EVENT_CIRCUIT: the source */
 };
 

@@ -12,11 +12,11 @@
 #include "common/str.h"
 #include "daemon/job.h"
 
-static const char *const job_states[] = {"queued", "running", "succeeded", "partial",
+static const char *const job_states[] = {"queued", "running",   "succeeded", "partial",
                                          "failed", "cancelled", "timed_out"};
 static const char *const item_states[] = {"pending", "running", "succeeded", "failed", "skipped"};
-static const char *const source_states[] = {"pending", "listing", "downloading", "done",
-                                            "failed", "timed_out", "skipped"};
+static const char *const source_states[] = {"pending", "listing",   "downloading", "done",
+                                            "failed",  "timed_out", "skipped"};
 
 static int lookup(const char *const *names, int n, const char *s)
 {
@@ -33,10 +33,7 @@ int item_state_from_string(const char *s) { return lookup(item_states, _ITEM_STA
 const char *source_state_to_string(enum source_state s) { return source_states[s]; }
 int source_state_from_string(const char *s) { return lookup(source_states, _SRC_STATE_MAX, s); }
 
-bool job_state_is_terminal(enum job_state s)
-{
-        return s != JOB_QUEUED && s != JOB_RUNNING;
-}
+bool job_state_is_terminal(enum job_state s) { return s != JOB_QUEUED && s != JOB_RUNNING; }
 
 static const char crockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 

@@ -6,28 +6,40 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define JOB_ID_LEN 26          /* ULID-like: 48-bit ms time + 80 random bits, Crockford base32 */
-#define JOB_MAX_ITEMS 10000
+#define JOB_ID_LEN      26 /* ULID-like: 48-bit ms time + 80 random bits, Crockford base32 */
+#define JOB_MAX_ITEMS   10000
 #define JOB_MAX_SOURCES 16
-#define JOB_MAX_MAX 10000
+#define JOB_MAX_MAX     10000
 #define JOB_DEFAULT_MAX 50
-#define JOB_QUERY_MAX 256
-#define JOB_LABEL_MAX 256
-#define JOB_URL_MAX 8192
+#define JOB_QUERY_MAX   256
+#define JOB_LABEL_MAX   256
+#define JOB_URL_MAX     8192
 #define SOURCE_NAME_MAX 255
 
 enum job_state {
-        JOB_QUEUED, JOB_RUNNING, JOB_SUCCEEDED, JOB_PARTIAL, JOB_FAILED, JOB_CANCELLED, JOB_TIMED_OUT,
+        JOB_QUEUED,
+        JOB_RUNNING,
+        JOB_SUCCEEDED,
+        JOB_PARTIAL,
+        JOB_FAILED,
+        JOB_CANCELLED,
+        JOB_TIMED_OUT,
         _JOB_STATE_MAX
 };
 enum item_state { ITEM_PENDING, ITEM_RUNNING, ITEM_SUCCEEDED, ITEM_FAILED, ITEM_SKIPPED, _ITEM_STATE_MAX };
 enum source_state {
-        SRC_PENDING, SRC_LISTING, SRC_DOWNLOADING, SRC_DONE, SRC_FAILED, SRC_TIMED_OUT, SRC_SKIPPED,
+        SRC_PENDING,
+        SRC_LISTING,
+        SRC_DOWNLOADING,
+        SRC_DONE,
+        SRC_FAILED,
+        SRC_TIMED_OUT,
+        SRC_SKIPPED,
         _SRC_STATE_MAX
 };
 
 struct job_error {
-        char *code;    /* NULL: no error */
+        char *code; /* NULL: no error */
         char *message;
 };
 
@@ -48,14 +60,14 @@ struct item {
         int index;
         char *source;
         char *url;
-        char *filename;       /* requested name, or NULL */
+        char *filename; /* requested name, or NULL */
         enum item_state state;
         int attempts;
-        int http_status;      /* 0: none yet */
+        int http_status; /* 0: none yet */
         int64_t bytes;
         char *content_type;
-        char *path;           /* relative to DOWNLOAD_DIR */
-        char *sha256;         /* 64 hex chars */
+        char *path;   /* relative to DOWNLOAD_DIR */
+        char *sha256; /* 64 hex chars */
         int64_t duration_ms;
         int64_t speed_bps;
         struct job_error error;
@@ -63,13 +75,13 @@ struct item {
 
 struct job {
         char id[JOB_ID_LEN + 1];
-        int64_t seq;          /* store order; cursor material; 0 before insert */
+        int64_t seq; /* store order; cursor material; 0 before insert */
         enum job_state state;
-        char *query;          /* NULL for URL-only jobs */
-        char **sources;       /* query sources */
+        char *query;    /* NULL for URL-only jobs */
+        char **sources; /* query sources */
         size_t nsources;
         int max;
-        double timeout;       /* s */
+        double timeout; /* s */
         int priority;
         char *label;
         int64_t created_at, started_at, finished_at, deadline_at;
@@ -77,12 +89,12 @@ struct job {
         struct job_source *per_source;
         size_t nper_source;
         struct job_error error;
-        char *idempotency_key;  /* NULL: none */
-        char *request_hash;     /* hex SHA-256 of the request body, with idempotency_key */
+        char *idempotency_key; /* NULL: none */
+        char *request_hash;    /* hex SHA-256 of the request body, with idempotency_key */
 };
 
 const char *job_state_to_string(enum job_state s);
-int job_state_from_string(const char *s);    /* -EINVAL when unknown */
+int job_state_from_string(const char *s); /* -EINVAL when unknown */
 const char *item_state_to_string(enum item_state s);
 int item_state_from_string(const char *s);
 const char *source_state_to_string(enum source_state s);

@@ -157,7 +157,8 @@ static int serve(struct settings *live, const char *file, char **flags, int nfla
         if (fd >= 0)
                 log_info("hauld %s ready: API on the socket from systemd", PACKAGE_VERSION);
         else if (httpd_port(httpd) > 0)
-                log_info("hauld %s ready: API on port %d (%s)", PACKAGE_VERSION, httpd_port(httpd), cfg->listen);
+                log_info("hauld %s ready: API on port %d (%s)", PACKAGE_VERSION, httpd_port(httpd),
+                         cfg->listen);
         else
                 log_info("hauld %s ready: API on %s", PACKAGE_VERSION, cfg->listen);
         log_info("job table %s, files in %s, %zu query source%s", cfg->store, cfg->download_dir,
@@ -186,8 +187,10 @@ out:
 int main(int argc, char **argv)
 {
         static const struct option opts[] = {
-                {"config", required_argument, NULL, 'c'}, {"check-config", no_argument, NULL, 'k'},
-                {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
+                {"config", required_argument, NULL, 'c'},
+                {"check-config", no_argument, NULL, 'k'},
+                {"help", no_argument, NULL, 'h'},
+                {"version", no_argument, NULL, 'V'},
                 {NULL, 0, NULL, 0},
         };
         const char *file = NULL;
@@ -199,11 +202,21 @@ int main(int argc, char **argv)
         log_init();
         while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
                 switch (c) {
-                case 'c': file = optarg; break;
-                case 'k': check = true; break;
-                case 'h': usage(stdout); return EXIT_SUCCESS;
-                case 'V': printf("hauld %s\n", PACKAGE_VERSION); return EXIT_SUCCESS;
-                default: usage(stderr); return CONFIG_EXIT_BAD;
+                case 'c':
+                        file = optarg;
+                        break;
+                case 'k':
+                        check = true;
+                        break;
+                case 'h':
+                        usage(stdout);
+                        return EXIT_SUCCESS;
+                case 'V':
+                        printf("hauld %s\n", PACKAGE_VERSION);
+                        return EXIT_SUCCESS;
+                default:
+                        usage(stderr);
+                        return CONFIG_EXIT_BAD;
                 }
         }
         if (load(cfg, file, argv + optind, argc - optind) < 0)

@@ -9,25 +9,26 @@
  * retry_class_code(). */
 enum retry_class {
         RC_OK = 0,
-        RC_HTTP_4XX,          /* "http_4xx"        not retried, not counted */
-        RC_HTTP_5XX,          /* "http_5xx"        retried, counted */
-        RC_RATE_LIMITED,      /* "rate_limited"    429, or 503 with Retry-After: retried no sooner than it, not counted */
-        RC_CONNECT,           /* "connect"         refused, reset, DNS: retried, counted */
-        RC_TIMEOUT,           /* "timeout"         retried, counted */
-        RC_STALLED,           /* "stalled"         retried, counted */
-        RC_TRUNCATED,         /* "truncated"       retried, counted */
-        RC_INVALID_CONTENT,   /* "invalid_content" not retried, counted */
-        RC_TOO_LARGE,         /* "too_large"       not retried, not counted */
-        RC_BLOCKED_ADDRESS,   /* "blocked_address" not retried, not counted */
-        RC_CIRCUIT_OPEN,      /* "circuit_open"    not retried, not counted */
-        RC_IO,                /* "io"              local disk error: not retried, not counted */
+        RC_HTTP_4XX,        /* "http_4xx"        not retried, not counted */
+        RC_HTTP_5XX,        /* "http_5xx"        retried, counted */
+        RC_RATE_LIMITED,    /* "rate_limited"    429, or 503 with Retry-After: retried no sooner than it, not
+                               counted */
+        RC_CONNECT,         /* "connect"         refused, reset, DNS: retried, counted */
+        RC_TIMEOUT,         /* "timeout"         retried, counted */
+        RC_STALLED,         /* "stalled"         retried, counted */
+        RC_TRUNCATED,       /* "truncated"       retried, counted */
+        RC_INVALID_CONTENT, /* "invalid_content" not retried, counted */
+        RC_TOO_LARGE,       /* "too_large"       not retried, not counted */
+        RC_BLOCKED_ADDRESS, /* "blocked_address" not retried, not counted */
+        RC_CIRCUIT_OPEN,    /* "circuit_open"    not retried, not counted */
+        RC_IO,              /* "io"              local disk error: not retried, not counted */
         _RC_MAX
 };
 
 struct retry_policy {
-        int max_retries;          /* retries after the first attempt */
-        int64_t backoff_base_ms;  /* first delay; doubles each retry */
-        int64_t backoff_max_ms;   /* cap of one delay and of an honoured Retry-After */
+        int max_retries;         /* retries after the first attempt */
+        int64_t backoff_base_ms; /* first delay; doubles each retry */
+        int64_t backoff_max_ms;  /* cap of one delay and of an honoured Retry-After */
 };
 
 const char *retry_class_code(enum retry_class c);

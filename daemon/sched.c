@@ -42,22 +42,22 @@
 #include "daemon/store.h"
 #include "daemon/urlcheck.h"
 
-#define POLL_MAX_MS     1000   /* longest engine_poll() when no timer is due sooner */
-#define STATUS_EVERY_MS 5000   /* how often STATUS= is refreshed for systemd */
-#define PROGRESS_EVERY_MS 250  /* at most 4 progress events a second per job */
-#define PRUNE_EVERY_MS 60000   /* how often terminal jobs past JOB_RETENTION are pruned */
+#define POLL_MAX_MS       1000  /* longest engine_poll() when no timer is due sooner */
+#define STATUS_EVERY_MS   5000  /* how often STATUS= is refreshed for systemd */
+#define PROGRESS_EVERY_MS 250   /* at most 4 progress events a second per job */
+#define PRUNE_EVERY_MS    60000 /* how often terminal jobs past JOB_RETENTION are pruned */
 
-const double sched_duration_bounds[SCHED_DURATION_BUCKETS - 1] = {0.05, 0.1, 0.25, 0.5, 1, 2.5,
-                                                                  5, 10, 30, 60, 300};
+const double sched_duration_bounds[SCHED_DURATION_BUCKETS - 1] = {0.05, 0.1, 0.25, 0.5, 1,  2.5,
+                                                                  5,    10,  30,   60,  300};
 
 struct src {
         char *name;
         struct breaker *breaker;
-        bool query;                     /* a query source from SOURCES_DIR */
-        struct ratelimit rl;            /* query sources: requests_per_second */
-        double rl_rate;                 /* what rl was set up with */
-        int64_t rl_wait_until;          /* monotonic; no request before */
-        int active;                     /* transfers in flight, all jobs */
+        bool query;            /* a query source from SOURCES_DIR */
+        struct ratelimit rl;   /* query sources: requests_per_second */
+        double rl_rate;        /* what rl was set up with */
+        int64_t rl_wait_until; /* monotonic; no request before */
+        int active;            /* transfers in flight, all jobs */
         int64_t attempts, successes, failures, retries, bytes;
         char *last_error;
         struct src *next;
@@ -65,36 +65,36 @@ struct src {
 
 struct wait {
         int item;
-        int64_t due_ms;                 /* monotonic */
+        int64_t due_ms; /* monotonic */
 };
 
 enum unit_phase { UNIT_WAITING, UNIT_RUNNING, UNIT_DONE };
 
 struct unit {
         struct rjob *rj;
-        size_t index;                   /* into rj->job->per_source */
+        size_t index; /* into rj->job->per_source */
         struct src *src;
         enum unit_phase phase;
-        int64_t deadline_ms;            /* monotonic, SOURCE_TIMEOUT from its start */
-        int *queue;                     /* pending item indices, FIFO */
+        int64_t deadline_ms; /* monotonic, SOURCE_TIMEOUT from its start */
+        int *queue;          /* pending item indices, FIFO */
         size_t qhead, qtail;
-        struct wait *waits;             /* retries waiting for their time */
+        struct wait *waits; /* retries waiting for their time */
         size_t nwaits, cwaits;
-        int running;                    /* transfers in flight */
-        int dir_fd;                     /* DOWNLOAD_DIR/<job>/<source>, -1 until started */
-        bool listing;                   /* a query source still paging through results */
-        int page;                       /* next listing page, from 1 */
-        int list_attempts;              /* attempts at the current page */
-        int64_t list_due_ms;            /* monotonic: the next page request may start */
-        struct slot *list_slot;         /* the listing request in flight */
-        int64_t candidates;             /* URLs the listing added */
-        bool list_failing;              /* the current page failed and waits for a retry */
-        size_t qcap;                    /* queue capacity */
+        int running;            /* transfers in flight */
+        int dir_fd;             /* DOWNLOAD_DIR/<job>/<source>, -1 until started */
+        bool listing;           /* a query source still paging through results */
+        int page;               /* next listing page, from 1 */
+        int list_attempts;      /* attempts at the current page */
+        int64_t list_due_ms;    /* monotonic: the next page request may start */
+        struct slot *list_slot; /* the listing request in flight */
+        int64_t candidates;     /* URLs the listing added */
+        bool list_failing;      /* the current page failed and waits for a retry */
+        size_t qcap;            /* queue capacity */
 };
 
 struct slot {
         struct unit *u;
-        int item;                       /* -1: a listing page */
+        int item; /* -1: a listing page */
         struct xfer *x;
         struct slot *prev, *next;
 };
@@ -103,24 +103,24 @@ struct rjob {
         struct job *job;
         struct item *items;
         size_t nitems;
-        int *item_unit;                 /* item index -> unit index */
+        int *item_unit; /* item index -> unit index */
         struct unit *units;
         size_t nunits;
-        int64_t deadline_ms;            /* monotonic */
-        struct slot *slots;             /* in flight */
+        int64_t deadline_ms; /* monotonic */
+        struct slot *slots;  /* in flight */
         int inflight;
         bool job_dirty;
-        bool *dirty;                    /* per item */
+        bool *dirty; /* per item */
         int *dirty_list;
         size_t ndirty;
-        int *sha_map;                   /* open addressing: item index + 1, 0 empty */
+        int *sha_map; /* open addressing: item index + 1, 0 empty */
         size_t sha_cap;
-        int *url_map;                   /* open addressing over item URLs, for listings */
+        int *url_map; /* open addressing over item URLs, for listings */
         size_t url_cap;
-        size_t cap;                     /* allocated items */
+        size_t cap; /* allocated items */
         struct sched *sched;
         bool progress_changed;
-        int64_t last_progress_ms;       /* monotonic, last progress event */
+        int64_t last_progress_ms; /* monotonic, last progress event */
         struct rjob *next;
 };
 
@@ -137,8 +137,8 @@ struct cmd {
 struct sched {
         const struct config *cfg;
         const struct source_set *sources;
-        struct event_bus *events;       /* may be NULL */
-        struct event *pending;          /* events of this turn, published after the commit */
+        struct event_bus *events; /* may be NULL */
+        struct event *pending;    /* events of this turn, published after the commit */
         size_t npending, cpending;
         int64_t duration_count[SCHED_DURATION_BUCKETS];
         double duration_sum_s;
@@ -146,17 +146,17 @@ struct sched {
         struct store *store;
         struct engine *engine;
         struct retry_policy policy;
-        int dl_fd;                      /* DOWNLOAD_DIR */
+        int dl_fd; /* DOWNLOAD_DIR */
         pthread_t thread;
         pthread_mutex_t lock;
         pthread_cond_t cmd_done;
         bool stopping;
-        bool maybe_queued;              /* the store may hold queued jobs */
+        bool maybe_queued; /* the store may hold queued jobs */
         struct cmd *cmds, *cmds_tail;
-        struct rjob *jobs;              /* priority high to low, then oldest first */
+        struct rjob *jobs; /* priority high to low, then oldest first */
         int units_running;
         struct src *srcs;
-        int64_t started_ms;             /* monotonic */
+        int64_t started_ms; /* monotonic */
         int64_t last_status_ms, last_watchdog_ms, watchdog_ms;
 };
 
@@ -269,15 +269,9 @@ static bool src_take(struct sched *s, struct src *src, int64_t now)
 
 /* ---- item bookkeeping ------------------------------------------------------ */
 
-static struct unit *unit_of(struct rjob *rj, int item)
-{
-        return &rj->units[rj->item_unit[item]];
-}
+static struct unit *unit_of(struct rjob *rj, int item) { return &rj->units[rj->item_unit[item]]; }
 
-static struct job_source *js_of(struct unit *u)
-{
-        return &u->rj->job->per_source[u->index];
-}
+static struct job_source *js_of(struct unit *u) { return &u->rj->job->per_source[u->index]; }
 
 static void mark_dirty(struct rjob *rj, int item)
 {
@@ -292,12 +286,26 @@ static void count(struct rjob *rj, struct job_source *js, enum item_state st, in
 {
         struct progress *p = &rj->job->progress;
         switch (st) {
-        case ITEM_PENDING: p->pending += d; break;
-        case ITEM_RUNNING: p->running += d; break;
-        case ITEM_SUCCEEDED: p->succeeded += d; js->succeeded += d; break;
-        case ITEM_FAILED: p->failed += d; js->failed += d; break;
-        case ITEM_SKIPPED: p->skipped += d; js->skipped += d; break;
-        default: break;
+        case ITEM_PENDING:
+                p->pending += d;
+                break;
+        case ITEM_RUNNING:
+                p->running += d;
+                break;
+        case ITEM_SUCCEEDED:
+                p->succeeded += d;
+                js->succeeded += d;
+                break;
+        case ITEM_FAILED:
+                p->failed += d;
+                js->failed += d;
+                break;
+        case ITEM_SKIPPED:
+                p->skipped += d;
+                js->skipped += d;
+                break;
+        default:
+                break;
         }
 }
 
@@ -596,10 +604,7 @@ static void flush_list(struct sched *s, struct rjob *list)
                 log_error("sched: writing the job table failed: %s", strerror(-r));
 }
 
-static void flush(struct sched *s)
-{
-        flush_list(s, s->jobs);
-}
+static void flush(struct sched *s) { flush_list(s, s->jobs); }
 
 /* ---- running units ------------------------------------------------------------- */
 
@@ -618,10 +623,7 @@ static void wait_add(struct unit *u, int item, int64_t due)
         u->waits[u->nwaits++] = (struct wait){item, due};
 }
 
-static bool job_max_reached(const struct rjob *rj)
-{
-        return rj->job->progress.succeeded >= rj->job->max;
-}
+static bool job_max_reached(const struct rjob *rj) { return rj->job->progress.succeeded >= rj->job->max; }
 
 static void slot_unlink(struct slot *sl)
 {
@@ -685,8 +687,8 @@ static void unit_close(struct sched *s, struct unit *u, enum source_state st, co
         log_info("job %s: source %s %s: %lld items, %lld succeeded, %lld failed, %lld skipped, %lld bytes, "
                  "%lld attempts, %lld retries",
                  rj->job->id, js->source, source_state_to_string(st), (long long)js->items,
-                 (long long)js->succeeded, (long long)js->failed, (long long)js->skipped, (long long)js->bytes,
-                 (long long)js->attempts, (long long)js->retries);
+                 (long long)js->succeeded, (long long)js->failed, (long long)js->skipped,
+                 (long long)js->bytes, (long long)js->attempts, (long long)js->retries);
 }
 
 static void unit_maybe_done(struct sched *s, struct unit *u)
@@ -750,7 +752,8 @@ static void unit_start(struct sched *s, struct unit *u, int64_t now)
                 }
                 if (!d->available) {
                         unit_close(s, u, SRC_FAILED, "source_unavailable",
-                                   d->unavailable_reason ? d->unavailable_reason : "the source is unavailable");
+                                   d->unavailable_reason ? d->unavailable_reason
+                                                         : "the source is unavailable");
                         return;
                 }
                 u->src->query = true;
@@ -849,13 +852,17 @@ static void list_start(struct sched *s, struct unit *u, int64_t now)
         if (r >= 0)
                 r = sources_build_headers(d, &headers, &nheaders);
         if (r < 0) {
-                list_end(s, u, "source_unavailable", r == -ENOKEY ? "a secret it needs is not set"
-                                                                  : "its search URL cannot be built");
+                list_end(s, u, "source_unavailable",
+                         r == -ENOKEY ? "a secret it needs is not set" : "its search URL cannot be built");
                 goto out;
         }
         sl = slot_new(rj, u, -1);
-        struct xfer_request req = {.url = url, .dir_fd = u->dir_fd, .to_memory = true, .headers = headers,
-                                   .nheaders = nheaders, .userdata = sl};
+        struct xfer_request req = {.url = url,
+                                   .dir_fd = u->dir_fd,
+                                   .to_memory = true,
+                                   .headers = headers,
+                                   .nheaders = nheaders,
+                                   .userdata = sl};
         if (!sl || engine_start(s->engine, &req, &sl->x) < 0) {
                 free(sl);
                 goto out; /* tried again next turn */
@@ -940,8 +947,8 @@ static void list_done(struct sched *s, struct unit *u, const struct xfer_result 
                         u->src->retries++;
                         js_of(u)->retries++;
                         log_info("job %s: RETRY listing %s page %d, attempt %d/%d in %.1fs (%s: %s)",
-                                 u->rj->job->id, u->src->name, u->page, u->list_attempts + 1, lp.max_retries + 1,
-                                 (double)delay / 1000.0, retry_class_code(rc), msg);
+                                 u->rj->job->id, u->src->name, u->page, u->list_attempts + 1,
+                                 lp.max_retries + 1, (double)delay / 1000.0, retry_class_code(rc), msg);
                         return;
                 }
                 list_end(s, u, retry_class_code(rc), msg);
@@ -969,7 +976,10 @@ static int start_item(struct sched *s, struct unit *u, int idx, int64_t now)
         struct item *it = &rj->items[idx];
         struct slot *sl = slot_new(rj, u, idx);
         struct xfer_request req = {
-                .url = it->url, .dir_fd = u->dir_fd, .part_id = idx, .name_hint = it->filename,
+                .url = it->url,
+                .dir_fd = u->dir_fd,
+                .part_id = idx,
+                .name_hint = it->filename,
                 .userdata = sl,
         };
 
@@ -983,7 +993,8 @@ static int start_item(struct sched *s, struct unit *u, int idx, int64_t now)
         slot_link(sl);
         it->attempts++;
         item_set(rj, idx, ITEM_RUNNING);
-        log_debug("job %s: GET %s (source %s, attempt %d)", rj->job->id, it->url, u->src->name, it->attempts);
+        log_debug("job %s: GET %s (source %s, attempt %d)", rj->job->id, it->url, u->src->name,
+                  it->attempts);
         (void)now;
         return 0;
 }
@@ -1095,8 +1106,9 @@ static void item_failed(struct sched *s, struct unit *u, int idx, const struct x
                 u->src->retries++;
                 js_of(u)->retries++;
                 item_set(rj, idx, ITEM_PENDING);
-                log_info("job %s: RETRY attempt %d/%d for %s in %.1fs (%s: %s)", rj->job->id, it->attempts + 1,
-                         s->policy.max_retries + 1, it->url, (double)delay / 1000.0, code, res->message);
+                log_info("job %s: RETRY attempt %d/%d for %s in %.1fs (%s: %s)", rj->job->id,
+                         it->attempts + 1, s->policy.max_retries + 1, it->url, (double)delay / 1000.0, code,
+                         res->message);
                 return;
         }
         item_set(rj, idx, ITEM_FAILED);
@@ -1178,11 +1190,12 @@ static void job_finish(struct sched *s, struct rjob *rj, int forced, const char 
         j->finished_at = clock_wall_ms();
         rj->job_dirty = true;
         emit(s, EVENT_JOB, j->id, -1, true, NULL);
-        log_info("job %s: JOB COMPLETE %s: %lld items, %lld succeeded, %lld failed, %lld skipped, %lld bytes in "
+        log_info("job %s: JOB COMPLETE %s: %lld items, %lld succeeded, %lld failed, %lld skipped, %lld "
+                 "bytes in "
                  "%.1f s",
                  j->id, job_state_to_string(j->state), (long long)j->progress.total,
-                 (long long)j->progress.succeeded, (long long)j->progress.failed, (long long)j->progress.skipped,
-                 (long long)j->progress.bytes,
+                 (long long)j->progress.succeeded, (long long)j->progress.failed,
+                 (long long)j->progress.skipped, (long long)j->progress.bytes,
                  j->started_at ? (double)(j->finished_at - j->started_at) / 1000.0 : 0.0);
 }
 
@@ -1242,8 +1255,8 @@ static void job_begin(struct sched *s, struct rjob *rj, int64_t now)
         job_error_clear(&j->error);
         rj->job_dirty = true;
         emit(s, EVENT_JOB, j->id, -1, false, NULL);
-        log_info("job %s: JOB START %zu items from %zu source%s, max %d, timeout %.0f s, priority %d%s%s", j->id,
-                 rj->nitems, rj->nunits, rj->nunits == 1 ? "" : "s", j->max, j->timeout, j->priority,
+        log_info("job %s: JOB START %zu items from %zu source%s, max %d, timeout %.0f s, priority %d%s%s",
+                 j->id, rj->nitems, rj->nunits, rj->nunits == 1 ? "" : "s", j->max, j->timeout, j->priority,
                  j->label && *j->label ? ", label " : "", j->label ? j->label : "");
 }
 
@@ -1259,7 +1272,7 @@ static bool units_waiting(struct sched *s)
 static void claim_jobs(struct sched *s, int64_t now)
 {
         int free_units = s->cfg->max_concurrent_sources - s->units_running;
-        char (*ids)[JOB_ID_LEN + 1] = NULL;
+        char(*ids)[JOB_ID_LEN + 1] = NULL;
         size_t n = 0;
 
         if (!s->maybe_queued || free_units <= 0 || units_waiting(s))
@@ -1329,7 +1342,8 @@ static int64_t run_timers(struct sched *s, int64_t now)
                         }
                         if (u->deadline_ms - now < next)
                                 next = u->deadline_ms - now;
-                        if (u->listing && !u->list_slot && u->list_due_ms > now && u->list_due_ms - now < next)
+                        if (u->listing && !u->list_slot && u->list_due_ms > now &&
+                            u->list_due_ms - now < next)
                                 next = u->list_due_ms - now;
                         for (size_t w = 0; w < u->nwaits;) {
                                 if (u->waits[w].due_ms <= now && queue_push(u, u->waits[w].item) == 0) {
@@ -1627,9 +1641,8 @@ static void report_status(struct sched *s, int64_t now)
         s->last_status_ms = now;
         int64_t counts[_JOB_STATE_MAX] = {0};
         if (store_job_count_by_state(s->store, counts) == 0)
-                notify_send("STATUS=%lld running, %lld queued, %d transfers",
-                            (long long)counts[JOB_RUNNING], (long long)counts[JOB_QUEUED],
-                            engine_running(s->engine));
+                notify_send("STATUS=%lld running, %lld queued, %d transfers", (long long)counts[JOB_RUNNING],
+                            (long long)counts[JOB_QUEUED], engine_running(s->engine));
 }
 
 /* At most one progress event per job every PROGRESS_EVERY_MS; returns ms
@@ -1664,8 +1677,8 @@ static void prune(struct sched *s, int64_t now)
         if (r < 0)
                 log_error("sched: pruning old jobs: %s", strerror(-r));
         else if (n > 0)
-                log_info("sched: pruned %lld job%s older than JOB_RETENTION (their files stay)", (long long)n,
-                         n == 1 ? "" : "s");
+                log_info("sched: pruned %lld job%s older than JOB_RETENTION (their files stay)",
+                         (long long)n, n == 1 ? "" : "s");
 }
 
 /* Put every unfinished item back to pending and its job to queued. */

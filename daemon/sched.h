@@ -29,13 +29,13 @@ int sched_circuit_reset(struct sched *s, const char *source);
 /* Read-only snapshots for the API, taken under the engine's lock. */
 struct circuit_info {
         char *source;
-        const char *state;          /* "closed", "open", "half_open" */
+        const char *state; /* "closed", "open", "half_open" */
         int consecutive_failures;
         int threshold;
         int64_t trips;
-        int64_t opened_at;          /* wall ms, 0: null */
-        int64_t retry_at;           /* wall ms, 0: null */
-        char *last_error;           /* NULL: none */
+        int64_t opened_at; /* wall ms, 0: null */
+        int64_t retry_at;  /* wall ms, 0: null */
+        char *last_error;  /* NULL: none */
 };
 struct source_stats {
         char *source;
@@ -80,9 +80,9 @@ void sched_reconfigure(struct sched *s, const struct config *cfg, const struct s
 struct source_info {
         char *name;
         bool available;
-        char *unavailable_reason;     /* NULL when available */
-        int max_connections;          /* effective */
-        double requests_per_second;   /* 0: unlimited */
+        char *unavailable_reason;   /* NULL when available */
+        int max_connections;        /* effective */
+        double requests_per_second; /* 0: unlimited */
         int per_page;
 };
 int sched_sources(struct sched *s, struct source_info **ret, size_t *ret_n);

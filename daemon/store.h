@@ -18,15 +18,15 @@
 struct store;
 
 struct job_filter {
-        unsigned states;       /* bit mask of 1u << enum job_state; 0: all */
-        int limit;             /* 1..500 */
-        int64_t before_seq;    /* cursor: only jobs with seq < before_seq; 0: from newest */
+        unsigned states;    /* bit mask of 1u << enum job_state; 0: all */
+        int limit;          /* 1..500 */
+        int64_t before_seq; /* cursor: only jobs with seq < before_seq; 0: from newest */
 };
 
 struct item_filter {
-        unsigned states;       /* bit mask of 1u << enum item_state; 0: all */
-        int limit;             /* 1..10000 */
-        int after_index;       /* cursor: only items with index > after_index; -1: from first */
+        unsigned states; /* bit mask of 1u << enum item_state; 0: all */
+        int limit;       /* 1..10000 */
+        int after_index; /* cursor: only items with index > after_index; -1: from first */
 };
 
 int store_open(const char *url, struct store **ret);
