@@ -17,18 +17,25 @@
 
 #define HTTPD_THREADS              2    /* microhttpd pool threads */
 #define HTTPD_CONNECTION_TIMEOUT_S 30   /* idle seconds before a connection is closed */
-#define HTTPD_CONNECTION_LIMIT     1024 /* open connections, all clients */
+#define HTTPD_CONNECTION_LIMIT     1024 /* open connections, all clients (fewer when RLIMIT_NOFILE is low) */
+#define HTTPD_CONNECTION_MEMORY    (32 * 1024) /* bytes of request headers and buffers per connection */
 #define HTTPD_LISTEN_BACKLOG       128
 #define HTTPD_STORE_POOL_MAX       8          /* idle store connections kept; more are closed after use */
 #define HTTPD_RETRY_AFTER_S        5          /* Retry-After of every 503 */
 #define HTTPD_MAX_PARAMS           2          /* path parameters of one route ("{id}", "{source}") */
 #define HTTPD_MAX_HEADERS          4          /* extra headers one handler may add */
 #define HTTPD_DISCARD_MAX          (16 << 20) /* bytes of an oversized chunked body read before hanging up */
+#define HTTPD_SSE_MAX              256        /* event streams open at once; more answer 503 */
+#define HTTPD_NOFILE_RESERVE       64         /* descriptors kept for the store, files and transfers */
+
+struct sse;
 
 struct httpd {
-        const struct config *cfg;
+        const struct config *_Atomic cfg; /* swapped by httpd_reconfigure() */
         struct sched *sched;
         const char *version;
+        struct event_bus *events; /* NULL: event streams answer 503 */
+        struct sse *sse;          /* the live event streams (sse.c) */
         struct MHD_Daemon *mhd;
         char *unix_path;                          /* our unix socket, unlinked at stop; NULL for TCP */
         int port;                                 /* bound TCP port, 0 for unix sockets */
@@ -74,6 +81,8 @@ struct request {
 /* The request's store connection, opened or taken from the pool on first
  * use. -errno when the store cannot be opened (answer 503). */
 int httpd_store(struct request *rq, struct store **ret);
+/* Give a store connection back to the pool (NULL: nothing). */
+void httpd_store_release(struct httpd *h, struct store *s);
 /* A query-string argument, or NULL. */
 const char *httpd_arg(struct request *rq, const char *key);
 /* Add a header to the coming answer (name must be static). */
@@ -85,6 +94,9 @@ enum MHD_Result httpd_reply_json(struct request *rq, unsigned status, json_t *bo
 enum MHD_Result httpd_reply_text(struct request *rq, unsigned status, const char *content_type, char *text,
                                  size_t len);
 enum MHD_Result httpd_reply_empty(struct request *rq, unsigned status);
+/* Queue resp with the common headers (CORS, Cache-Control, ...); resp is
+ * released. */
+enum MHD_Result httpd_queue_response(struct request *rq, unsigned status, struct MHD_Response *resp);
 enum MHD_Result httpd_reply_problem(struct request *rq, unsigned status, json_t *errors, const char *fmt,
                                     ...) __attribute__((format(printf, 4, 5)));
 /* Answer a failed store call: -ENOENT 404 (what names the missing thing),
@@ -101,6 +113,8 @@ enum MHD_Result jobs_items(struct request *rq);
 enum MHD_Result jobs_cancel(struct request *rq);
 enum MHD_Result jobs_retry(struct request *rq);
 enum MHD_Result jobs_delete(struct request *rq);
+/* The job object with the circuits the scheduler knows now; NULL: no memory. */
+json_t *jobs_job_json(struct httpd *h, const struct job *j);
 /* Handlers (system.c) */
 enum MHD_Result system_health(struct request *rq);
 enum MHD_Result system_config(struct request *rq);
@@ -108,6 +122,17 @@ enum MHD_Result system_circuits(struct request *rq);
 enum MHD_Result system_circuit_reset(struct request *rq);
 enum MHD_Result system_stats(struct request *rq);
 enum MHD_Result system_metrics(struct request *rq);
+enum MHD_Result system_sources(struct request *rq);
+/* One GET /v1/circuits entry. */
+json_t *system_circuit_json(const struct circuit_info *c);
+/* Handlers and lifecycle of the event streams (sse.c). sse_start after the
+ * struct httpd is filled in and before microhttpd starts; sse_stop before
+ * MHD_stop_daemon (it ends every stream); sse_free after it. */
+enum MHD_Result sse_job(struct request *rq);
+enum MHD_Result sse_all(struct request *rq);
+int sse_start(struct httpd *h);
+void sse_stop(struct httpd *h);
+void sse_free(struct httpd *h);
 /* The circuit state of a source from a sched_circuits() snapshot
  * (jobjson_opts.circuit with userdata a struct circuit_list). */
 struct circuit_list {

@@ -28,6 +28,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/resource.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -49,6 +50,9 @@ static const struct route routes[] = {
         {"GET", "/v1/circuits", system_circuits, 0},
         {"POST", "/v1/circuits/{}/reset", system_circuit_reset, 0},
         {"GET", "/metrics", system_metrics, 0},
+        {"GET", "/v1/sources", system_sources, 0},
+        {"GET", "/v1/events", sse_all, 0},
+        {"GET", "/v1/jobs/{}/events", sse_job, 0},
         {"POST", "/v1/jobs", jobs_create, ROUTE_JSON_BODY},
         {"GET", "/v1/jobs", jobs_list, 0},
         {"GET", "/v1/jobs/{}", jobs_get, 0},
@@ -337,7 +341,7 @@ int httpd_header(struct request *rq, const char *name, const char *value)
         return 0;
 }
 
-static enum MHD_Result queue(struct request *rq, unsigned status, struct MHD_Response *resp)
+enum MHD_Result httpd_queue_response(struct request *rq, unsigned status, struct MHD_Response *resp)
 {
         char retry[16];
         enum MHD_Result ret;
@@ -375,7 +379,7 @@ enum MHD_Result httpd_reply_text(struct request *rq, unsigned status, const char
                 return MHD_NO;
         }
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-        return queue(rq, status, resp);
+        return httpd_queue_response(rq, status, resp);
 }
 
 static enum MHD_Result reply_dump(struct request *rq, unsigned status, const char *content_type,
@@ -412,7 +416,8 @@ enum MHD_Result httpd_reply_json(struct request *rq, unsigned status, json_t *bo
 
 enum MHD_Result httpd_reply_empty(struct request *rq, unsigned status)
 {
-        return queue(rq, status, MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT));
+        return httpd_queue_response(rq, status,
+                                    MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT));
 }
 
 enum MHD_Result httpd_reply_store_error(struct request *rq, int r, const char *what)
@@ -473,7 +478,7 @@ int httpd_store(struct request *rq, struct store **ret)
         return 0;
 }
 
-static void store_release(struct httpd *h, struct store *s)
+void httpd_store_release(struct httpd *h, struct store *s)
 {
         if (!s)
                 return;
@@ -600,7 +605,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
         if (!rq)
                 return;
-        store_release(cls, rq->store);
+        httpd_store_release(cls, rq->store);
         for (size_t i = 0; i < HTTPD_MAX_PARAMS; i++)
                 free(rq->params[i]);
         for (size_t i = 0; i < rq->nheaders; i++)
@@ -610,7 +615,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         *con_cls = NULL;
 }
 
-static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
         char buf[512];
         vsnprintf(buf, sizeof(buf), fmt, ap);
@@ -619,6 +624,32 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 }
 
 /* ---- start and stop ---------------------------------------------------------------- */
+
+/* HTTPD_CONNECTION_LIMIT, within the descriptors this process may open:
+ * the soft RLIMIT_NOFILE is raised toward the hard one first (epoll has no
+ * FD_SETSIZE limit), and HTTPD_NOFILE_RESERVE descriptors are kept for the
+ * rest of the daemon. */
+static unsigned connection_limit(void)
+{
+        struct rlimit rl;
+        rlim_t want = HTTPD_CONNECTION_LIMIT + HTTPD_NOFILE_RESERVE;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return HTTPD_CONNECTION_LIMIT;
+        if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+                rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+                if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                        getrlimit(RLIMIT_NOFILE, &rl);
+        }
+        if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want)
+                return HTTPD_CONNECTION_LIMIT;
+        if (rl.rlim_cur <= 2 * HTTPD_NOFILE_RESERVE)
+                return HTTPD_NOFILE_RESERVE;
+        log_warning("httpd: RLIMIT_NOFILE is %llu: at most %llu API connections",
+                    (unsigned long long)rl.rlim_cur,
+                    (unsigned long long)(rl.rlim_cur - HTTPD_NOFILE_RESERVE));
+        return (unsigned)(rl.rlim_cur - HTTPD_NOFILE_RESERVE);
+}
 
 static int open_listener(struct httpd *h, const char *listen, int *ret_fd)
 {
@@ -631,6 +662,7 @@ static void httpd_free(struct httpd *h)
 {
         if (!h)
                 return;
+        sse_free(h);
         if (h->unix_path)
                 unlink(h->unix_path);
         free(h->unix_path);
@@ -639,6 +671,8 @@ static void httpd_free(struct httpd *h)
         pthread_mutex_destroy(&h->pool_lock);
         free(h);
 }
+
+void httpd_reconfigure(struct httpd *h, const struct config *cfg) { h->cfg = cfg; }
 
 int httpd_start(const struct httpd_deps *deps, int listen_fd, struct httpd **ret)
 {
@@ -650,8 +684,13 @@ int httpd_start(const struct httpd_deps *deps, int listen_fd, struct httpd **ret
         h->cfg = deps->cfg;
         h->sched = deps->sched;
         h->version = deps->version;
+        h->events = deps->events;
         atomic_init(&h->draining, false);
         pthread_mutex_init(&h->pool_lock, NULL);
+        if ((r = sse_start(h)) < 0) {
+                log_error("httpd: cannot start the event streams: %s", strerror(-r));
+                goto fail;
+        }
         if (fd < 0 && (r = open_listener(h, h->cfg->listen, &fd)) < 0) {
                 log_error("httpd: cannot listen on %s: %s", h->cfg->listen, strerror(-r));
                 goto fail;
@@ -659,13 +698,13 @@ int httpd_start(const struct httpd_deps *deps, int listen_fd, struct httpd **ret
         fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
         h->port = socket_port(fd);
         /* the logger goes first so that microhttpd reports nothing to stderr itself */
-        h->mhd = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-                                  on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
-                                  MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_THREAD_POOL_SIZE,
-                                  (unsigned)HTTPD_THREADS, MHD_OPTION_CONNECTION_TIMEOUT,
-                                  (unsigned)HTTPD_CONNECTION_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT,
-                                  (unsigned)HTTPD_CONNECTION_LIMIT, MHD_OPTION_NOTIFY_COMPLETED,
-                                  on_completed, h, MHD_OPTION_END);
+        h->mhd = MHD_start_daemon(
+                MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME, 0, NULL, NULL,
+                on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h, MHD_OPTION_LISTEN_SOCKET, fd,
+                MHD_OPTION_THREAD_POOL_SIZE, (unsigned)HTTPD_THREADS, MHD_OPTION_CONNECTION_TIMEOUT,
+                (unsigned)HTTPD_CONNECTION_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT, connection_limit(),
+                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTPD_CONNECTION_MEMORY,
+                MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
         if (!h->mhd) {
                 r = -EIO;
                 log_error("httpd: cannot start the HTTP server");
@@ -691,6 +730,7 @@ void httpd_stop(struct httpd *h)
 {
         if (!h)
                 return;
+        sse_stop(h); /* resumes and ends every event stream: microhttpd refuses to stop with one suspended */
         MHD_stop_daemon(h->mhd); /* closes the listening socket */
         httpd_free(h);
 }

@@ -15,7 +15,7 @@ struct httpd;
 struct httpd_deps {
         const struct config *cfg;
         struct sched *sched;
-        struct event_bus *events;   /* live events for the SSE streams */
+        struct event_bus *events; /* live events for the SSE streams */
         const char *version;
 };
 
@@ -24,6 +24,9 @@ struct httpd_deps {
 int httpd_start(const struct httpd_deps *deps, int listen_fd, struct httpd **ret);
 /* The TCP port actually bound (for LISTEN=127.0.0.1:0), 0 for unix sockets. */
 int httpd_port(const struct httpd *h);
+/* Use reloaded settings from now on; the caller keeps cfg alive (and the
+ * old one until httpd_stop()). LISTEN and STORE need a restart. */
+void httpd_reconfigure(struct httpd *h, const struct config *cfg);
 /* Refuse new work with 503 (shutting down); reads still answer. */
 void httpd_set_draining(struct httpd *h);
 void httpd_stop(struct httpd *h);

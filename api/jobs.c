@@ -105,11 +105,10 @@ static json_t *cursor_json(long long next, bool more)
         return json_string(buf);
 }
 
-/* Serialize j with the circuits the scheduler knows now. */
-static json_t *job_json(struct request *rq, const struct job *j)
+json_t *jobs_job_json(struct httpd *h, const struct job *j)
 {
         struct circuit_list cl = {0};
-        if (sched_circuits(rq->h->sched, &cl.v, &cl.n) < 0)
+        if (sched_circuits(h->sched, &cl.v, &cl.n) < 0)
                 cl = (struct circuit_list){0};
         struct jobjson_opts opts = {.circuit = system_circuit_state, .userdata = &cl};
         json_t *o = jobjson_job(j, &opts);
@@ -132,7 +131,7 @@ static enum MHD_Result reply_stored_job(struct request *rq, unsigned status, con
         int r = httpd_store(rq, &s);
         if (r < 0 || (r = store_job_get(s, id, &j)) < 0)
                 return httpd_reply_store_error(rq, r, "job");
-        enum MHD_Result ret = httpd_reply_json(rq, status, job_json(rq, j));
+        enum MHD_Result ret = httpd_reply_json(rq, status, jobs_job_json(rq->h, j));
         job_free(j);
         return ret;
 }
@@ -172,7 +171,7 @@ static enum MHD_Result reply_idempotent(struct request *rq, struct job *existing
 {
         enum MHD_Result ret;
         if (existing->request_hash && strcmp(existing->request_hash, hash) == 0)
-                ret = httpd_reply_json(rq, 200, job_json(rq, existing));
+                ret = httpd_reply_json(rq, 200, jobs_job_json(rq->h, existing));
         else
                 ret = httpd_reply_problem(rq, 422, NULL, "this Idempotency-Key was used with another body");
         job_free(existing);
@@ -225,11 +224,14 @@ static enum MHD_Result insert(struct request *rq, struct job *job, struct item *
         sched_wake(rq->h->sched);
         snprintf(location, sizeof(location), "/v1/jobs/%s", job->id);
         httpd_header(rq, MHD_HTTP_HEADER_LOCATION, location);
-        return httpd_reply_json(rq, 201, job_json(rq, job));
+        return httpd_reply_json(rq, 201, jobs_job_json(rq->h, job));
 }
+
+static bool source_known(const char *name, void *userdata) { return sched_source_known(userdata, name); }
 
 enum MHD_Result jobs_create(struct request *rq)
 {
+        const struct job_request_hooks hooks = {.source_known = source_known, .userdata = rq->h->sched};
         const char *key = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, "Idempotency-Key");
         struct job *job = NULL;
         struct item *items = NULL;
@@ -244,7 +246,7 @@ enum MHD_Result jobs_create(struct request *rq)
                                   IDEMPOTENCY_KEY_MAX);
                 return httpd_reply_problem(rq, 400, errors, "invalid Idempotency-Key header");
         }
-        r = job_request_parse(rq->body, rq->body_len, &job, &items, &n, &errors);
+        r = job_request_parse_with(&hooks, rq->body, rq->body_len, &job, &items, &n, &errors);
         if (r == -EINVAL)
                 return httpd_reply_problem(rq, 400, errors, "invalid job request");
         if (r < 0)
@@ -282,7 +284,7 @@ enum MHD_Result jobs_list(struct request *rq)
                 return httpd_reply_store_error(rq, r, "job");
         json_t *arr = json_array();
         for (size_t i = 0; arr && i < n; i++)
-                if (json_array_append_new(arr, job_json(rq, jobs[i])) < 0) {
+                if (json_array_append_new(arr, jobs_job_json(rq->h, jobs[i])) < 0) {
                         json_decref(arr);
                         arr = NULL;
                 }

@@ -1,13 +1,11 @@
 /* system: the daemon's own resources: health, effective configuration,
  * circuits, statistics and Prometheus metrics. Everything here is a read
  * of a snapshot (sched_stats, sched_circuits, the store's counts) except
- * the circuit reset, which goes through the scheduler.
- *
- * Metrics not yet exported: hauld_download_duration_seconds needs per
- * download durations the scheduler does not aggregate yet. */
+ * the circuit reset, which goes through the scheduler. */
 #include "autoconfig.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +51,9 @@ enum MHD_Result system_config(struct request *rq)
         struct config_visit v = {.o = json_object()};
         if (v.o)
                 config_foreach(rq->h->cfg, config_entry, &v);
+        /* the token itself is no key; show that one is set, never what it is */
+        if (v.o && rq->h->cfg->api_token)
+                config_entry("API_TOKEN", "***", &v);
         if (v.failed) {
                 json_decref(v.o);
                 v.o = NULL;
@@ -62,7 +63,7 @@ enum MHD_Result system_config(struct request *rq)
 
 /* ---- circuits ---------------------------------------------------------------- */
 
-static json_t *circuit_json(const struct circuit_info *c)
+json_t *system_circuit_json(const struct circuit_info *c)
 {
         return json_pack("{s:s, s:s, s:i, s:i, s:I, s:o, s:o, s:o}", "source", c->source, "state", c->state,
                          "consecutive_failures", c->consecutive_failures, "threshold", c->threshold, "trips",
@@ -81,7 +82,7 @@ enum MHD_Result system_circuits(struct request *rq)
                 return httpd_reply_sched_error(rq, r, "circuit");
         json_t *arr = json_array();
         for (size_t i = 0; arr && i < n; i++)
-                if (json_array_append_new(arr, circuit_json(&v[i])) < 0) {
+                if (json_array_append_new(arr, system_circuit_json(&v[i])) < 0) {
                         json_decref(arr);
                         arr = NULL;
                 }
@@ -101,11 +102,46 @@ enum MHD_Result system_circuit_reset(struct request *rq)
                 return httpd_reply_sched_error(rq, r, "source");
         for (size_t i = 0; i < n && !entry; i++)
                 if (strcmp(v[i].source, source) == 0)
-                        entry = circuit_json(&v[i]);
+                        entry = system_circuit_json(&v[i]);
         circuit_infos_free(v, n);
         if (!entry)
                 return httpd_reply_problem(rq, 404, NULL, "no such source");
         return httpd_reply_json(rq, 200, entry);
+}
+
+/* ---- GET /v1/sources ----------------------------------------------------------- */
+
+static json_t *source_json(const struct source_info *si)
+{
+        json_t *o = json_pack("{s:s, s:s, s:i, s:f, s:i, s:b}", "name", si->name, "kind", "search",
+                              "max_connections", si->max_connections, "requests_per_second",
+                              si->requests_per_second, "per_page", si->per_page, "available", si->available);
+        if (o && !si->available &&
+            json_object_set_new(
+                    o, "unavailable_reason",
+                    json_string(si->unavailable_reason ? si->unavailable_reason : "unavailable")) < 0) {
+                json_decref(o);
+                return NULL;
+        }
+        return o;
+}
+
+enum MHD_Result system_sources(struct request *rq)
+{
+        struct source_info *v;
+        size_t n;
+        int r = sched_sources(rq->h->sched, &v, &n);
+
+        if (r < 0)
+                return httpd_reply_sched_error(rq, r, "source");
+        json_t *arr = json_array();
+        for (size_t i = 0; arr && i < n; i++)
+                if (json_array_append_new(arr, source_json(&v[i])) < 0) {
+                        json_decref(arr);
+                        arr = NULL;
+                }
+        source_infos_free(v, n);
+        return httpd_reply_json(rq, 200, arr ? json_pack("{s:o}", "sources", arr) : NULL);
 }
 
 /* ---- GET /v1/stats ----------------------------------------------------------------- */
@@ -195,6 +231,39 @@ static void source_metric(FILE *f, const char *name, const char *source, const c
         fprintf(f, "\"%s} %lld\n", extra, (long long)value);
 }
 
+/* A number as Prometheus writes it: "+Inf", or the shortest %g that reads back exactly. */
+static void prom_number(char *buf, size_t n, double v)
+{
+        if (isinf(v)) {
+                snprintf(buf, n, "+Inf");
+                return;
+        }
+        for (int p = 1; p <= 17; p++) {
+                snprintf(buf, n, "%.*g", p, v);
+                if (strtod(buf, NULL) == v)
+                        return;
+        }
+}
+
+/* hauld_download_duration_seconds: the scheduler counts per bucket; the
+ * text format wants cumulative le buckets, then _sum and _count. */
+static void duration_histogram(FILE *f, const struct sched_stats *st)
+{
+        const char *name = "hauld_download_duration_seconds";
+        char le[32], sum[32];
+        int64_t cum = 0;
+
+        family(f, name, "histogram", "Duration of finished downloads (success or failure), seconds.");
+        for (int i = 0; i < SCHED_DURATION_BUCKETS; i++) {
+                cum += st->duration_count[i];
+                prom_number(le, sizeof(le),
+                            i < SCHED_DURATION_BUCKETS - 1 ? sched_duration_bounds[i] : INFINITY);
+                fprintf(f, "%s_bucket{le=\"%s\"} %lld\n", name, le, (long long)cum);
+        }
+        prom_number(sum, sizeof(sum), st->duration_sum_s);
+        fprintf(f, "%s_sum %s\n%s_count %lld\n", name, sum, name, (long long)cum);
+}
+
 static void metrics_write(FILE *f, const int64_t counts[], const struct sched_stats *st,
                           const struct circuit_info *c, size_t nc)
 {
@@ -220,6 +289,7 @@ static void metrics_write(FILE *f, const int64_t counts[], const struct sched_st
                 int v = strcmp(c[i].state, "open") == 0 ? 2 : strcmp(c[i].state, "half_open") == 0 ? 1 : 0;
                 source_metric(f, "hauld_circuit_state", c[i].source, "", v);
         }
+        duration_histogram(f, st);
 }
 
 enum MHD_Result system_metrics(struct request *rq)

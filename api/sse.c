@@ -1,0 +1,638 @@
+/* sse: the live event streams, GET /v1/jobs/{id}/events and GET /v1/events
+ * (text/event-stream). A stream is a microhttpd response whose content
+ * reader turns the event bus's references into events, reading the job,
+ * item or circuit as it is when the event is sent.
+ *
+ * No pool thread ever waits here: when a stream has nothing to send, its
+ * reader suspends the connection (MHD_suspend_connection) and returns 0.
+ * Two things resume it (MHD_resume_connection, from their own threads): the
+ * bus watcher, after each publish, and the ticker, when the stream's next
+ * keep-alive or coalesced progress event is due.
+ *
+ * Invariants, all under sse.lock: a stream is in the live list from its
+ * creation until microhttpd frees its response; `suspended` is true only
+ * while its connection is suspended, and only then may another thread
+ * resume it (a suspended connection cannot be closed, so it is alive);
+ * once `stopping` is set no stream suspends again, so httpd_stop can
+ * resume them all and microhttpd can close every connection.
+ *
+ * Progress events are coalesced per stream and job: at most one per
+ * SSE_PROGRESS_INTERVAL_MS; a later one waits and is sent with the newest
+ * progress when due. */
+#include "autoconfig.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/httpd-internal.h"
+#include "api/jobjson.h"
+#include "api/problem.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "daemon/events.h"
+
+#define SSE_BLOCK_SIZE           (16 * 1024) /* bytes microhttpd asks the reader for at once */
+#define SSE_BATCH                32          /* bus events turned into text per reader call */
+#define SSE_KEEPALIVE_MS         15000       /* a ": keepalive" comment after this much silence */
+#define SSE_PROGRESS_INTERVAL_MS 250         /* at most 4 progress events a second per job and stream */
+#define SSE_TICK_MS              100         /* how often the ticker looks for due streams */
+#define SSE_PROGRESS_SLOTS       32          /* jobs whose progress one stream coalesces at once */
+#define SSE_RETRY_MS             2000        /* the reconnection delay suggested to clients */
+#define SSE_OUT_MAX              (1 << 20)   /* bytes of text one stream buffers */
+
+struct progress_slot {
+        char job_id[JOB_ID_LEN + 1]; /* "": free */
+        int64_t sent_ms;             /* mono ms of the last progress event sent */
+        bool pending;                /* one is waiting for sent_ms + interval */
+};
+
+struct stream {
+        struct stream *prev, *next; /* the live list */
+        struct httpd *h;
+        struct MHD_Connection *conn;
+        struct store *store;         /* owned: taken from the request */
+        char job_id[JOB_ID_LEN + 1]; /* "": all jobs (GET /v1/events) */
+        uint64_t last_id;            /* the newest bus event consumed */
+        char *out;                   /* text not yet handed to microhttpd */
+        size_t out_len, out_off, out_cap;
+        int64_t wrote_ms; /* mono ms of the last text produced */
+        bool done;        /* end the stream once out is sent */
+        bool suspended;   /* under sse.lock */
+        bool woken;       /* under sse.lock: an event came since the last look */
+        int64_t wake_ms;  /* under sse.lock: when the ticker resumes it */
+        struct progress_slot slots[SSE_PROGRESS_SLOTS];
+};
+
+struct sse {
+        pthread_mutex_t lock;
+        pthread_cond_t tick;    /* signalled to stop the ticker */
+        struct stream *streams; /* the live list */
+        size_t nstreams;
+        bool stopping;
+        bool ticker_running;
+        pthread_t ticker;
+        int watch; /* events_watch handle, 0: none */
+};
+
+/* ---- output buffer ------------------------------------------------------- */
+
+static int out_printf(struct stream *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int out_printf(struct stream *s, const char *fmt, ...)
+{
+        va_list ap;
+        int n;
+
+        va_start(ap, fmt);
+        n = vsnprintf(NULL, 0, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+                return -EINVAL;
+        size_t need = s->out_len + (size_t)n + 1;
+        if (need > SSE_OUT_MAX)
+                return -ENOBUFS;
+        if (need > s->out_cap) {
+                size_t cap = s->out_cap ? s->out_cap : 4096;
+                while (cap < need)
+                        cap *= 2;
+                char *p = realloc(s->out, cap);
+                if (!p)
+                        return -ENOMEM;
+                s->out = p;
+                s->out_cap = cap;
+        }
+        va_start(ap, fmt);
+        vsnprintf(s->out + s->out_len, s->out_cap - s->out_len, fmt, ap);
+        va_end(ap);
+        s->out_len += (size_t)n;
+        s->wrote_ms = clock_mono_ms();
+        return 0;
+}
+
+/* "id: ID\nevent: NAME\ndata: JSON\n\n"; data is stolen. */
+static int out_event(struct stream *s, uint64_t id, const char *name, json_t *data)
+{
+        char *text = data ? json_dumps(data, JOBJSON_DUMP_FLAGS) : NULL;
+        json_decref(data);
+        if (!text)
+                return -ENOMEM;
+        int r = out_printf(s, "id: %" PRIu64 "\nevent: %s\ndata: %s\n\n", id, name, text);
+        free(text);
+        return r;
+}
+
+/* ---- the objects, as they are now ----------------------------------------- */
+
+/* The job, or -ENOENT when it is gone. */
+static int load_job(struct stream *s, const char *job_id, struct job **ret)
+{
+        return store_job_get(s->store, job_id, ret);
+}
+
+static int send_job(struct stream *s, uint64_t id, const struct job *j)
+{
+        return out_event(s, id, "job", jobs_job_json(s->h, j));
+}
+
+static int send_item(struct stream *s, const struct event *e)
+{
+        struct item_filter f = {.limit = 1, .after_index = e->item - 1};
+        struct item *items = NULL;
+        size_t n = 0;
+        int next;
+        int r = store_item_list(s->store, e->job_id, &f, &items, &n, &next);
+
+        if (r < 0)
+                return r == -ENOENT ? 0 : r;
+        if (n == 1 && items[0].index == e->item) {
+                json_t *o = jobjson_item(&items[0]);
+                if (o)
+                        json_object_set_new(o, "job_id", json_string(e->job_id));
+                r = out_event(s, e->id, "item", o);
+        }
+        items_free(items, n);
+        return r;
+}
+
+static int send_progress(struct stream *s, uint64_t id, const char *job_id)
+{
+        struct job *j;
+        int r = load_job(s, job_id, &j);
+        if (r < 0)
+                return r == -ENOENT ? 0 : r;
+        json_t *o = jobjson_progress(&j->progress);
+        if (o)
+                json_object_set_new(o, "job_id", json_string(job_id));
+        job_free(j);
+        return out_event(s, id, "progress", o);
+}
+
+static int send_circuit(struct stream *s, const struct event *e)
+{
+        struct circuit_info *v;
+        size_t n;
+        json_t *entry = NULL;
+        int r = sched_circuits(s->h->sched, &v, &n);
+
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n && !entry; i++)
+                if (strcmp(v[i].source, e->source) == 0)
+                        entry = system_circuit_json(&v[i]);
+        circuit_infos_free(v, n);
+        return entry ? out_event(s, e->id, "circuit", entry) : 0;
+}
+
+/* ---- progress coalescing ------------------------------------------------------ */
+
+static struct progress_slot *slot_for(struct stream *s, const char *job_id, int64_t now)
+{
+        struct progress_slot *oldest = &s->slots[0];
+        for (size_t i = 0; i < SSE_PROGRESS_SLOTS; i++) {
+                if (strcmp(s->slots[i].job_id, job_id) == 0)
+                        return &s->slots[i];
+                if (s->slots[i].sent_ms < oldest->sent_ms)
+                        oldest = &s->slots[i];
+        }
+        /* the least recently sent job gives its slot up; a pending
+         * progress of it is sent now rather than lost */
+        if (oldest->pending && oldest->job_id[0])
+                send_progress(s, s->last_id, oldest->job_id);
+        memset(oldest, 0, sizeof(*oldest));
+        snprintf(oldest->job_id, sizeof(oldest->job_id), "%s", job_id);
+        oldest->sent_ms = now - SSE_PROGRESS_INTERVAL_MS;
+        return oldest;
+}
+
+static int on_progress(struct stream *s, const struct event *e)
+{
+        int64_t now = clock_mono_ms();
+        struct progress_slot *slot = slot_for(s, e->job_id, now);
+
+        if (now - slot->sent_ms < SSE_PROGRESS_INTERVAL_MS) {
+                slot->pending = true;
+                return 0;
+        }
+        slot->pending = false;
+        slot->sent_ms = now;
+        return send_progress(s, e->id, e->job_id);
+}
+
+/* Send the coalesced progress events that are due; labelled with the newest
+ * id consumed, so ids on the wire never go down. */
+static int flush_progress(struct stream *s, int64_t now)
+{
+        for (size_t i = 0; i < SSE_PROGRESS_SLOTS; i++) {
+                struct progress_slot *slot = &s->slots[i];
+                if (!slot->pending || now - slot->sent_ms < SSE_PROGRESS_INTERVAL_MS)
+                        continue;
+                slot->pending = false;
+                slot->sent_ms = now;
+                int r = send_progress(s, s->last_id, slot->job_id);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* The mono ms at which the stream has something to send without a new event. */
+static int64_t next_due(const struct stream *s)
+{
+        int64_t due = s->wrote_ms + SSE_KEEPALIVE_MS;
+        for (size_t i = 0; i < SSE_PROGRESS_SLOTS; i++)
+                if (s->slots[i].pending && s->slots[i].sent_ms + SSE_PROGRESS_INTERVAL_MS < due)
+                        due = s->slots[i].sent_ms + SSE_PROGRESS_INTERVAL_MS;
+        return due;
+}
+
+/* ---- turning bus events into text ---------------------------------------------- */
+
+static int on_job(struct stream *s, const struct event *e)
+{
+        struct job *j;
+        int r = load_job(s, e->job_id, &j);
+
+        if (r == -ENOENT) {
+                s->done = s->job_id[0] != '\0'; /* the job stream's job was deleted */
+                return 0;
+        }
+        if (r < 0)
+                return r;
+        r = send_job(s, e->id, j);
+        job_free(j);
+        for (size_t i = 0; i < SSE_PROGRESS_SLOTS; i++) /* the job object carries its progress */
+                if (strcmp(s->slots[i].job_id, e->job_id) == 0)
+                        s->slots[i].pending = false;
+        if (e->terminal && s->job_id[0])
+                s->done = true;
+        return r;
+}
+
+static int on_event(struct stream *s, const struct event *e)
+{
+        switch (e->type) {
+        case EVENT_JOB:
+                return on_job(s, e);
+        case EVENT_ITEM:
+                return send_item(s, e);
+        case EVENT_PROGRESS:
+                return on_progress(s, e);
+        case EVENT_CIRCUIT:
+                return s->job_id[0] ? 0 : send_circuit(s, e);
+        }
+        return 0;
+}
+
+/* Produce the next text: new events, due progress, or a keep-alive. */
+static int stream_fill(struct stream *s)
+{
+        struct event ev[SSE_BATCH];
+        size_t n = 0;
+        uint64_t top = events_last_id(s->h->events);
+        int r = events_read(s->h->events, s->last_id, s->job_id[0] ? s->job_id : NULL, ev, SSE_BATCH, &n);
+
+        for (size_t i = 0; r >= 0 && i < n && !s->done; i++) {
+                r = on_event(s, &ev[i]);
+                s->last_id = ev[i].id;
+        }
+        /* a short batch saw every match up to top: the rest were other jobs' */
+        if (r >= 0 && n < SSE_BATCH && top > s->last_id)
+                s->last_id = top;
+        if (r < 0 || s->done)
+                return r;
+        int64_t now = clock_mono_ms();
+        if ((r = flush_progress(s, now)) < 0)
+                return r;
+        if (s->out_len == 0 && now - s->wrote_ms >= SSE_KEEPALIVE_MS)
+                r = out_printf(s, ": keepalive\n\n");
+        return r;
+}
+
+/* ---- suspend and resume ------------------------------------------------------------ */
+
+/* Suspend the connection unless an event came meanwhile or the server is
+ * stopping. Returns true when suspended. Called from the content reader. */
+static bool stream_sleep(struct stream *s)
+{
+        struct sse *x = s->h->sse;
+        bool slept = false;
+
+        pthread_mutex_lock(&x->lock);
+        if (x->stopping)
+                s->done = true;
+        else if (s->woken)
+                s->woken = false;
+        else {
+                s->wake_ms = next_due(s);
+                s->suspended = true;
+                MHD_suspend_connection(s->conn);
+                slept = true;
+        }
+        pthread_mutex_unlock(&x->lock);
+        return slept;
+}
+
+/* Under x->lock. */
+static void stream_wake(struct stream *s)
+{
+        if (s->suspended) {
+                s->suspended = false;
+                MHD_resume_connection(s->conn);
+        } else
+                s->woken = true;
+}
+
+/* The bus watcher: runs on the publishing thread. */
+static void on_publish(void *ud)
+{
+        struct sse *x = ud;
+
+        pthread_mutex_lock(&x->lock);
+        if (!x->stopping)
+                for (struct stream *s = x->streams; s; s = s->next)
+                        stream_wake(s);
+        pthread_mutex_unlock(&x->lock);
+}
+
+static void *ticker_main(void *ud)
+{
+        struct sse *x = ud;
+        struct timespec ts;
+
+        pthread_mutex_lock(&x->lock);
+        while (!x->stopping) {
+                int64_t now = clock_mono_ms();
+                for (struct stream *s = x->streams; s; s = s->next)
+                        if (s->suspended && s->wake_ms <= now)
+                                stream_wake(s);
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_nsec += SSE_TICK_MS * 1000000L;
+                ts.tv_sec += ts.tv_nsec / 1000000000L;
+                ts.tv_nsec %= 1000000000L;
+                pthread_cond_timedwait(&x->tick, &x->lock, &ts);
+        }
+        pthread_mutex_unlock(&x->lock);
+        return NULL;
+}
+
+/* ---- the microhttpd response ----------------------------------------------------------- */
+
+static ssize_t copy_out(struct stream *s, char *buf, size_t max)
+{
+        size_t n = s->out_len - s->out_off;
+        if (n > max)
+                n = max;
+        memcpy(buf, s->out + s->out_off, n);
+        s->out_off += n;
+        if (s->out_off == s->out_len)
+                s->out_off = s->out_len = 0;
+        return (ssize_t)n;
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+        struct stream *s = cls;
+        (void)pos;
+
+        for (;;) {
+                if (s->out_len > s->out_off)
+                        return copy_out(s, buf, max);
+                if (s->done)
+                        return MHD_CONTENT_READER_END_OF_STREAM;
+                int r = stream_fill(s);
+                if (r < 0) {
+                        log_warning("httpd: event stream: %s", strerror(-r));
+                        return MHD_CONTENT_READER_END_WITH_ERROR;
+                }
+                if (s->out_len == 0 && !s->done && stream_sleep(s))
+                        return 0;
+        }
+}
+
+static void stream_free(void *cls)
+{
+        struct stream *s = cls;
+        struct sse *x = s->h->sse;
+
+        pthread_mutex_lock(&x->lock);
+        if (s->prev)
+                s->prev->next = s->next;
+        else
+                x->streams = s->next;
+        if (s->next)
+                s->next->prev = s->prev;
+        x->nstreams--;
+        pthread_mutex_unlock(&x->lock);
+        httpd_store_release(s->h, s->store);
+        free(s->out);
+        free(s);
+}
+
+/* Add s to the live list unless the server is stopping or full. */
+static int stream_link(struct sse *x, struct stream *s)
+{
+        int r = 0;
+
+        pthread_mutex_lock(&x->lock);
+        if (x->stopping)
+                r = -ESHUTDOWN;
+        else if (x->nstreams >= HTTPD_SSE_MAX)
+                r = -EMFILE;
+        else {
+                s->next = x->streams;
+                if (x->streams)
+                        x->streams->prev = s;
+                x->streams = s;
+                x->nstreams++;
+        }
+        pthread_mutex_unlock(&x->lock);
+        return r;
+}
+
+/* ---- the handlers ------------------------------------------------------------------------ */
+
+/* Last-Event-ID (header, or ?last_event_id=): 1 and the id when given (0
+ * asks for every event kept), 0 when absent, -EINVAL when not a decimal id. */
+static int resume_point(struct request *rq, uint64_t *ret)
+{
+        const char *v = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, "Last-Event-ID");
+
+        if (!v)
+                v = httpd_arg(rq, "last_event_id");
+        *ret = 0;
+        if (!v || !*v)
+                return 0;
+        if (strspn(v, "0123456789") != strlen(v) || strlen(v) > 19)
+                return -EINVAL;
+        *ret = strtoull(v, NULL, 10);
+        return 1;
+}
+
+/* The job stream's opening: the job as it is now, unless a resume replays
+ * it; a terminal job ends the stream (a resume first gets what it missed). */
+static int stream_open_job(struct stream *s, bool resuming)
+{
+        struct job *j;
+        uint64_t now_id = events_last_id(s->h->events);
+        int r = load_job(s, s->job_id, &j);
+
+        if (r < 0)
+                return r;
+        bool terminal = job_state_is_terminal(j->state);
+        if (resuming && terminal) {
+                struct event e;
+                size_t n = 0;
+                events_read(s->h->events, s->last_id, s->job_id, &e, 1, &n);
+                resuming = n > 0; /* replay up to the terminal event, else show the job */
+        }
+        if (!resuming) {
+                r = send_job(s, now_id, j);
+                s->last_id = now_id;
+                s->done = terminal;
+        }
+        job_free(j);
+        return r;
+}
+
+static struct stream *stream_new(struct request *rq, const char *job_id, uint64_t after)
+{
+        struct stream *s = calloc(1, sizeof(*s));
+        if (!s)
+                return NULL;
+        s->h = rq->h;
+        s->conn = rq->conn;
+        s->store = rq->store; /* the stream keeps the request's store connection */
+        rq->store = NULL;
+        s->last_id = after;
+        s->wrote_ms = clock_mono_ms();
+        snprintf(s->job_id, sizeof(s->job_id), "%s", job_id ? job_id : "");
+        return s;
+}
+
+static enum MHD_Result stream_reply(struct request *rq, struct stream *s)
+{
+        int r = stream_link(rq->h->sse, s);
+        if (r < 0) {
+                httpd_store_release(rq->h, s->store);
+                free(s->out);
+                free(s);
+                return httpd_reply_problem(rq, 503, NULL, "%s",
+                                           r == -EMFILE ? "too many event streams" : "shutting down");
+        }
+        struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, SSE_BLOCK_SIZE,
+                                                                      stream_read, s, stream_free);
+        if (!resp) {
+                stream_free(s);
+                return MHD_NO;
+        }
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream; charset=utf-8");
+        MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+        return httpd_queue_response(rq, 200, resp);
+}
+
+static enum MHD_Result events_open(struct request *rq, const char *job_id)
+{
+        struct store *store;
+        uint64_t after;
+        int r;
+
+        if (!rq->h->events)
+                return httpd_reply_problem(rq, 503, NULL, "event streams are not available");
+        int resuming = resume_point(rq, &after);
+        if (resuming < 0) {
+                json_t *errors = json_array();
+                problem_error_add(errors, "Last-Event-ID", "must be an event id (a decimal integer)");
+                return httpd_reply_problem(rq, 400, errors, "invalid Last-Event-ID");
+        }
+        if ((r = httpd_store(rq, &store)) < 0)
+                return httpd_reply_store_error(rq, r, "job");
+        struct stream *s = stream_new(rq, job_id, after);
+        if (!s)
+                return httpd_reply_problem(rq, 500, NULL, "out of memory");
+        r = out_printf(s, "retry: %d\n\n", SSE_RETRY_MS);
+        if (r >= 0 && job_id)
+                r = stream_open_job(s, resuming > 0);
+        else if (r >= 0 && !resuming)
+                s->last_id = events_last_id(rq->h->events);
+        if (r < 0) {
+                rq->store = s->store; /* back to the request, released with it */
+                free(s->out);
+                free(s);
+                return httpd_reply_store_error(rq, r, "job");
+        }
+        return stream_reply(rq, s);
+}
+
+enum MHD_Result sse_job(struct request *rq)
+{
+        const char *id = rq->params[0];
+        if (!id || !job_id_valid(id))
+                return httpd_reply_problem(rq, 404, NULL, "no such job");
+        return events_open(rq, id);
+}
+
+enum MHD_Result sse_all(struct request *rq) { return events_open(rq, NULL); }
+
+/* ---- lifecycle ------------------------------------------------------------------------------ */
+
+int sse_start(struct httpd *h)
+{
+        struct sse *x = calloc(1, sizeof(*x));
+        int r;
+
+        if (!x)
+                return -ENOMEM;
+        pthread_mutex_init(&x->lock, NULL);
+        pthread_cond_init(&x->tick, NULL);
+        h->sse = x;
+        if (!h->events)
+                return 0;
+        if ((r = events_watch(h->events, on_publish, x, &x->watch)) < 0)
+                return r;
+        if ((r = -pthread_create(&x->ticker, NULL, ticker_main, x)) < 0)
+                return r;
+        x->ticker_running = true;
+        return 0;
+}
+
+void sse_stop(struct httpd *h)
+{
+        struct sse *x = h->sse;
+
+        if (!x)
+                return;
+        pthread_mutex_lock(&x->lock);
+        x->stopping = true;
+        for (struct stream *s = x->streams; s; s = s->next)
+                if (s->suspended) {
+                        s->suspended = false;
+                        s->done = true;
+                        MHD_resume_connection(s->conn);
+                }
+        pthread_cond_broadcast(&x->tick);
+        pthread_mutex_unlock(&x->lock);
+        if (x->watch)
+                events_unwatch(h->events, x->watch);
+        x->watch = 0;
+        if (x->ticker_running)
+                pthread_join(x->ticker, NULL);
+        x->ticker_running = false;
+}
+
+void sse_free(struct httpd *h)
+{
+        struct sse *x = h->sse;
+
+        if (!x)
+                return;
+        sse_stop(h);
+        pthread_cond_destroy(&x->tick);
+        pthread_mutex_destroy(&x->lock);
+        free(x);
+        h->sse = NULL;
+}
