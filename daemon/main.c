@@ -100,7 +100,8 @@ static bool socket_is_local(int fd)
         return false;
 }
 
-static void reload(struct sched *sched, struct settings **live, const char *file, char **flags, int nflags)
+static void reload(struct sched *sched, struct httpd *httpd, struct settings **live, const char *file,
+                   char **flags, int nflags)
 {
         struct settings *n = calloc(1, sizeof(*n));
 
@@ -118,6 +119,7 @@ static void reload(struct sched *sched, struct settings **live, const char *file
         }
         log_set_level((enum log_level)n->cfg.log_level);
         sched_reconfigure(sched, &n->cfg, n->sources);
+        httpd_reconfigure(httpd, &n->cfg);
         n->next = *live;
         *live = n;
         log_info("config: reloaded (%zu source%s)", sources_count(n->sources),
@@ -170,7 +172,7 @@ static int serve(struct settings *live, const char *file, char **flags, int nfla
                         continue;
                 if (sig != SIGHUP)
                         break;
-                reload(sched, &live->next, file, flags, nflags);
+                reload(sched, httpd, &live->next, file, flags, nflags);
         }
         log_info("stopping (signal %d)", sig);
         notify_send("STOPPING=1");

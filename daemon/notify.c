@@ -39,8 +39,13 @@ int64_t notify_watchdog_ms(void)
 int notify_listen_fd(void)
 {
 #ifdef HAVE_SYSTEMD
-        if (sd_listen_fds(1) >= 1)
-                return SD_LISTEN_FDS_START;
-#endif
+        /* sd_listen_fds(1) unsets LISTEN_FDS, so a second call would find
+         * nothing: ask once, remember the answer. */
+        static int fd = -2;
+        if (fd == -2)
+                fd = sd_listen_fds(1) >= 1 ? SD_LISTEN_FDS_START : -1;
+        return fd;
+#else
         return -1;
+#endif
 }

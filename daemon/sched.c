@@ -1466,11 +1466,12 @@ static int submit(struct sched *s, enum cmd_type type, const char *arg)
                 pthread_mutex_unlock(&s->lock);
                 return -ESHUTDOWN;
         }
+        /* c lives on this stack until the scheduler marks it done below */
         if (s->cmds_tail)
-                s->cmds_tail->next = &c;
+                s->cmds_tail->next = &c; // cppcheck-suppress autoVariables
         else
-                s->cmds = &c;
-        s->cmds_tail = &c;
+                s->cmds = &c; // cppcheck-suppress autoVariables
+        s->cmds_tail = &c;    // cppcheck-suppress autoVariables
         engine_wakeup(s->engine);
         while (!c.done)
                 pthread_cond_wait(&s->cmd_done, &s->lock);

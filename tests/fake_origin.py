@@ -49,6 +49,10 @@ Parameters (combinable, on any path)
   disposition=D     Content-Disposition header
   redirect=URL      302 to URL (redirect_status=301|303|307|308 to vary)
   etag=E            ETag override (quoted as given)
+  last_modified=D   Last-Modified override (an HTTP date)
+
+FakeOrigin.set_override(path, **params) forces parameters on every later
+request for a path, so the content behind an unchanged URL can change.
 
 Faults are the status, retry_after, delay, drip, stall_after, truncate,
 reset and reset_after parameters; the others apply to every request.
@@ -292,6 +296,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.params = {k: v[-1] for k, v in
                        urllib.parse.parse_qs(url.query, keep_blank_values=True).items()}
         p = self.params
+        p.update(self.origin.overrides_for(self.route_path))
 
         if self.route_path == "/_stats":
             return self._answer_stats()
@@ -340,13 +345,14 @@ class _Handler(BaseHTTPRequestHandler):
         if type_ not in CONTENT_TYPES:
             return self.send_simple(400, "unknown type\n")
         etag = p.get("etag", etag_for(name, size, seed, type_))
+        last_modified = p.get("last_modified", LAST_MODIFIED)
         norange = p.get("norange") == "1"
         chunked = p.get("chunked") == "1"
 
         start, end, status = 0, size, 200
         rng = None if norange else _parse_range(self.headers.get("Range"), size)
         if_range = self.headers.get("If-Range")
-        if rng is not None and if_range is not None and if_range not in (etag, LAST_MODIFIED):
+        if rng is not None and if_range is not None and if_range not in (etag, last_modified):
             rng = None
         if rng == "unsatisfiable":
             return self.send_simple(416, "range not satisfiable\n",
@@ -360,7 +366,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self._common_headers(CONTENT_TYPES[type_], {
             "ETag": etag,
-            "Last-Modified": LAST_MODIFIED,
+            "Last-Modified": last_modified,
         })
         if not norange:
             self.send_header("Accept-Ranges", "bytes")
@@ -468,6 +474,7 @@ class FakeOrigin:
         # (prefix, fn(handler, path, params)) tried before /file/; the fake
         # search APIs register here (see ROUTES).
         self._routes = list(ROUTES)
+        self._overrides = {}
 
     # -- lifecycle --
 
@@ -518,6 +525,21 @@ class FakeOrigin:
         if q:
             path += ("&" if "?" in path else "?") + q
         return self.base_url + path
+
+    def set_override(self, path, **params):
+        """From now on, requests for path (decoded, no query) behave as if
+        they carried these query parameters, over the URL's own: e.g.
+        seed="1" changes a file's bytes and ETag behind an unchanged URL.
+        No params: back to the URL's own."""
+        with self._lock:
+            if params:
+                self._overrides[path] = {k: str(v) for k, v in params.items()}
+            else:
+                self._overrides.pop(path, None)
+
+    def overrides_for(self, path):
+        with self._lock:
+            return dict(self._overrides.get(path, {}))
 
     def add_route(self, prefix, fn):
         """fn(handler, path, params) answers requests whose path starts with

@@ -185,6 +185,12 @@ class Daemon:
                     continue
                 raise
 
+    def spawn(self):
+        """Start the process without waiting for it to answer (e.g. to
+        watch its sd_notify messages first); wait_ready() then waits."""
+        self._spawn()
+        return self
+
     def _spawn(self):
         if self.running:
             raise DaemonError("already running")
@@ -240,6 +246,9 @@ class Daemon:
                 self.proc.wait()
         self.returncode = self.proc.returncode
         self.proc = None
+        report = self.sanitizer_report()
+        if report:
+            raise AssertionError("hauld's sanitizers reported:\n%s" % report)
         if expect_code is not None:
             if killed:
                 raise AssertionError("hauld did not stop within %.0f s of SIGTERM\n%s"
@@ -248,6 +257,19 @@ class Daemon:
                 raise AssertionError("hauld exited with %s, expected %s\n%s"
                                      % (self.returncode, expect_code, self.log_tail()))
         return self.returncode
+
+    SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "WARNING: ThreadSanitizer",
+                       "runtime error:")
+
+    def sanitizer_report(self):
+        """The first sanitizer report in the log (ASan, LSan, TSan, UBSan),
+        or None: a sanitizer build fails any test whose daemon had one."""
+        text = self.log_text()
+        for mark in self.SANITIZER_MARKS:
+            at = text.find(mark)
+            if at >= 0:
+                return text[max(0, at - 200):at + 4000]
+        return None
 
     def kill9(self):
         if self.proc is None:
@@ -408,7 +430,7 @@ class Daemon:
                 raise AssertionError("GET %s answered %d" % (path, resp.status))
             ev = {}
             while True:
-                line = resp.fp.readline()
+                line = resp.readline()  # decodes a chunked body
                 if not line:
                     return
                 line = line.decode("utf-8").rstrip("\r\n")
