@@ -143,6 +143,7 @@ static int serve(struct settings *live, const char *file, char **flags, int nfla
         sigaddset(&sigs, SIGHUP);
         pthread_sigmask(SIG_BLOCK, &sigs, NULL);
         signal(SIGPIPE, SIG_IGN);
+        signal(SIGXFSZ, SIG_IGN); /* a file-size limit fails the write with EFBIG: that item ends "io" */
 
         if (events_new(&events) < 0)
                 return EXIT_FAILURE;

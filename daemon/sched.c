@@ -45,7 +45,7 @@
 #define POLL_MAX_MS       1000  /* longest engine_poll() when no timer is due sooner */
 #define STATUS_EVERY_MS   5000  /* how often STATUS= is refreshed for systemd */
 #define PROGRESS_EVERY_MS 250   /* at most 4 progress events a second per job */
-#define PRUNE_EVERY_MS    60000 /* how often terminal jobs past JOB_RETENTION are pruned */
+#define PRUNE_EVERY_MS    60000 /* prune at least this often (and twice per JOB_RETENTION) */
 
 const double sched_duration_bounds[SCHED_DURATION_BUCKETS - 1] = {0.05, 0.1, 0.25, 0.5, 1,  2.5,
                                                                   5,    10,  30,   60,  300};
@@ -1671,7 +1671,11 @@ static void prune(struct sched *s, int64_t now)
 {
         int64_t n = 0;
 
-        if (s->cfg->job_retention <= 0 || (s->last_prune_ms && now - s->last_prune_ms < PRUNE_EVERY_MS))
+        int64_t every = (int64_t)(s->cfg->job_retention * 1000 / 2);
+
+        if (every > PRUNE_EVERY_MS)
+                every = PRUNE_EVERY_MS;
+        if (s->cfg->job_retention <= 0 || (s->last_prune_ms && now - s->last_prune_ms < every))
                 return;
         s->last_prune_ms = now;
         int r = store_job_prune(s->store, clock_wall_ms() - (int64_t)(s->cfg->job_retention * 1000), &n);
