@@ -26,7 +26,6 @@
 #include <unistd.h>
 
 #include "common/clock.h"
-#include "common/fs.h"
 #include "common/str.h"
 #include "daemon/content.h"
 #include "daemon/engine.h"
@@ -36,6 +35,8 @@
 #define MAX_REDIRECTS   5
 #define MEMORY_BODY_MAX (8 * 1024 * 1024) /* a listing page larger than this is refused */
 #define VALIDATOR_MAX   512               /* longest ETag or Last-Modified kept for resuming */
+#define RECV_BUFFER     (128 * 1024)      /* libcurl's receive buffer: 16 KiB meant 8x the syscalls */
+#define SPARE_HANDLES   64                /* easy handles kept for reuse */
 
 struct engine {
         CURLM *multi;
@@ -44,7 +45,9 @@ struct engine {
         struct sniffer *sniffer;
         engine_done_fn done;
         void *ctx;
-        int running; /* transfers added and not finished */
+        int running;                /* transfers added and not finished */
+        CURL *spare[SPARE_HANDLES]; /* reset handles, reused instead of re-created */
+        int nspare;
 };
 
 struct xfer {
@@ -92,8 +95,14 @@ static void xfer_free(struct xfer *x)
         if (!x)
                 return;
         if (x->easy) {
-                curl_multi_remove_handle(x->e->multi, x->easy);
-                curl_easy_cleanup(x->easy);
+                struct engine *e = x->e;
+                curl_multi_remove_handle(e->multi, x->easy);
+                if (e->nspare < SPARE_HANDLES) {
+                        curl_easy_reset(x->easy);
+                        e->spare[e->nspare++] = x->easy;
+                } else {
+                        curl_easy_cleanup(x->easy);
+                }
         }
         if (x->part_fd >= 0) {
                 if (x->keep_part)
@@ -484,8 +493,9 @@ static curl_socket_t on_opensocket(void *ud, curlsocktype purpose, struct curl_s
 
 static int setup_easy(struct xfer *x)
 {
-        CURL *c = curl_easy_init();
-        const struct engine_opts *o = &x->e->opts;
+        struct engine *e = x->e;
+        CURL *c = e->nspare > 0 ? e->spare[--e->nspare] : curl_easy_init();
+        const struct engine_opts *o = &e->opts;
 
         if (!c)
                 return -ENOMEM;
@@ -510,6 +520,7 @@ static int setup_easy(struct xfer *x)
         curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)o->request_timeout_ms);
         curl_easy_setopt(c, CURLOPT_USERAGENT, PACKAGE_NAME "/" PACKAGE_VERSION);
         curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o->max_file_size);
+        curl_easy_setopt(c, CURLOPT_BUFFERSIZE, (long)RECV_BUFFER);
         if (x->resume_from > 0) {
                 char ifrange[VALIDATOR_MAX + 16];
                 snprintf(ifrange, sizeof(ifrange), "If-Range: %s", x->validator);
@@ -638,7 +649,7 @@ static enum retry_class classify_curl(struct xfer *x, CURLcode cc)
         }
 }
 
-/* The body ended well: sniff what is still held back, fsync, hash. */
+/* The body ended well: sniff what is still held back, hash, name it. */
 static enum retry_class finish_body(struct xfer *x, struct xfer_result *res)
 {
         unsigned char md[32];
@@ -646,11 +657,7 @@ static enum retry_class finish_body(struct xfer *x, struct xfer_result *res)
 
         if (!x->sniffed && sniff_and_open(x) < 0)
                 return x->abort_rc;
-        if (fsync(x->part_fd) < 0) {
-                snprintf(res->message, sizeof(res->message), "fsync %s: %s", x->part, strerror(errno));
-                return RC_IO;
-        }
-        close(x->part_fd);
+        res->part_fd = x->part_fd; /* the committer flushes and closes it */
         x->part_fd = -1;
         unlinkat(x->dir_fd, x->meta, 0);
         EVP_DigestFinal_ex(x->sha, md, &mdlen);
@@ -679,7 +686,7 @@ static enum retry_class finish_body(struct xfer *x, struct xfer_result *res)
 
 static void finish(struct engine *e, struct xfer *x, CURLcode cc)
 {
-        struct xfer_result res = {.retry_after_ms = x->retry_after_ms};
+        struct xfer_result res = {.retry_after_ms = x->retry_after_ms, .part_fd = -1};
         int64_t now = clock_mono_ms();
 
         res.http_status = (int)http_status(x);
@@ -784,35 +791,11 @@ void engine_free(struct engine *e)
 {
         if (!e)
                 return;
+        while (e->nspare > 0)
+                curl_easy_cleanup(e->spare[--e->nspare]);
         if (e->multi)
                 curl_multi_cleanup(e->multi);
         sniffer_free(e->sniffer);
         free(e->accept);
         free(e);
-}
-
-int engine_commit(int dir_fd, const char *part, const char *name, char **ret_name)
-{
-        char *try = strdup(name);
-
-        for (unsigned n = 1; try; n++) {
-                if (renameat2(dir_fd, part, dir_fd, try, RENAME_NOREPLACE) == 0) {
-                        int r = fs_fsync_dir(dir_fd);
-                        if (r < 0) {
-                                free(try);
-                                return r;
-                        }
-                        *ret_name = try;
-                        return 0;
-                }
-                if (errno != EEXIST || n > 10000) {
-                        int r = -errno;
-                        free(try);
-                        return r;
-                }
-                free(try);
-                if (naming_variant(name, n, &try) < 0)
-                        try = NULL;
-        }
-        return -ENOMEM;
 }

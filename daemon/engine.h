@@ -5,8 +5,8 @@
  * Each body is checked while it streams: the first bytes must sniff as an
  * accepted type, its size stays under max_file_size, it is written to a
  * ".N.part" file beside its final place with its SHA-256 computed on the
- * way, and fsynced before the transfer is reported done. engine_commit()
- * then renames it into place (and fsyncs the directory).
+ * way; the scheduler hands a finished part to the committer (commit.h),
+ * which flushes and renames it into place.
  *
  * A part file left by an attempt cut short (a retryable fault, a stop, a
  * crash) is resumed by the next attempt with Range and If-Range when the
@@ -56,6 +56,7 @@ struct xfer_result {
         char sha256[65];        /* of the body, when rc == RC_OK */
         char name[256];         /* proposed final name, when rc == RC_OK */
         char part[64];          /* part file in dir_fd, when rc == RC_OK */
+        int part_fd;            /* its open fd, when rc == RC_OK: the receiver owns it */
         char message[256];      /* human-readable reason when rc != RC_OK */
         const char *body;       /* to_memory: the body (NUL-terminated), valid in the callback */
         size_t body_len;
@@ -84,10 +85,6 @@ int engine_perform(struct engine *e);
 void engine_wakeup(struct engine *e);
 int engine_running(const struct engine *e);
 
-/* Move a finished transfer's part file into place under a unique name
- * derived from name (name, name-1.ext, ...), then fsync the directory.
- * *ret_name (malloc'd) is the name used. */
-int engine_commit(int dir_fd, const char *part, const char *name, char **ret_name);
 /* Is addr (a struct sockaddr) loopback, private, link-local, CGNAT,
  * multicast or reserved? */
 bool engine_address_blocked(const void *sockaddr, unsigned addrlen);

@@ -32,6 +32,7 @@
 #include "common/log.h"
 #include "common/str.h"
 #include "daemon/breaker.h"
+#include "daemon/commit.h"
 #include "daemon/config.h"
 #include "daemon/engine.h"
 #include "daemon/events.h"
@@ -44,6 +45,7 @@
 
 #define POLL_MAX_MS       1000  /* longest engine_poll() when no timer is due sooner */
 #define STATUS_EVERY_MS   5000  /* how often STATUS= is refreshed for systemd */
+#define FLUSH_EVERY_MS    50    /* item changes are committed at least this often */
 #define PROGRESS_EVERY_MS 250   /* at most 4 progress events a second per job */
 #define PRUNE_EVERY_MS    60000 /* prune at least this often (and twice per JOB_RETENTION) */
 
@@ -92,6 +94,14 @@ struct unit {
         size_t qcap;            /* queue capacity */
 };
 
+/* A download whose body is complete and now with the committer: its item
+ * stays running, and counts against max and its unit, until it is done. */
+struct pending_commit {
+        int item;
+        int attempt;
+        int64_t bytes;
+};
+
 struct slot {
         struct unit *u;
         int item; /* -1: a listing page */
@@ -120,7 +130,9 @@ struct rjob {
         size_t cap; /* allocated items */
         struct sched *sched;
         bool progress_changed;
-        int64_t last_progress_ms; /* monotonic, last progress event */
+        int64_t last_progress_ms;       /* monotonic, last progress event */
+        struct pending_commit *commits; /* downloads with the committer */
+        size_t ncommits, ccommits;
         struct rjob *next;
 };
 
@@ -143,8 +155,11 @@ struct sched {
         int64_t duration_count[SCHED_DURATION_BUCKETS];
         double duration_sum_s;
         int64_t last_prune_ms;
+        int64_t last_flush_ms; /* monotonic */
+        bool flush_now;        /* a job changed state: commit without waiting */
         struct store *store;
         struct engine *engine;
+        struct committer *committer;
         struct retry_policy policy;
         int dl_fd; /* DOWNLOAD_DIR */
         pthread_t thread;
@@ -216,6 +231,8 @@ static void emit(struct sched *s, enum event_type type, const char *job_id, int 
                 s->cpending = c;
         }
         struct event *e = &s->pending[s->npending++];
+        if (type == EVENT_JOB)
+                s->flush_now = true;
         memset(e, 0, sizeof(*e));
         e->type = type;
         e->item = item;
@@ -465,6 +482,7 @@ static void rjob_free(struct rjob *rj)
         free(rj->dirty_list);
         free(rj->sha_map);
         free(rj->url_map);
+        free(rj->commits);
         free(rj);
 }
 
@@ -604,7 +622,30 @@ static void flush_list(struct sched *s, struct rjob *list)
                 log_error("sched: writing the job table failed: %s", strerror(-r));
 }
 
-static void flush(struct sched *s) { flush_list(s, s->jobs); }
+static void flush(struct sched *s)
+{
+        flush_list(s, s->jobs);
+        s->flush_now = false;
+}
+
+/* Item changes are committed in batches at most FLUSH_EVERY_MS apart; a
+ * job's own state change (start, end, command) at once. Events follow the
+ * commit. Returns ms until the next flush is due. */
+static int64_t flush_paced(struct sched *s, int64_t now)
+{
+        bool dirty = false;
+
+        for (struct rjob *rj = s->jobs; rj && !dirty; rj = rj->next)
+                dirty = rj->job_dirty;
+        if (dirty && !s->flush_now && now - s->last_flush_ms < FLUSH_EVERY_MS)
+                return FLUSH_EVERY_MS - (now - s->last_flush_ms);
+        if (dirty) {
+                flush(s);
+                s->last_flush_ms = now;
+        }
+        publish(s);
+        return POLL_MAX_MS;
+}
 
 /* ---- running units ------------------------------------------------------------- */
 
@@ -670,6 +711,15 @@ static void unit_close(struct sched *s, struct unit *u, enum source_state st, co
                 item_skip(rj, u->queue[i], code, msg);
         for (size_t i = 0; i < u->nwaits; i++)
                 item_skip(rj, u->waits[i].item, code, msg);
+        for (size_t i = 0; i < rj->ncommits;) {
+                /* the committer finishes the file; the item no longer waits for it */
+                if (rj->item_unit[rj->commits[i].item] == (int)u->index) {
+                        item_skip(rj, rj->commits[i].item, code, msg);
+                        rj->commits[i] = rj->commits[--rj->ncommits];
+                        continue;
+                }
+                i++;
+        }
         u->qhead = u->qtail = u->nwaits = 0;
         u->listing = false;
         if (u->phase == UNIT_RUNNING)
@@ -691,9 +741,18 @@ static void unit_close(struct sched *s, struct unit *u, enum source_state st, co
                  (long long)js->bytes, (long long)js->attempts, (long long)js->retries);
 }
 
+static bool unit_committing(const struct unit *u)
+{
+        const struct rjob *rj = u->rj;
+        for (size_t i = 0; i < rj->ncommits; i++)
+                if (rj->item_unit[rj->commits[i].item] == (int)u->index)
+                        return true;
+        return false;
+}
+
 static void unit_maybe_done(struct sched *s, struct unit *u)
 {
-        if (u->phase != UNIT_RUNNING || u->running > 0)
+        if (u->phase != UNIT_RUNNING || u->running > 0 || unit_committing(u))
                 return;
         /* a failing listing runs its retries out even when max is reached,
          * so that the source's entry tells whether it works */
@@ -1012,7 +1071,8 @@ static void unit_fill(struct sched *s, struct unit *u, int64_t now)
             (!job_max_reached(rj) || u->list_failing))
                 list_start(s, u, now);
         while (u->qhead < u->qtail && engine_running(s->engine) < s->cfg->max_concurrent_downloads &&
-               u->src->active < per_src && rj->job->progress.succeeded + rj->inflight < rj->job->max) {
+               u->src->active < per_src &&
+               rj->job->progress.succeeded + rj->inflight + (int64_t)rj->ncommits < rj->job->max) {
                 if (u->src->query && !src_take(s, u->src, now))
                         break;
                 int idx = u->queue[u->qhead++];
@@ -1051,41 +1111,112 @@ static void duration_record(struct sched *s, int64_t ms)
         s->duration_sum_s += secs;
 }
 
-static void item_succeeded(struct sched *s, struct unit *u, int idx, const struct xfer_result *res)
+static void item_succeeded(struct rjob *rj, struct unit *u, int idx, const char *path, int64_t bytes)
+{
+        struct item *it = &rj->items[idx];
+
+        free(it->path);
+        it->path = str_dup(path);
+        job_error_clear(&it->error);
+        js_of(u)->bytes += bytes;
+        rj->job->progress.bytes += bytes;
+        u->src->successes++;
+        u->src->bytes += bytes;
+        item_set(rj, idx, ITEM_SUCCEEDED);
+        log_debug("job %s: OK %s -> %s (%lld bytes)", rj->job->id, it->url, path ? path : "?",
+                  (long long)bytes);
+}
+
+/* The body is complete: identical content is stored once; anything else
+ * goes to the committer, and the item succeeds when it is on disk. */
+static void item_commit(struct sched *s, struct unit *u, int idx, const struct xfer_result *res)
 {
         struct rjob *rj = u->rj;
         struct item *it = &rj->items[idx];
-        char *name = NULL;
         int same = sha_find(rj, res->sha256, idx, false);
+        struct commit_req *req = NULL;
 
         free(it->sha256);
         it->sha256 = strdup(res->sha256);
-        if (same >= 0) {
+        if (same >= 0 && rj->items[same].path) {
+                close(res->part_fd);
                 unlinkat(u->dir_fd, res->part, 0);
-                free(it->path);
-                it->path = str_dup(rj->items[same].path);
-        } else {
-                int r = engine_commit(u->dir_fd, res->part, res->name, &name);
-                if (r < 0) {
-                        unlinkat(u->dir_fd, res->part, 0);
-                        job_error_set(&it->error, "io", "renaming into place: %s", strerror(-r));
-                        item_set(rj, idx, ITEM_FAILED);
-                        return;
-                }
-                free(it->path);
-                if (asprintf(&it->path, "%s/%s/%s", rj->job->id, u->src->name, name) < 0)
-                        it->path = NULL;
-                free(name);
-                sha_find(rj, res->sha256, idx, true);
+                item_succeeded(rj, u, idx, rj->items[same].path, res->bytes);
+                return;
         }
-        job_error_clear(&it->error);
-        js_of(u)->bytes += res->bytes;
-        rj->job->progress.bytes += res->bytes;
-        u->src->successes++;
-        u->src->bytes += res->bytes;
-        item_set(rj, idx, ITEM_SUCCEEDED);
-        log_debug("job %s: OK %s -> %s (%lld bytes, %s)", rj->job->id, it->url, it->path ? it->path : "?",
-                  (long long)res->bytes, res->content_type);
+        if (rj->ncommits == rj->ccommits) {
+                size_t c = rj->ccommits ? 2 * rj->ccommits : 16;
+                struct pending_commit *pc = realloc(rj->commits, c * sizeof(*pc));
+                if (!pc)
+                        goto fail;
+                rj->commits = pc;
+                rj->ccommits = c;
+        }
+        req = calloc(1, sizeof(*req));
+        if (!req)
+                goto fail;
+        req->dir_fd = fcntl(u->dir_fd, F_DUPFD_CLOEXEC, 0);
+        if (req->dir_fd < 0)
+                goto fail;
+        snprintf(req->job_id, sizeof(req->job_id), "%s", rj->job->id);
+        req->item = idx;
+        req->attempt = it->attempts;
+        req->part_fd = res->part_fd;
+        req->size = res->bytes;
+        snprintf(req->part, sizeof(req->part), "%s", res->part);
+        snprintf(req->name, sizeof(req->name), "%s", res->name);
+        snprintf(req->sha256, sizeof(req->sha256), "%s", res->sha256);
+        rj->commits[rj->ncommits++] = (struct pending_commit){idx, it->attempts, res->bytes};
+        committer_submit(s->committer, req);
+        return;
+fail:
+        free(req);
+        close(res->part_fd);
+        unlinkat(u->dir_fd, res->part, 0);
+        job_error_set(&it->error, "io", "out of memory or file descriptors");
+        item_set(rj, idx, ITEM_FAILED);
+}
+
+/* The committer's answers: the items waiting for them succeed (or fail
+ * "io"). An answer for an item that no longer waits (its job or source
+ * was stopped meanwhile) leaves the file where it is. */
+static void apply_commits(struct sched *s)
+{
+        struct commit_req *done = committer_take_done(s->committer);
+
+        for (struct commit_req *r = done; r; r = r->next) {
+                struct rjob *rj = s->jobs;
+                while (rj && strcmp(rj->job->id, r->job_id) != 0)
+                        rj = rj->next;
+                size_t i = 0;
+                while (rj && i < rj->ncommits &&
+                       (rj->commits[i].item != r->item || rj->commits[i].attempt != r->attempt))
+                        i++;
+                if (!rj || i == rj->ncommits)
+                        continue;
+                struct pending_commit pc = rj->commits[i];
+                rj->commits[i] = rj->commits[--rj->ncommits];
+                struct unit *u = unit_of(rj, pc.item);
+                struct item *it = &rj->items[pc.item];
+                if (r->error < 0) {
+                        job_error_set(&it->error, "io", "writing the file into place: %s",
+                                      strerror(-r->error));
+                        free(it->sha256);
+                        it->sha256 = NULL;
+                        item_set(rj, pc.item, ITEM_FAILED);
+                        log_error("job %s: %s: writing the file into place: %s", rj->job->id, it->url,
+                                  strerror(-r->error));
+                } else {
+                        char *path = NULL;
+                        if (asprintf(&path, "%s/%s/%s", rj->job->id, u->src->name, r->final_name) < 0)
+                                path = NULL;
+                        item_succeeded(rj, u, pc.item, path, pc.bytes);
+                        sha_find(rj, it->sha256, pc.item, true);
+                        free(path);
+                }
+                unit_fill(s, u, clock_mono_ms());
+        }
+        commit_req_free(done);
 }
 
 static void item_failed(struct sched *s, struct unit *u, int idx, const struct xfer_result *res, int64_t now)
@@ -1146,7 +1277,7 @@ static void on_done(void *userdata, const struct xfer_result *res, void *ctx)
         if (breaker_record(u->src->breaker, ok, ok || retry_class_counts_for_breaker(res->rc), now))
                 log_circuit(s, u->src, now, ok ? "probe succeeded" : retry_class_code(res->rc));
         if (ok)
-                item_succeeded(s, u, idx, res);
+                item_commit(s, u, idx, res);
         else
                 item_failed(s, u, idx, res, now);
         unit_fill(s, u, now);
@@ -1689,6 +1820,8 @@ static void prune(struct sched *s, int64_t now)
 /* Put every unfinished item back to pending and its job to queued. */
 static void park_jobs(struct sched *s)
 {
+        committer_wait_idle(s->committer);
+        apply_commits(s);
         for (struct rjob *rj = s->jobs; rj; rj = rj->next) {
                 while (rj->slots) {
                         int item = rj->slots->item;
@@ -1730,6 +1863,7 @@ static void *loop(void *arg)
                 if (s->stopping)
                         break;
                 engine_perform(s->engine);
+                apply_commits(s);
                 run_cmds(s);
                 int64_t now = clock_mono_ms();
                 claim_jobs(s, now);
@@ -1739,8 +1873,9 @@ static void *loop(void *arg)
                 int64_t next_progress = progress_events(s, now);
                 if (next_progress < timeout)
                         timeout = next_progress;
-                flush(s);
-                publish(s);
+                int64_t next_flush = flush_paced(s, now);
+                if (next_flush < timeout)
+                        timeout = next_flush;
                 prune(s, now);
                 report_status(s, now);
                 if (s->watchdog_ms > 0 && timeout > s->watchdog_ms / 2)
@@ -1777,6 +1912,12 @@ static void policy_from(const struct config *cfg, struct retry_policy *p)
         };
 }
 
+static void wake_engine(void *ud)
+{
+        struct sched *s = ud;
+        engine_wakeup(s->engine);
+}
+
 void sched_reconfigure(struct sched *s, const struct config *cfg, const struct source_set *sources)
 {
         struct engine_opts o;
@@ -1799,6 +1940,7 @@ static void sched_free(struct sched *s)
 {
         if (!s)
                 return;
+        committer_free(s->committer);
         engine_free(s->engine);
         store_close(s->store);
         if (s->dl_fd >= 0)
@@ -1858,6 +2000,11 @@ int sched_start(const struct config *cfg, const struct source_set *sources, stru
         r = engine_new(&o, on_done, s, &s->engine);
         if (r < 0) {
                 log_error("sched: cannot start the transfer engine: %s", strerror(-r));
+                goto fail;
+        }
+        r = committer_new(wake_engine, s, &s->committer);
+        if (r < 0) {
+                log_error("sched: cannot start the committer: %s", strerror(-r));
                 goto fail;
         }
         r = -pthread_create(&s->thread, NULL, loop, s);
