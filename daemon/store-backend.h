@@ -6,6 +6,8 @@
  * Every operation has store.h's contract: 0 or -errno, ret_* written only
  * on success. A backend does not log. */
 #pragma once
+#include <stdbool.h>
+
 #include "daemon/store.h"
 
 struct store_backend {
@@ -38,6 +40,7 @@ struct store_backend {
         int (*item_append)(void *be, const char *job_id, const struct item *items, size_t n);
 
         int (*recover)(void *be, int64_t *ret_jobs);
+        int (*set_sync)(void *be, bool each_commit);
 };
 
 struct store {

@@ -171,3 +171,4 @@ int store_item_append(struct store *s, const char *job_id, const struct item *it
 }
 
 int store_recover(struct store *s, int64_t *ret_jobs) { return s->backend->recover(s->be, ret_jobs); }
+int store_set_sync(struct store *s, bool each_commit) { return s->backend->set_sync(s->be, each_commit); }

@@ -10,6 +10,7 @@
  * uniqueness conflict (idempotency key), -EBUSY locked too long,
  * -EIO other database errors. ret_* are written only on success. */
 #pragma once
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -67,6 +68,13 @@ int store_item_load(struct store *s, const char *job_id, struct item **ret, size
 int store_item_update(struct store *s, const char *job_id, const struct item *it);
 /* Append items to an existing job (query listings add candidates). */
 int store_item_append(struct store *s, const char *job_id, const struct item *items, size_t n);
+
+/* Whether each commit waits for the disk (the default). The scheduler
+ * turns it off for its own connection: what it writes follows files that
+ * are already on disk, and after a power loss it redoes a little work
+ * (finding the files in place) rather than losing any. A crash of the
+ * process alone never loses a commit either way. */
+int store_set_sync(struct store *s, bool each_commit);
 
 /* At start: running jobs go back to queued, running items to pending
  * (their attempts kept). ret_jobs how many jobs were requeued. */

@@ -1309,6 +1309,14 @@ fail:
         return r;
 }
 
+/* WAL with synchronous=NORMAL: a commit survives a crash of the process,
+ * and reaches the disk at the next checkpoint. */
+static int sq_set_sync(void *p, bool each_commit)
+{
+        struct sq *be = p;
+        return sq_exec(be, each_commit ? "PRAGMA synchronous = FULL;" : "PRAGMA synchronous = NORMAL;");
+}
+
 const struct store_backend store_backend_sqlite = {
         .name = "sqlite",
         .prefix = "sqlite:",
@@ -1331,4 +1339,5 @@ const struct store_backend store_backend_sqlite = {
         .item_update = sq_item_update,
         .item_append = sq_item_append,
         .recover = sq_recover,
+        .set_sync = sq_set_sync,
 };
