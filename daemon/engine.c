@@ -23,6 +23,7 @@
 #include <dirent.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -33,10 +34,12 @@
 
 #define ERROR_BODY_MAX  (64 * 1024) /* error bodies read (and dropped) to keep the connection */
 #define MAX_REDIRECTS   5
-#define MEMORY_BODY_MAX (8 * 1024 * 1024) /* a listing page larger than this is refused */
-#define VALIDATOR_MAX   512               /* longest ETag or Last-Modified kept for resuming */
-#define RECV_BUFFER     (128 * 1024)      /* libcurl's receive buffer: 16 KiB meant 8x the syscalls */
-#define SPARE_HANDLES   64                /* easy handles kept for reuse */
+#define MEMORY_BODY_MAX (8 * 1024 * 1024)      /* a listing page larger than this is refused */
+#define VALIDATOR_MAX   512                    /* longest ETag or Last-Modified kept for resuming */
+#define XATTR_VALIDATOR "user.hauld.validator" /* on a part file: its ETag or Last-Modified */
+#define WRITEBACK_EVERY (4 * 1024 * 1024)      /* start write-back of a part after this many bytes */
+#define RECV_BUFFER     (128 * 1024)           /* libcurl's receive buffer: 16 KiB meant 8x the syscalls */
+#define SPARE_HANDLES   64                     /* easy handles kept for reuse */
 
 struct engine {
         CURLM *multi;
@@ -57,8 +60,8 @@ struct xfer {
         int dir_fd;
         int part_fd;              /* -1 until the body is accepted */
         char part[64];            /* ".N.part": the body so far */
-        char meta[64];            /* ".N.meta": the validator the part was fetched under */
         bool keep_part;           /* leave the part for a later attempt to resume */
+        int64_t unflushed;        /* bytes written since write-back was last started */
         int64_t resume_from;      /* bytes already in the part, asked for with Range; 0: none */
         char *validator;          /* sent as If-Range when resuming */
         char etag[VALIDATOR_MAX]; /* of the current answer */
@@ -108,10 +111,8 @@ static void xfer_free(struct xfer *x)
                 if (x->keep_part)
                         fdatasync(x->part_fd);
                 close(x->part_fd);
-                if (!x->keep_part) {
+                if (!x->keep_part)
                         unlinkat(x->dir_fd, x->part, 0);
-                        unlinkat(x->dir_fd, x->meta, 0);
-                }
         }
         free(x->validator);
         EVP_MD_CTX_free(x->sha);
@@ -143,21 +144,16 @@ static long http_status(struct xfer *x)
 }
 
 /* Remember under which validator the part is fetched, so that a later
- * attempt (or the next start after a crash) can resume it with If-Range. */
-static void write_meta(struct xfer *x)
+ * attempt (or the next start after a crash) can resume it with If-Range.
+ * An extended attribute of the part itself: a file beside it cost a create
+ * and an unlink per download. Where the file system has no user
+ * attributes, parts are simply not resumed. */
+static void write_validator(struct xfer *x)
 {
         const char *v = x->etag[0] ? x->etag : x->last_modified;
-        int fd;
 
-        unlinkat(x->dir_fd, x->meta, 0);
-        if (!v[0])
-                return;
-        fd = openat(x->dir_fd, x->meta, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
-        if (fd < 0)
-                return;
-        if (write(fd, v, strlen(v)) < 0)
-                unlinkat(x->dir_fd, x->meta, 0);
-        close(fd);
+        if (v[0])
+                fsetxattr(x->part_fd, XATTR_VALIDATOR, v, strlen(v), 0);
 }
 
 /* The body was accepted: open the part file and write what we held back. */
@@ -167,7 +163,7 @@ static int open_part(struct xfer *x)
                 x->part_fd = openat(x->dir_fd, x->part, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                                     0640);
                 if (x->part_fd >= 0) {
-                        write_meta(x);
+                        write_validator(x);
                         return 0;
                 }
                 if (errno != EEXIST)
@@ -180,7 +176,6 @@ static int open_part(struct xfer *x)
 static void drop_part(struct xfer *x)
 {
         unlinkat(x->dir_fd, x->part, 0);
-        unlinkat(x->dir_fd, x->meta, 0);
         x->resume_from = 0;
 }
 
@@ -188,17 +183,19 @@ static void drop_part(struct xfer *x)
 static void prepare_resume(struct xfer *x)
 {
         char v[VALIDATOR_MAX];
-        struct stat st;
+        struct stat st = {0};
         ssize_t n = -1;
 
-        if (fstatat(x->dir_fd, x->part, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        int fd = openat(x->dir_fd, x->part, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0) {
+                if (errno != ENOENT)
+                        drop_part(x);
                 return;
-        int fd = openat(x->dir_fd, x->meta, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd >= 0) {
-                n = read(fd, v, sizeof(v) - 1);
-                close(fd);
         }
-        if (!S_ISREG(st.st_mode) || st.st_size <= 0 || st.st_size > x->e->opts.max_file_size || n <= 0) {
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+                n = fgetxattr(fd, XATTR_VALIDATOR, v, sizeof(v) - 1);
+        close(fd);
+        if (st.st_size <= 0 || st.st_size > x->e->opts.max_file_size || n <= 0) {
                 drop_part(x);
                 return;
         }
@@ -252,6 +249,13 @@ static int body_store(struct xfer *x, const void *buf, size_t len)
         if (r < 0)
                 return xfer_abort_with(x, RC_IO, "writing %s: %s", x->part, strerror(-r)), -1;
         EVP_DigestUpdate(x->sha, buf, len);
+        x->unflushed += (int64_t)len;
+        if (x->unflushed >= WRITEBACK_EVERY) {
+                /* start write-back now, without waiting: the commit's flush
+                 * then finds most of a large file already on disk */
+                sync_file_range(x->part_fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+                x->unflushed = 0;
+        }
         return 0;
 }
 
@@ -552,7 +556,6 @@ int engine_start(struct engine *e, const struct xfer_request *req, struct xfer *
         x->retry_after_ms = -1;
         x->abort_rc = RC_OK;
         snprintf(x->part, sizeof(x->part), ".%d.part", req->part_id);
-        snprintf(x->meta, sizeof(x->meta), ".%d.meta", req->part_id);
         x->range_start = -1;
         x->url = strdup(req->url);
         x->name_hint = str_dup(req->name_hint);
@@ -617,8 +620,7 @@ void engine_clean_parts(int dir_fd)
         while ((de = readdir(d))) {
                 unsigned n;
                 char kind[8];
-                if (sscanf(de->d_name, ".%u.%7s", &n, kind) == 2 &&
-                    (strcmp(kind, "part") == 0 || strcmp(kind, "meta") == 0))
+                if (sscanf(de->d_name, ".%u.%7s", &n, kind) == 2 && strcmp(kind, "part") == 0)
                         unlinkat(dir_fd, de->d_name, 0);
         }
         closedir(d);
@@ -659,7 +661,7 @@ static enum retry_class finish_body(struct xfer *x, struct xfer_result *res)
                 return x->abort_rc;
         res->part_fd = x->part_fd; /* the committer flushes and closes it */
         x->part_fd = -1;
-        unlinkat(x->dir_fd, x->meta, 0);
+        fremovexattr(res->part_fd, XATTR_VALIDATOR);
         EVP_DigestFinal_ex(x->sha, md, &mdlen);
         str_hex(md, mdlen, res->sha256);
         snprintf(res->part, sizeof(res->part), "%s", x->part);

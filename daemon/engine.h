@@ -10,8 +10,8 @@
  *
  * A part file left by an attempt cut short (a retryable fault, a stop, a
  * crash) is resumed by the next attempt with Range and If-Range when the
- * origin gave a strong ETag or a Last-Modified (kept beside it in
- * ".N.meta"); an answer that is not the expected 206 starts it over, so
+ * origin gave a strong ETag or a Last-Modified (kept in the part's
+ * user.hauld.validator attribute); an answer that is not the expected 206 starts it over, so
  * an error body or another version is never appended.
  *
  * int returns: 0 ok, -errno on failure. */

@@ -100,6 +100,8 @@ struct pending_commit {
         int item;
         int attempt;
         int64_t bytes;
+        int leader; /* -1: its own file; else the item whose identical file it waits for */
+        int leader_attempt;
 };
 
 struct slot {
@@ -1127,8 +1129,32 @@ static void item_succeeded(struct rjob *rj, struct unit *u, int idx, const char 
                   (long long)bytes);
 }
 
-/* The body is complete: identical content is stored once; anything else
- * goes to the committer, and the item succeeds when it is on disk. */
+static int commit_find(const struct rjob *rj, int item)
+{
+        for (size_t i = 0; i < rj->ncommits; i++)
+                if (rj->commits[i].item == item && rj->commits[i].leader < 0)
+                        return (int)i;
+        return -1;
+}
+
+static int commit_push(struct rjob *rj, struct pending_commit pc)
+{
+        if (rj->ncommits == rj->ccommits) {
+                size_t c = rj->ccommits ? 2 * rj->ccommits : 16;
+                struct pending_commit *v = realloc(rj->commits, c * sizeof(*v));
+                if (!v)
+                        return -ENOMEM;
+                rj->commits = v;
+                rj->ccommits = c;
+        }
+        rj->commits[rj->ncommits++] = pc;
+        return 0;
+}
+
+/* The body is complete. Identical content is stored once: a body equal to
+ * one already on disk takes its path, one equal to a body still with the
+ * committer waits for it. Anything else goes to the committer, and the
+ * item succeeds when its file is on disk. */
 static void item_commit(struct sched *s, struct unit *u, int idx, const struct xfer_result *res)
 {
         struct rjob *rj = u->rj;
@@ -1138,26 +1164,26 @@ static void item_commit(struct sched *s, struct unit *u, int idx, const struct x
 
         free(it->sha256);
         it->sha256 = strdup(res->sha256);
-        if (same >= 0 && rj->items[same].path) {
+        if (same >= 0 && (rj->items[same].path || commit_find(rj, same) >= 0)) {
                 close(res->part_fd);
                 unlinkat(u->dir_fd, res->part, 0);
-                item_succeeded(rj, u, idx, rj->items[same].path, res->bytes);
+                if (rj->items[same].path) {
+                        item_succeeded(rj, u, idx, rj->items[same].path, res->bytes);
+                        return;
+                }
+                struct pending_commit pc = {idx, it->attempts, res->bytes, same, rj->items[same].attempts};
+                if (commit_push(rj, pc) < 0)
+                        goto fail_nofile;
                 return;
         }
-        if (rj->ncommits == rj->ccommits) {
-                size_t c = rj->ccommits ? 2 * rj->ccommits : 16;
-                struct pending_commit *pc = realloc(rj->commits, c * sizeof(*pc));
-                if (!pc)
-                        goto fail;
-                rj->commits = pc;
-                rj->ccommits = c;
-        }
         req = calloc(1, sizeof(*req));
-        if (!req)
+        if (!req || commit_push(rj, (struct pending_commit){idx, it->attempts, res->bytes, -1, 0}) < 0)
                 goto fail;
         req->dir_fd = fcntl(u->dir_fd, F_DUPFD_CLOEXEC, 0);
-        if (req->dir_fd < 0)
+        if (req->dir_fd < 0) {
+                rj->ncommits--;
                 goto fail;
+        }
         snprintf(req->job_id, sizeof(req->job_id), "%s", rj->job->id);
         req->item = idx;
         req->attempt = it->attempts;
@@ -1166,20 +1192,43 @@ static void item_commit(struct sched *s, struct unit *u, int idx, const struct x
         snprintf(req->part, sizeof(req->part), "%s", res->part);
         snprintf(req->name, sizeof(req->name), "%s", res->name);
         snprintf(req->sha256, sizeof(req->sha256), "%s", res->sha256);
-        rj->commits[rj->ncommits++] = (struct pending_commit){idx, it->attempts, res->bytes};
+        if (it->sha256)
+                sha_find(rj, it->sha256, idx, true);
         committer_submit(s->committer, req);
         return;
 fail:
         free(req);
         close(res->part_fd);
         unlinkat(u->dir_fd, res->part, 0);
+fail_nofile:
         job_error_set(&it->error, "io", "out of memory or file descriptors");
         item_set(rj, idx, ITEM_FAILED);
 }
 
-/* The committer's answers: the items waiting for them succeed (or fail
- * "io"). An answer for an item that no longer waits (its job or source
- * was stopped meanwhile) leaves the file where it is. */
+/* One item's file is on disk at path, or could not be written (err). */
+static void commit_resolve(struct sched *s, struct rjob *rj, struct pending_commit pc, const char *path,
+                           int err)
+{
+        struct unit *u = unit_of(rj, pc.item);
+        struct item *it = &rj->items[pc.item];
+
+        if (err < 0) {
+                job_error_set(&it->error, "io", "writing the file into place: %s", strerror(-err));
+                free(it->sha256);
+                it->sha256 = NULL; /* no longer found as stored content */
+                item_set(rj, pc.item, ITEM_FAILED);
+                log_error("job %s: %s: writing the file into place: %s", rj->job->id, it->url,
+                          strerror(-err));
+        } else {
+                item_succeeded(rj, u, pc.item, path, pc.bytes);
+        }
+        unit_fill(s, u, clock_mono_ms());
+}
+
+/* The committer's answers: the item that owned the file and the items
+ * waiting for the same content succeed (or fail "io"). An answer nobody
+ * waits for any more (the job or source was stopped meanwhile) leaves the
+ * file where it is. */
 static void apply_commits(struct sched *s)
 {
         struct commit_req *done = committer_take_done(s->committer);
@@ -1188,33 +1237,30 @@ static void apply_commits(struct sched *s)
                 struct rjob *rj = s->jobs;
                 while (rj && strcmp(rj->job->id, r->job_id) != 0)
                         rj = rj->next;
-                size_t i = 0;
-                while (rj && i < rj->ncommits &&
-                       (rj->commits[i].item != r->item || rj->commits[i].attempt != r->attempt))
-                        i++;
-                if (!rj || i == rj->ncommits)
+                if (!rj)
                         continue;
-                struct pending_commit pc = rj->commits[i];
-                rj->commits[i] = rj->commits[--rj->ncommits];
-                struct unit *u = unit_of(rj, pc.item);
-                struct item *it = &rj->items[pc.item];
-                if (r->error < 0) {
-                        job_error_set(&it->error, "io", "writing the file into place: %s",
-                                      strerror(-r->error));
-                        free(it->sha256);
-                        it->sha256 = NULL;
-                        item_set(rj, pc.item, ITEM_FAILED);
-                        log_error("job %s: %s: writing the file into place: %s", rj->job->id, it->url,
-                                  strerror(-r->error));
-                } else {
-                        char *path = NULL;
-                        if (asprintf(&path, "%s/%s/%s", rj->job->id, u->src->name, r->final_name) < 0)
-                                path = NULL;
-                        item_succeeded(rj, u, pc.item, path, pc.bytes);
-                        sha_find(rj, it->sha256, pc.item, true);
-                        free(path);
+                char *path = NULL;
+                if (r->error == 0 && asprintf(&path, "%s/%s/%s", rj->job->id,
+                                              unit_of(rj, r->item)->src->name, r->final_name) < 0)
+                        path = NULL;
+                /* take the entries out first: resolving them may start or close work */
+                struct pending_commit *mine = calloc(rj->ncommits ? rj->ncommits : 1, sizeof(*mine));
+                size_t n = 0;
+                for (size_t i = 0; mine && i < rj->ncommits;) {
+                        struct pending_commit pc = rj->commits[i];
+                        bool owner = pc.leader < 0 && pc.item == r->item && pc.attempt == r->attempt;
+                        bool follower = pc.leader == r->item && pc.leader_attempt == r->attempt;
+                        if (!owner && !follower) {
+                                i++;
+                                continue;
+                        }
+                        rj->commits[i] = rj->commits[--rj->ncommits];
+                        mine[n++] = pc;
                 }
-                unit_fill(s, u, clock_mono_ms());
+                for (size_t i = 0; i < n; i++)
+                        commit_resolve(s, rj, mine[i], path, r->error);
+                free(mine);
+                free(path);
         }
         commit_req_free(done);
 }
@@ -1979,6 +2025,7 @@ int sched_start(const struct config *cfg, const struct source_set *sources, stru
                 log_error("sched: cannot open the job table %s: %s", cfg->store, strerror(-r));
                 goto fail;
         }
+        store_set_sync(s->store, false); /* see store_set_sync(): files are flushed first */
         r = store_recover(s->store, &recovered);
         if (r < 0) {
                 log_error("sched: recovering the job table: %s", strerror(-r));
