@@ -18,12 +18,17 @@ A test module looks like:
 automake runs each tests/integration/test_*.py with HAULD (the binary) and
 HAULD_SRCDIR set; main() exits 0 pass, 1 fail, 77 skip (no binary).
 HAULD_KEEP_TMP=1 keeps each daemon's temp directory.
+
+Resource limits: Daemon(..., preexec_fn=with_rlimits(FSIZE=n)) (or
+self.new_daemon(env, preexec_fn=...)) runs the daemon under
+setrlimit(RLIMIT_FSIZE, n), e.g. to make its file writes fail with EFBIG.
 """
 
 import hashlib
 import http.client
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -46,7 +51,7 @@ for _p in reversed((os.path.join(SRCDIR, "tests", "integration"), os.path.join(S
 from fake_origin import FakeOrigin, body_for, etag_for  # noqa: E402
 
 __all__ = ["Daemon", "DaemonError", "HauldTestCase", "FakeOrigin", "body_for", "etag_for",
-           "TERMINAL_STATES", "hauld_binary", "free_port", "main"]
+           "TERMINAL_STATES", "hauld_binary", "free_port", "with_rlimits", "main"]
 
 TERMINAL_STATES = ("succeeded", "partial", "failed", "cancelled", "timed_out")
 READY_TIMEOUT = 10.0
@@ -92,6 +97,18 @@ def free_port():
         return s.getsockname()[1]
 
 
+def with_rlimits(**limits):
+    """A preexec_fn for Daemon that applies resource limits to the daemon
+    process only: with_rlimits(FSIZE=1536 * 1024, NOFILE=64) calls
+    setrlimit(RLIMIT_FSIZE, (n, n)) and so on (soft and hard limit)."""
+    pairs = [(getattr(resource, "RLIMIT_" + name.upper()), int(n)) for name, n in limits.items()]
+
+    def apply():
+        for res, n in pairs:
+            resource.setrlimit(res, (n, n))
+    return apply
+
+
 def _decode(headers, data):
     ctype = headers.get("Content-Type", "")
     if data and ("json" in ctype):
@@ -108,10 +125,11 @@ class Daemon:
     env: settings overriding the harness defaults (a None value removes
     the key). The process runs as
     `$HAULD --config /dev/null LISTEN=127.0.0.1:PORT` with stdout and
-    stderr in <tmp>/hauld.log.
+    stderr in <tmp>/hauld.log. preexec_fn runs in the child before exec
+    (each start), e.g. with_rlimits(FSIZE=...).
     """
 
-    def __init__(self, env=None, args=(), start=True):
+    def __init__(self, env=None, args=(), start=True, preexec_fn=None):
         self.binary = hauld_binary()
         if not self.binary:
             raise unittest.SkipTest("no hauld binary (set HAULD)")
@@ -123,6 +141,7 @@ class Daemon:
         os.mkdir(self.sources_dir)
         self.env_overrides = dict(env or {})
         self.args = list(args)
+        self.preexec_fn = preexec_fn
         self.port = free_port()
         self.proc = None
         self.returncode = None
@@ -201,7 +220,8 @@ class Daemon:
         cmd = [self.binary, "--config", "/dev/null", "LISTEN=127.0.0.1:%d" % self.port] + self.args
         try:
             self.proc = subprocess.Popen(cmd, env=self.environ(), stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp)
+                                         stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp,
+                                         preexec_fn=self.preexec_fn)
         finally:
             log.close()
         self.returncode = None
