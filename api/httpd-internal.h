@@ -29,6 +29,8 @@
 #define HTTPD_NOFILE_RESERVE       64         /* descriptors kept for the store, files and transfers */
 
 struct sse;
+struct jobcache;
+struct jobcache_text;
 
 struct httpd {
         const struct config *_Atomic cfg; /* swapped by httpd_reconfigure() */
@@ -36,6 +38,7 @@ struct httpd {
         const char *version;
         struct event_bus *events; /* NULL: event streams answer 503 */
         struct sse *sse;          /* the live event streams (sse.c) */
+        struct jobcache *jobs;    /* rendered terminal jobs; NULL: none (no event bus) */
         struct MHD_Daemon *mhd;
         char *unix_path;                          /* our unix socket, unlinked at stop; NULL for TCP */
         int port;                                 /* bound TCP port, 0 for unix sockets */
@@ -94,6 +97,9 @@ enum MHD_Result httpd_reply_json(struct request *rq, unsigned status, json_t *bo
 enum MHD_Result httpd_reply_text(struct request *rq, unsigned status, const char *content_type, char *text,
                                  size_t len);
 enum MHD_Result httpd_reply_empty(struct request *rq, unsigned status);
+/* Answer a shared text; the caller's reference is stolen. */
+enum MHD_Result httpd_reply_shared(struct request *rq, unsigned status, const char *content_type,
+                                   struct jobcache_text *t);
 /* Queue resp with the common headers (CORS, Cache-Control, ...); resp is
  * released. */
 enum MHD_Result httpd_queue_response(struct request *rq, unsigned status, struct MHD_Response *resp);

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "api/httpd-internal.h"
+#include "api/jobcache.h"
 #include "api/jobjson.h"
 #include "api/problem.h"
 #include "common/log.h"
@@ -414,6 +415,21 @@ enum MHD_Result httpd_reply_json(struct request *rq, unsigned status, json_t *bo
         return reply_dump(rq, status, "application/json", body);
 }
 
+static void shared_done(void *cls) { jobcache_text_unref(cls); }
+
+enum MHD_Result httpd_reply_shared(struct request *rq, unsigned status, const char *content_type,
+                                   struct jobcache_text *t)
+{
+        struct MHD_Response *resp =
+                MHD_create_response_from_buffer_with_free_callback_cls(t->len, t->text, shared_done, t);
+        if (!resp) {
+                jobcache_text_unref(t);
+                return MHD_NO;
+        }
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+        return httpd_queue_response(rq, status, resp);
+}
+
 enum MHD_Result httpd_reply_empty(struct request *rq, unsigned status)
 {
         return httpd_queue_response(rq, status,
@@ -663,6 +679,7 @@ static void httpd_free(struct httpd *h)
         if (!h)
                 return;
         sse_free(h);
+        jobcache_free(h->jobs);
         if (h->unix_path)
                 unlink(h->unix_path);
         free(h->unix_path);
@@ -691,6 +708,8 @@ int httpd_start(const struct httpd_deps *deps, int listen_fd, struct httpd **ret
                 log_error("httpd: cannot start the event streams: %s", strerror(-r));
                 goto fail;
         }
+        if (h->events && (r = jobcache_new(h->events, &h->jobs)) < 0)
+                log_warning("httpd: no cache of finished jobs: %s", strerror(-r));
         if (fd < 0 && (r = open_listener(h, h->cfg->listen, &fd)) < 0) {
                 log_error("httpd: cannot listen on %s: %s", h->cfg->listen, strerror(-r));
                 goto fail;

@@ -12,12 +12,14 @@
 
 #include <errno.h>
 #include <openssl/evp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/httpd-internal.h"
 #include "api/job_request.h"
+#include "api/jobcache.h"
 #include "api/jobjson.h"
 #include "api/problem.h"
 #include "common/clock.h"
@@ -27,8 +29,9 @@
 #define JOBS_LIMIT_MAX      500
 #define ITEMS_LIMIT_DEFAULT 100
 #define ITEMS_LIMIT_MAX     1000
-#define IDEMPOTENCY_KEY_MAX 128 /* bytes, visible ASCII */
-#define CURSOR_MAX_DIGITS   18  /* a cursor always fits an int64 */
+#define IDEMPOTENCY_KEY_MAX 128  /* bytes, visible ASCII */
+#define CURSOR_MAX_DIGITS   18   /* a cursor always fits an int64 */
+#define PRUNE_MARGIN_MS     1000 /* cached jobs this close to JOB_RETENTION are read from the store */
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -105,15 +108,65 @@ static json_t *cursor_json(long long next, bool more)
         return json_string(buf);
 }
 
+/* One sched_circuits() snapshot for the jobs of one answer. */
+struct circuits {
+        struct circuit_list cl;
+        bool known;      /* the snapshot was taken */
+        bool all_closed; /* every source of the last job shown had a closed circuit */
+};
+
+static void circuits_take(struct httpd *h, struct circuits *c)
+{
+        *c = (struct circuits){0};
+        c->known = sched_circuits(h->sched, &c->cl.v, &c->cl.n) == 0;
+        if (!c->known)
+                c->cl = (struct circuit_list){0};
+}
+
+static void circuits_release(struct circuits *c) { circuit_infos_free(c->cl.v, c->cl.n); }
+
+static const char *circuit_of(const char *source, void *userdata)
+{
+        struct circuits *c = userdata;
+        const char *state = system_circuit_state(source, &c->cl);
+        if (state && strcmp(state, "closed") != 0)
+                c->all_closed = false;
+        return state;
+}
+
+/* The job object; c->all_closed tells whether all its circuits were closed. */
+static json_t *job_json(const struct job *j, struct circuits *c)
+{
+        struct jobjson_opts opts = {.circuit = circuit_of, .userdata = c};
+        c->all_closed = c->known;
+        return jobjson_job(j, &opts);
+}
+
 json_t *jobs_job_json(struct httpd *h, const struct job *j)
 {
-        struct circuit_list cl = {0};
-        if (sched_circuits(h->sched, &cl.v, &cl.n) < 0)
-                cl = (struct circuit_list){0};
-        struct jobjson_opts opts = {.circuit = system_circuit_state, .userdata = &cl};
-        json_t *o = jobjson_job(j, &opts);
-        circuit_infos_free(cl.v, cl.n);
+        struct circuits c;
+        circuits_take(h, &c);
+        json_t *o = job_json(j, &c);
+        circuits_release(&c);
         return o;
+}
+
+/* The text of a job as answered, kept when the job is terminal and all
+ * its circuits closed; stamp from jobcache_stamp() before the store read. */
+static struct jobcache_text *job_text(struct httpd *h, uint64_t stamp, const struct job *j,
+                                      struct circuits *c)
+{
+        struct jobcache_text *t = NULL;
+        json_t *o = job_json(j, c);
+        char *text = o ? json_dumps(o, JOBJSON_DUMP_FLAGS) : NULL;
+
+        json_decref(o);
+        if (text)
+                t = jobcache_text_new(text, strlen(text));
+        free(text);
+        if (t && h->jobs && c->all_closed && job_state_is_terminal(j->state))
+                jobcache_put(h->jobs, stamp, j->id, j->finished_at, t);
+        return t;
 }
 
 /* The {id} of the path, when it can name a job. */
@@ -263,6 +316,50 @@ enum MHD_Result jobs_create(struct request *rq)
 
 /* ---- GET /v1/jobs, GET /v1/jobs/{id}, GET /v1/jobs/{id}/items ---------------------------- */
 
+/* The text of one listed job: the cached one when it is of this very
+ * finish (a job retried and finished again since has another). */
+static struct jobcache_text *listed_text(struct httpd *h, uint64_t stamp, const struct job *j,
+                                         struct circuits *c)
+{
+        struct jobcache_text *t = NULL;
+        if (h->jobs && job_state_is_terminal(j->state))
+                t = jobcache_get_finished(h->jobs, j->id, j->finished_at);
+        return t ? t : job_text(h, stamp, j, c);
+}
+
+/* {"jobs":[...],"next_cursor":...} as json_dumps would write it, from the
+ * jobs' texts; NULL: no memory. */
+static char *jobs_text(struct httpd *h, uint64_t stamp, struct job **jobs, size_t n, int64_t next)
+{
+        struct circuits c;
+        char *text = NULL;
+        size_t len = 0;
+        bool ok = true;
+        FILE *f = open_memstream(&text, &len);
+
+        if (!f)
+                return NULL;
+        circuits_take(h, &c);
+        fputs("{\"jobs\":[", f);
+        for (size_t i = 0; ok && i < n; i++) {
+                struct jobcache_text *t = listed_text(h, stamp, jobs[i], &c);
+                ok = t && (i == 0 || fputc(',', f) != EOF) && fwrite(t->text, 1, t->len, f) == t->len;
+                jobcache_text_unref(t);
+        }
+        circuits_release(&c);
+        if (next > 0)
+                fprintf(f, "],\"next_cursor\":\"%lld\"}", (long long)next);
+        else
+                fputs("],\"next_cursor\":null}", f);
+        if (ferror(f))
+                ok = false;
+        if (fclose(f) != 0 || !ok) {
+                free(text);
+                return NULL;
+        }
+        return text;
+}
+
 enum MHD_Result jobs_list(struct request *rq)
 {
         struct page pg = {.state_from = job_state_from_string};
@@ -279,20 +376,44 @@ enum MHD_Result jobs_list(struct request *rq)
                 return httpd_reply_store_error(rq, r, "job");
         struct job_filter f = {
                 .states = pg.states, .limit = pg.limit, .before_seq = pg.cursor < 0 ? 0 : pg.cursor};
+        uint64_t stamp = rq->h->jobs ? jobcache_stamp(rq->h->jobs) : 0;
         r = store_job_list(s, &f, &jobs, &n, &next);
         if (r < 0)
                 return httpd_reply_store_error(rq, r, "job");
-        json_t *arr = json_array();
-        for (size_t i = 0; arr && i < n; i++)
-                if (json_array_append_new(arr, jobs_job_json(rq->h, jobs[i])) < 0) {
-                        json_decref(arr);
-                        arr = NULL;
-                }
+        char *text = jobs_text(rq->h, stamp, jobs, n, next);
         jobs_free(jobs, n);
-        if (!arr)
-                return httpd_reply_json(rq, 200, NULL);
-        return httpd_reply_json(
-                rq, 200, json_pack("{s:o, s:o}", "jobs", arr, "next_cursor", cursor_json(next, next > 0)));
+        if (!text)
+                return httpd_reply_problem(rq, 500, NULL, "out of memory");
+        return httpd_reply_text(rq, 200, "application/json", text, strlen(text));
+}
+
+/* Cached jobs finished before this may have been pruned (wall ms). */
+static int64_t prune_horizon(const struct httpd *h)
+{
+        double retention = h->cfg->job_retention;
+        if (retention <= 0)
+                return INT64_MIN;
+        return clock_wall_ms() - (int64_t)(retention * 1000) + PRUNE_MARGIN_MS;
+}
+
+/* Answer the job from the store and keep its text when it is terminal. */
+static enum MHD_Result reply_and_cache(struct request *rq, const char *id)
+{
+        uint64_t stamp = jobcache_stamp(rq->h->jobs);
+        struct circuits c;
+        struct store *s;
+        struct job *j;
+        int r = httpd_store(rq, &s);
+
+        if (r < 0 || (r = store_job_get(s, id, &j)) < 0)
+                return httpd_reply_store_error(rq, r, "job");
+        circuits_take(rq->h, &c);
+        struct jobcache_text *t = job_text(rq->h, stamp, j, &c);
+        circuits_release(&c);
+        job_free(j);
+        if (!t)
+                return httpd_reply_problem(rq, 500, NULL, "out of memory");
+        return httpd_reply_shared(rq, 200, "application/json", t);
 }
 
 enum MHD_Result jobs_get(struct request *rq)
@@ -300,7 +421,12 @@ enum MHD_Result jobs_get(struct request *rq)
         const char *id = job_id_arg(rq);
         if (!id)
                 return httpd_reply_problem(rq, 404, NULL, "no such job");
-        return reply_stored_job(rq, 200, id);
+        if (!rq->h->jobs)
+                return reply_stored_job(rq, 200, id);
+        struct jobcache_text *t = jobcache_get(rq->h->jobs, id, prune_horizon(rq->h));
+        if (t)
+                return httpd_reply_shared(rq, 200, "application/json", t);
+        return reply_and_cache(rq, id);
 }
 
 enum MHD_Result jobs_items(struct request *rq)
@@ -352,6 +478,8 @@ static enum MHD_Result change(struct request *rq, int (*fn)(struct sched *, cons
         int r = fn(rq->h->sched, id);
         if (r < 0)
                 return httpd_reply_sched_error(rq, r, "job");
+        if (rq->h->jobs)
+                jobcache_drop(rq->h->jobs, id);
         return reply_stored_job(rq, 200, id);
 }
 
@@ -367,5 +495,7 @@ enum MHD_Result jobs_delete(struct request *rq)
         int r = sched_delete(rq->h->sched, id);
         if (r < 0)
                 return httpd_reply_sched_error(rq, r, "job");
+        if (rq->h->jobs)
+                jobcache_drop(rq->h->jobs, id);
         return httpd_reply_empty(rq, 204);
 }

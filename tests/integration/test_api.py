@@ -481,5 +481,70 @@ class Ssrf(hauldtest.HauldTestCase):
         self.assertEqual(self.origin.count(), 0)
 
 
+class TerminalCache(hauldtest.HauldTestCase):
+    """GET /v1/jobs/{id} keeps the text of terminal jobs; it must never
+    outlive a retry or a delete."""
+    daemon_env = {"MAX_RETRIES_PER_ITEM": "0", "CIRCUIT_BREAKER_THRESHOLD": "100"}
+
+    def test_get_after_retry_is_not_the_cached_terminal_job(self):
+        d = self.daemon
+        url = self.file_url("flaky.png", fail=1, key="cache-retry")
+        job = self.run_job({"urls": [url]})
+        self.assertEqual(job["state"], "failed", job)
+        for _ in range(3):  # the first read fills the cache, the others are answered from it
+            st, _h, again = d.get("/v1/jobs/%s" % job["id"])
+            self.assertEqual((st, again), (200, job))
+        st, _h, listed = d.get("/v1/jobs")
+        self.assertEqual(listed["jobs"], [job])
+        st, _h, retried = d.post("/v1/jobs/%s/retry" % job["id"])
+        self.assertEqual(st, 200, retried)
+        self.assertIn(retried["state"], ("queued", "running", "succeeded"), retried)
+        st, _h, now = d.get("/v1/jobs/%s" % job["id"])
+        self.assertEqual(st, 200)
+        self.assertNotEqual(now["state"], "failed", now)
+        if now["state"] in ("queued", "running"):
+            self.assertIsNone(now["finished_at"], now)
+        done = d.wait_job(job["id"])
+        self.assertEqual(done["state"], "succeeded", done)
+        st, _h, again = d.get("/v1/jobs/%s" % job["id"])
+        self.assertEqual((st, again), (200, done))
+        st, _h, listed = d.get("/v1/jobs")
+        self.assertEqual(listed["jobs"], [done])
+        st, _h, _ = d.delete("/v1/jobs/%s" % job["id"])
+        self.assertEqual(st, 204)
+        self.assert_problem(d.get("/v1/jobs/%s" % job["id"]), 404)
+        st, _h, listed = d.get("/v1/jobs")
+        self.assertEqual(listed["jobs"], [])
+
+    def test_concurrent_reads_during_retry_end_on_the_new_state(self):
+        d = self.daemon
+        job = self.run_job({"urls": [self.file_url("again.png", fail=1, key="cache-race")]})
+        self.assertEqual(job["state"], "failed", job)
+        stop = threading.Event()
+        errors = []
+
+        def reader():
+            while not stop.is_set():
+                st, _h, _data = d.get("/v1/jobs/%s" % job["id"])
+                if st != 200:
+                    errors.append(st)
+
+        threads = [threading.Thread(target=reader, daemon=True) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.2)
+        st, _h, _ = d.post("/v1/jobs/%s/retry" % job["id"])
+        self.assertEqual(st, 200)
+        done = d.wait_job(job["id"])
+        time.sleep(0.2)
+        stop.set()
+        for t in threads:
+            t.join(10)
+        self.assertEqual(errors, [])
+        self.assertEqual(done["state"], "succeeded", done)
+        st, _h, again = d.get("/v1/jobs/%s" % job["id"])
+        self.assertEqual((st, again), (200, done))
+
+
 if __name__ == "__main__":
     hauldtest.main()
