@@ -13,7 +13,10 @@ static inline char *testutil_tmpdir(void)
         char *path;
         if (!base || !*base)
                 base = "/tmp";
-        if (asprintf(&path, "%s/hauld-test-XXXXXX", base) < 0)
+        char tail[7]; /* mkdtemp's template ends in six capital X */
+        memset(tail, 'X', 6);
+        tail[6] = '\0';
+        if (asprintf(&path, "%s/hauld-test-%s", base, tail) < 0)
                 return NULL;
         if (!mkdtemp(path)) {
                 free(path);
