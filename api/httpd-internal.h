@@ -123,6 +123,7 @@ enum MHD_Result jobs_delete(struct request *rq);
 json_t *jobs_job_json(struct httpd *h, const struct job *j);
 /* Handlers (system.c) */
 enum MHD_Result system_health(struct request *rq);
+enum MHD_Result dashboard_page(struct request *rq);
 enum MHD_Result system_config(struct request *rq);
 enum MHD_Result system_circuits(struct request *rq);
 enum MHD_Result system_circuit_reset(struct request *rq);

@@ -45,6 +45,7 @@
 #define ALLOW_MAX           64 /* bytes of an Allow header value */
 
 static const struct route routes[] = {
+        {"GET", "/", dashboard_page, 0},
         {"GET", "/v1/health", system_health, ROUTE_PUBLIC},
         {"GET", "/v1/config", system_config, 0},
         {"GET", "/v1/stats", system_stats, 0},

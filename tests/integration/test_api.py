@@ -52,7 +52,7 @@ class Guards(hauldtest.HauldTestCase):
 
     def test_token_required_except_health(self):
         d = self.token_daemon()
-        for path in ("/v1/jobs", "/v1/stats", "/v1/config", "/v1/circuits", "/v1/sources", "/metrics"):
+        for path in ("/", "/v1/jobs", "/v1/stats", "/v1/config", "/v1/circuits", "/v1/sources", "/metrics"):
             ans = d.get(path)
             self.assert_problem(ans, 401)
             self.assertEqual(ans[1].get("WWW-Authenticate"), "Bearer", path)
@@ -479,6 +479,24 @@ class Ssrf(hauldtest.HauldTestCase):
         for it in self.items(job["id"]):
             self.assert_item_error(it, "blocked_address")
         self.assertEqual(self.origin.count(), 0)
+
+
+class Dashboard(hauldtest.HauldTestCase):
+    def test_page_is_served_with_a_strict_policy(self):
+        st, headers, body = self.daemon.get("/")
+        self.assertEqual(st, 200)
+        self.assertTrue(headers["Content-Type"].startswith("text/html"), headers)
+        csp = headers.get("Content-Security-Policy", "")
+        self.assertIn("default-src 'none'", csp)
+        self.assertIn("connect-src 'self'", csp)
+        self.assertEqual(headers.get("X-Content-Type-Options"), "nosniff")
+        page = body.decode() if isinstance(body, bytes) else body
+        # it is built on the public API, and never writes API data as HTML
+        for route in ("/v1/stats", "/v1/circuits", "/v1/jobs", "/v1/events", "/v1/sources"):
+            self.assertIn(route, page)
+        self.assertNotIn("innerHTML", page)
+        st, headers, _ = self.daemon.request("POST", "/")
+        self.assertEqual(st, 405)
 
 
 class TerminalCache(hauldtest.HauldTestCase):
