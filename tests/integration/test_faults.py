@@ -272,6 +272,8 @@ class Cancel(hauldtest.HauldTestCase):
         self.assert_problem(self.daemon.post("/v1/jobs/%s/cancel" % job["id"]), 409)
 
     def test_retry_and_delete(self):
+        # three failures in a row would open the circuit at FAST's threshold of 3
+        self.daemon = self.new_daemon(dict(FAST, CIRCUIT_BREAKER_THRESHOLD="10"))
         job = self.run_job({"urls": [self.file_url("again.png", fail=3, key="again"), self.file_url("ok.png")]})
         self.assertEqual(job["state"], "partial")
         st, _h, data = self.daemon.post("/v1/jobs/%s/retry" % job["id"])
