@@ -66,7 +66,8 @@ static bool same_file(int dir_fd, const char *name, const char *sha, int64_t siz
         ssize_t n;
         bool same = false;
 
-        int fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        int fd = openat(dir_fd, name,
+                        O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC); /* a FIFO must not block */
         if (fd < 0)
                 return false;
         EVP_MD_CTX *ctx = EVP_MD_CTX_new();

@@ -49,6 +49,7 @@ struct unit {
         struct wait *waits; /* retries waiting for their time */
         size_t nwaits, cwaits;
         int running;            /* transfers in flight */
+        int committing;         /* its entries in rj->commits */
         int dir_fd;             /* DOWNLOAD_DIR/<job>/<source>, -1 until started */
         bool listing;           /* a query source still paging through results */
         int page;               /* next listing page, from 1 */
@@ -72,7 +73,8 @@ struct pending_commit {
 
 struct slot {
         struct unit *u;
-        int item; /* -1: a listing page */
+        int item;   /* -1: a listing page */
+        bool probe; /* holds its source's half-open probe */
         struct xfer *x;
         struct slot *prev, *next;
 };
@@ -134,6 +136,7 @@ struct sched {
         pthread_mutex_t lock;
         pthread_cond_t cmd_done;
         bool stopping;
+        bool reconfigured; /* engine options changed: the loop applies them */
         bool maybe_queued; /* the store may hold queued jobs */
         struct cmd *cmds, *cmds_tail;
         struct rjob *jobs; /* priority high to low, then oldest first */
@@ -171,7 +174,7 @@ int unit_queue_push(struct unit *u, int item);
 int rjob_load(struct sched *s, const char *id, struct rjob **ret);
 void rjob_free(struct rjob *rj);
 /* Write what changed in the jobs of list, in one transaction. */
-void sched_flush_list(struct sched *s, struct rjob *list);
+int sched_flush_list(struct sched *s, struct rjob *list);
 void sched_flush(struct sched *s);
 /* Commit (paced) and publish; returns ms until the next flush is due. */
 int64_t sched_flush_paced(struct sched *s, int64_t now);
@@ -206,6 +209,10 @@ void sched_srcs_free(struct src *p);
 int sched_src_limit(struct sched *s, const struct src *src);
 /* May a request to src start now (requests_per_second)? */
 bool sched_src_take(struct sched *s, struct src *src, int64_t now);
+/* May a request to src start now (its circuit)? *ret_probe: it is the half-open probe. */
+bool sched_src_allow(struct src *src, int64_t now, bool *ret_probe);
+/* The probe ended without a verdict (aborted, or never started). */
+void sched_src_release_probe(struct src *src, int64_t now);
 void sched_log_circuit(struct sched *s, struct src *src, int64_t now, const char *why);
 void unit_list_start(struct sched *s, struct unit *u, int64_t now);
 void unit_list_done(struct sched *s, struct unit *u, const struct xfer_result *res, int64_t now);

@@ -102,7 +102,7 @@ static int stored_job_change(struct sched *s, const char *id, enum cmd_type type
                 s->maybe_queued = true;
                 sched_emit(s, EVENT_JOB, j->id, -1, false, NULL);
         }
-        sched_flush_list(s, rj);
+        r = sched_flush_list(s, rj); /* the answer tells whether the change was written */
 out:
         rjob_free(rj);
         return r;
@@ -320,6 +320,28 @@ void sched_stats_clear(struct sched_stats *st)
 
 /* ---- the loop --------------------------------------------------------------------- */
 
+static void engine_opts_from(const struct config *cfg, struct engine_opts *o)
+{
+        *o = (struct engine_opts){
+                .request_timeout_ms = (int64_t)(cfg->request_timeout * 1000),
+                .min_speed = cfg->min_download_speed,
+                .stall_ms = (int64_t)(cfg->stall_timeout * 1000),
+                .max_file_size = cfg->max_file_size,
+                .accept_content = cfg->accept_content,
+                .allow_private = cfg->allow_private_addresses,
+                .max_connects = cfg->max_concurrent_downloads * 2,
+        };
+}
+
+static void policy_from(const struct config *cfg, struct retry_policy *p)
+{
+        *p = (struct retry_policy){
+                .max_retries = cfg->max_retries_per_item,
+                .backoff_base_ms = (int64_t)(cfg->retry_backoff_base * 1000),
+                .backoff_max_ms = (int64_t)(cfg->retry_backoff_max * 1000),
+        };
+}
+
 static void report_status(struct sched *s, int64_t now)
 {
         if (s->watchdog_ms > 0 && now - s->last_watchdog_ms >= s->watchdog_ms / 2) {
@@ -420,6 +442,12 @@ static void *loop(void *arg)
                 pthread_mutex_lock(&s->lock);
                 if (s->stopping)
                         break;
+                if (s->reconfigured) { /* the engine is this thread's, even for its options */
+                        struct engine_opts o;
+                        engine_opts_from(s->cfg, &o);
+                        engine_configure(s->engine, &o);
+                        s->reconfigured = false;
+                }
                 engine_perform(s->engine);
                 sched_apply_commits(s);
                 run_cmds(s);
@@ -450,28 +478,6 @@ static void *loop(void *arg)
 
 /* ---- lifecycle ------------------------------------------------------------------ */
 
-static void engine_opts_from(const struct config *cfg, struct engine_opts *o)
-{
-        *o = (struct engine_opts){
-                .request_timeout_ms = (int64_t)(cfg->request_timeout * 1000),
-                .min_speed = cfg->min_download_speed,
-                .stall_ms = (int64_t)(cfg->stall_timeout * 1000),
-                .max_file_size = cfg->max_file_size,
-                .accept_content = cfg->accept_content,
-                .allow_private = cfg->allow_private_addresses,
-                .max_connects = cfg->max_concurrent_downloads * 2,
-        };
-}
-
-static void policy_from(const struct config *cfg, struct retry_policy *p)
-{
-        *p = (struct retry_policy){
-                .max_retries = cfg->max_retries_per_item,
-                .backoff_base_ms = (int64_t)(cfg->retry_backoff_base * 1000),
-                .backoff_max_ms = (int64_t)(cfg->retry_backoff_max * 1000),
-        };
-}
-
 static void wake_engine(void *ud)
 {
         struct sched *s = ud;
@@ -480,13 +486,10 @@ static void wake_engine(void *ud)
 
 void sched_reconfigure(struct sched *s, const struct config *cfg, const struct source_set *sources)
 {
-        struct engine_opts o;
-
         pthread_mutex_lock(&s->lock);
         s->cfg = cfg;
         s->sources = sources;
-        engine_opts_from(cfg, &o);
-        engine_configure(s->engine, &o);
+        s->reconfigured = true; /* the loop applies it: engine_poll() runs without the lock */
         policy_from(cfg, &s->policy);
         for (struct src *p = s->srcs; p; p = p->next)
                 breaker_configure(p->breaker, cfg->circuit_breaker_threshold,

@@ -370,8 +370,9 @@ fail:
 
 /* ---- persisting ------------------------------------------------------------------ */
 
-/* Write what changed in the jobs of list, in one transaction. */
-void sched_flush_list(struct sched *s, struct rjob *list)
+/* Write what changed in the jobs of list, in one transaction. On failure
+ * everything stays dirty, so the next flush writes it again. */
+int sched_flush_list(struct sched *s, struct rjob *list)
 {
         bool any = false;
         int r;
@@ -379,26 +380,30 @@ void sched_flush_list(struct sched *s, struct rjob *list)
         for (struct rjob *rj = list; rj && !any; rj = rj->next)
                 any = rj->job_dirty;
         if (!any)
-                return;
+                return 0;
         r = store_begin(s->store);
         for (struct rjob *rj = list; rj && r >= 0; rj = rj->next) {
                 if (!rj->job_dirty)
                         continue;
-                for (size_t i = 0; i < rj->ndirty && r >= 0; i++) {
+                for (size_t i = 0; i < rj->ndirty && r >= 0; i++)
                         r = store_item_update(s->store, rj->job->id, &rj->items[rj->dirty_list[i]]);
-                        rj->dirty[rj->dirty_list[i]] = false;
-                }
-                rj->ndirty = 0;
                 if (r >= 0)
                         r = store_job_update(s->store, rj->job);
-                rj->job_dirty = false;
         }
         if (r >= 0)
                 r = store_commit(s->store);
-        else
-                store_rollback(s->store);
-        if (r < 0)
+        if (r < 0) {
+                store_rollback(s->store); /* also after a failed COMMIT, or the next BEGIN fails */
                 log_error("sched: writing the job table failed: %s", strerror(-r));
+                return r;
+        }
+        for (struct rjob *rj = list; rj; rj = rj->next) {
+                for (size_t i = 0; i < rj->ndirty; i++)
+                        rj->dirty[rj->dirty_list[i]] = false;
+                rj->ndirty = 0;
+                rj->job_dirty = false;
+        }
+        return 0;
 }
 
 void sched_flush(struct sched *s)

@@ -114,6 +114,25 @@ bool sched_src_take(struct sched *s, struct src *src, int64_t now)
         return true;
 }
 
+/* May a request to src start now (its circuit)? When it may, *ret_probe
+ * tells whether the request is the circuit's half-open probe. */
+bool sched_src_allow(struct src *src, int64_t now, bool *ret_probe)
+{
+        bool probe = breaker_state(src->breaker, now) != BREAKER_CLOSED;
+
+        if (!breaker_allow(src->breaker, now))
+                return false;
+        *ret_probe = probe;
+        return true;
+}
+
+/* The probe ends without a verdict (aborted, or it never started): without
+ * this, the circuit would wait for its result forever. */
+void sched_src_release_probe(struct src *src, int64_t now)
+{
+        breaker_record(src->breaker, false, false, now);
+}
+
 /* ---- listing query sources ------------------------------------------------------- */
 
 /* The listing is over: downloads go on with what it found. */
@@ -146,6 +165,7 @@ void unit_list_start(struct sched *s, struct unit *u, int64_t now)
         char *url = NULL, *shown = NULL, **headers = NULL;
         size_t nheaders = 0;
         struct slot *sl = NULL;
+        bool probe;
 
         if (!d) {
                 list_end(s, u, "unknown_source", "the source's file is gone");
@@ -153,16 +173,16 @@ void unit_list_start(struct sched *s, struct unit *u, int64_t now)
         }
         if (!sched_src_take(s, u->src, now))
                 return;
-        if (!breaker_allow(u->src->breaker, now)) {
-                list_end(s, u, "circuit_open", "the source's circuit is open");
-                return;
-        }
         int r = sources_build_url(d, rj->job->query, u->page, &url);
         if (r >= 0)
                 r = sources_build_headers(d, &headers, &nheaders);
         if (r < 0) {
                 list_end(s, u, "source_unavailable",
                          r == -ENOKEY ? "a secret it needs is not set" : "its search URL cannot be built");
+                goto out;
+        }
+        if (!sched_src_allow(u->src, now, &probe)) {
+                list_end(s, u, "circuit_open", "the source's circuit is open");
                 goto out;
         }
         sl = sched_slot_new(rj, u, -1);
@@ -174,8 +194,11 @@ void unit_list_start(struct sched *s, struct unit *u, int64_t now)
                                    .userdata = sl};
         if (!sl || engine_start(s->engine, &req, &sl->x) < 0) {
                 free(sl);
+                if (probe)
+                        sched_src_release_probe(u->src, now);
                 goto out; /* tried again next turn */
         }
+        sl->probe = probe;
         sched_slot_link(sl);
         u->list_attempts++;
         sources_build_url_redacted(d, rj->job->query, u->page, &shown);

@@ -86,8 +86,37 @@ static void slot_unlink(struct slot *sl)
 
 void sched_slot_abort(struct sched *s, struct slot *sl)
 {
+        if (sl->probe)
+                sched_src_release_probe(sl->u->src, clock_mono_ms());
         engine_abort(s->engine, sl->x);
         slot_unlink(sl);
+}
+
+/* ---- downloads with the committer ---------------------------------------------- */
+
+static int commit_push(struct rjob *rj, struct pending_commit pc)
+{
+        if (rj->ncommits == rj->ccommits) {
+                size_t c = rj->ccommits ? 2 * rj->ccommits : 16;
+                struct pending_commit *v = realloc(rj->commits, c * sizeof(*v));
+                if (!v)
+                        return -ENOMEM;
+                rj->commits = v;
+                rj->ccommits = c;
+        }
+        rj->commits[rj->ncommits++] = pc;
+        unit_of(rj, pc.item)->committing++;
+        return 0;
+}
+
+/* Take entry i out of rj->commits (the order is not kept). */
+static struct pending_commit commit_take(struct rjob *rj, size_t i)
+{
+        struct pending_commit pc = rj->commits[i];
+
+        rj->commits[i] = rj->commits[--rj->ncommits];
+        unit_of(rj, pc.item)->committing--;
+        return pc;
 }
 
 /* ---- running units ------------------------------------------------------------- */
@@ -126,11 +155,10 @@ void unit_close(struct sched *s, struct unit *u, enum source_state st, const cha
                 rjob_item_skip(rj, u->queue[i], code, msg);
         for (size_t i = 0; i < u->nwaits; i++)
                 rjob_item_skip(rj, u->waits[i].item, code, msg);
-        for (size_t i = 0; i < rj->ncommits;) {
+        for (size_t i = 0; u->committing > 0 && i < rj->ncommits;) {
                 /* the committer finishes the file; the item no longer waits for it */
                 if (rj->item_unit[rj->commits[i].item] == (int)u->index) {
-                        rjob_item_skip(rj, rj->commits[i].item, code, msg);
-                        rj->commits[i] = rj->commits[--rj->ncommits];
+                        rjob_item_skip(rj, commit_take(rj, i).item, code, msg);
                         continue;
                 }
                 i++;
@@ -156,18 +184,9 @@ void unit_close(struct sched *s, struct unit *u, enum source_state st, const cha
                  (long long)js->bytes, (long long)js->attempts, (long long)js->retries);
 }
 
-static bool unit_committing(const struct unit *u)
-{
-        const struct rjob *rj = u->rj;
-        for (size_t i = 0; i < rj->ncommits; i++)
-                if (rj->item_unit[rj->commits[i].item] == (int)u->index)
-                        return true;
-        return false;
-}
-
 static void unit_maybe_done(struct sched *s, struct unit *u)
 {
-        if (u->phase != UNIT_RUNNING || u->running > 0 || unit_committing(u))
+        if (u->phase != UNIT_RUNNING || u->running > 0 || u->committing > 0)
                 return;
         /* a failing listing runs its retries out even when max is reached,
          * so that the source's entry tells whether it works */
@@ -241,8 +260,6 @@ void unit_start(struct sched *s, struct unit *u, int64_t now)
                 }
         }
         if (unit_open(s, u) < 0) {
-                for (size_t i = u->qhead; i < u->qtail; i++)
-                        job_error_set(&u->rj->items[u->queue[i]].error, "io", "cannot create the directory");
                 unit_close(s, u, SRC_FAILED, "io", "cannot create the source's download directory");
                 return;
         }
@@ -251,7 +268,7 @@ void unit_start(struct sched *s, struct unit *u, int64_t now)
 
 /* ---- transfers ------------------------------------------------------------------- */
 
-static int start_item(struct sched *s, struct unit *u, int idx, int64_t now)
+static int start_item(struct sched *s, struct unit *u, int idx, bool probe)
 {
         struct rjob *rj = u->rj;
         struct item *it = &rj->items[idx];
@@ -271,12 +288,12 @@ static int start_item(struct sched *s, struct unit *u, int idx, int64_t now)
                 free(sl);
                 return r;
         }
+        sl->probe = probe;
         sched_slot_link(sl);
         it->attempts++;
         rjob_item_set(rj, idx, ITEM_RUNNING);
         log_debug("job %s: GET %s (source %s, attempt %d)", rj->job->id, it->url, u->src->name,
                   it->attempts);
-        (void)now;
         return 0;
 }
 
@@ -286,7 +303,7 @@ void unit_fill(struct sched *s, struct unit *u, int64_t now)
         struct rjob *rj = u->rj;
         int per_src = sched_src_limit(s, u->src);
 
-        if (u->phase != UNIT_RUNNING)
+        if (u->phase != UNIT_RUNNING || s->stopping) /* stopping: nothing new starts */
                 return;
         if (u->listing && !u->list_slot && now >= u->list_due_ms && u->src->active < per_src &&
             engine_running(s->engine) < s->cfg->max_concurrent_downloads &&
@@ -298,11 +315,14 @@ void unit_fill(struct sched *s, struct unit *u, int64_t now)
                 if (u->src->query && !sched_src_take(s, u->src, now))
                         break;
                 int idx = u->queue[u->qhead++];
-                if (!breaker_allow(u->src->breaker, now)) {
+                bool probe;
+                if (!sched_src_allow(u->src, now, &probe)) {
                         rjob_item_skip(rj, idx, "circuit_open", "the source's circuit is open");
                         continue;
                 }
-                if (start_item(s, u, idx, now) < 0) {
+                if (start_item(s, u, idx, probe) < 0) {
+                        if (probe)
+                                sched_src_release_probe(u->src, now);
                         u->qhead--;
                         break;
                 }
@@ -347,20 +367,6 @@ static int commit_find(const struct rjob *rj, int item)
         return -1;
 }
 
-static int commit_push(struct rjob *rj, struct pending_commit pc)
-{
-        if (rj->ncommits == rj->ccommits) {
-                size_t c = rj->ccommits ? 2 * rj->ccommits : 16;
-                struct pending_commit *v = realloc(rj->commits, c * sizeof(*v));
-                if (!v)
-                        return -ENOMEM;
-                rj->commits = v;
-                rj->ccommits = c;
-        }
-        rj->commits[rj->ncommits++] = pc;
-        return 0;
-}
-
 /* The body is complete. Identical content is stored once: a body equal to
  * one already on disk takes its path, one equal to a body still with the
  * committer waits for it. Anything else goes to the committer, and the
@@ -391,7 +397,7 @@ static void item_commit(struct sched *s, struct unit *u, int idx, const struct x
                 goto fail;
         req->dir_fd = fcntl(u->dir_fd, F_DUPFD_CLOEXEC, 0);
         if (req->dir_fd < 0) {
-                rj->ncommits--;
+                commit_take(rj, rj->ncommits - 1);
                 goto fail;
         }
         snprintf(req->job_id, sizeof(req->job_id), "%s", rj->job->id);
@@ -435,6 +441,19 @@ static void commit_resolve(struct sched *s, struct rjob *rj, struct pending_comm
         unit_fill(s, u, clock_mono_ms());
 }
 
+/* The entry of rj->commits that answer r settles: the item that owned the
+ * file or one waiting for the same content; -1 when none is left. */
+static int commit_match(const struct rjob *rj, const struct commit_req *r)
+{
+        for (size_t i = 0; i < rj->ncommits; i++) {
+                const struct pending_commit *pc = &rj->commits[i];
+                if ((pc->leader < 0 && pc->item == r->item && pc->attempt == r->attempt) ||
+                    (pc->leader == r->item && pc->leader_attempt == r->attempt))
+                        return (int)i;
+        }
+        return -1;
+}
+
 /* The committer's answers: the item that owned the file and the items
  * waiting for the same content succeed (or fail "io"). An answer nobody
  * waits for any more (the job or source was stopped meanwhile) leaves the
@@ -450,26 +469,15 @@ void sched_apply_commits(struct sched *s)
                 if (!rj)
                         continue;
                 char *path = NULL;
-                if (r->error == 0 && asprintf(&path, "%s/%s/%s", rj->job->id,
-                                              unit_of(rj, r->item)->src->name, r->final_name) < 0)
+                int err = r->error;
+                if (err == 0 && asprintf(&path, "%s/%s/%s", rj->job->id, unit_of(rj, r->item)->src->name,
+                                         r->final_name) < 0) {
                         path = NULL;
-                /* take the entries out first: resolving them may start or close work */
-                struct pending_commit *mine = calloc(rj->ncommits ? rj->ncommits : 1, sizeof(*mine));
-                size_t n = 0;
-                for (size_t i = 0; mine && i < rj->ncommits;) {
-                        struct pending_commit pc = rj->commits[i];
-                        bool owner = pc.leader < 0 && pc.item == r->item && pc.attempt == r->attempt;
-                        bool follower = pc.leader == r->item && pc.leader_attempt == r->attempt;
-                        if (!owner && !follower) {
-                                i++;
-                                continue;
-                        }
-                        rj->commits[i] = rj->commits[--rj->ncommits];
-                        mine[n++] = pc;
+                        err = -ENOMEM;
                 }
-                for (size_t i = 0; i < n; i++)
-                        commit_resolve(s, rj, mine[i], path, r->error);
-                free(mine);
+                /* one at a time: resolving an entry may start or close work */
+                for (int i; (i = commit_match(rj, r)) >= 0;)
+                        commit_resolve(s, rj, commit_take(rj, (size_t)i), path, err);
                 free(path);
         }
         commit_req_free(done);

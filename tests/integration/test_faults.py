@@ -217,6 +217,21 @@ class Breakers(hauldtest.HauldTestCase):
         st, _h, data = d.get("/v1/circuits")
         self.assertEqual(data["circuits"][0]["state"], "closed")
 
+    def test_aborted_half_open_probe_lets_the_next_probe_go(self):
+        d = self.new_daemon(dict(FAST, MAX_CONNECTIONS_PER_SOURCE="1", CIRCUIT_BREAKER_THRESHOLD="2",
+                                 CIRCUIT_BREAKER_TIMEOUT="1", MAX_RETRIES_PER_ITEM="0"))
+        self.run_job({"urls": [self.origin.url("/e%d" % i, status=500) for i in range(2)]}, daemon=d)
+        time.sleep(1.2)
+        # the probe hangs and its job is cancelled: it gave no verdict
+        job = d.post_job({"urls": [self.file_url("hang.png", delay=30)]})
+        d.wait_for(lambda: d.get_job(job["id"])["progress"]["running"] > 0, timeout=10)
+        st, _h, data = d.post("/v1/jobs/%s/cancel" % job["id"])
+        self.assertEqual(st, 200, data)
+        job = self.run_job({"urls": [self.file_url("next.png")]}, daemon=d)
+        self.assertEqual(job["state"], "succeeded", job)
+        st, _h, data = d.get("/v1/circuits")
+        self.assertEqual(data["circuits"][0]["state"], "closed")
+
 
 class Deadlines(hauldtest.HauldTestCase):
     daemon_env = FAST
