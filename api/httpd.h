@@ -8,8 +8,6 @@
 
 struct event_bus;
 
-struct event_bus;
-
 struct httpd;
 
 struct httpd_deps {

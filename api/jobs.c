@@ -108,20 +108,16 @@ static json_t *cursor_json(long long next, bool more)
         return json_string(buf);
 }
 
-/* One sched_circuits() snapshot for the jobs of one answer. */
+/* One sched_circuits() snapshot for the jobs of one answer, taken when the
+ * first job is rendered (so after the caller's jobcache_stamp): an answer
+ * made of cached texts alone does not wait for the scheduler's lock. */
 struct circuits {
+        struct httpd *h;
         struct circuit_list cl;
-        bool known;      /* the snapshot was taken */
+        bool taken;      /* sched_circuits() was asked */
+        bool known;      /* and answered */
         bool all_closed; /* every source of the last job shown had a closed circuit */
 };
-
-static void circuits_take(struct httpd *h, struct circuits *c)
-{
-        *c = (struct circuits){0};
-        c->known = sched_circuits(h->sched, &c->cl.v, &c->cl.n) == 0;
-        if (!c->known)
-                c->cl = (struct circuit_list){0};
-}
 
 static void circuits_release(struct circuits *c) { circuit_infos_free(c->cl.v, c->cl.n); }
 
@@ -138,14 +134,19 @@ static const char *circuit_of(const char *source, void *userdata)
 static json_t *job_json(const struct job *j, struct circuits *c)
 {
         struct jobjson_opts opts = {.circuit = circuit_of, .userdata = c};
+        if (!c->taken) {
+                c->taken = true;
+                c->known = sched_circuits(c->h->sched, &c->cl.v, &c->cl.n) == 0;
+                if (!c->known)
+                        c->cl = (struct circuit_list){0};
+        }
         c->all_closed = c->known;
         return jobjson_job(j, &opts);
 }
 
 json_t *jobs_job_json(struct httpd *h, const struct job *j)
 {
-        struct circuits c;
-        circuits_take(h, &c);
+        struct circuits c = {.h = h};
         json_t *o = job_json(j, &c);
         circuits_release(&c);
         return o;
@@ -331,7 +332,7 @@ static struct jobcache_text *listed_text(struct httpd *h, uint64_t stamp, const 
  * jobs' texts; NULL: no memory. */
 static char *jobs_text(struct httpd *h, uint64_t stamp, struct job **jobs, size_t n, int64_t next)
 {
-        struct circuits c;
+        struct circuits c = {.h = h};
         char *text = NULL;
         size_t len = 0;
         bool ok = true;
@@ -339,7 +340,6 @@ static char *jobs_text(struct httpd *h, uint64_t stamp, struct job **jobs, size_
 
         if (!f)
                 return NULL;
-        circuits_take(h, &c);
         fputs("{\"jobs\":[", f);
         for (size_t i = 0; ok && i < n; i++) {
                 struct jobcache_text *t = listed_text(h, stamp, jobs[i], &c);
@@ -400,14 +400,13 @@ static int64_t prune_horizon(const struct httpd *h)
 static enum MHD_Result reply_and_cache(struct request *rq, const char *id)
 {
         uint64_t stamp = jobcache_stamp(rq->h->jobs);
-        struct circuits c;
+        struct circuits c = {.h = rq->h};
         struct store *s;
         struct job *j;
         int r = httpd_store(rq, &s);
 
         if (r < 0 || (r = store_job_get(s, id, &j)) < 0)
                 return httpd_reply_store_error(rq, r, "job");
-        circuits_take(rq->h, &c);
         struct jobcache_text *t = job_text(rq->h, stamp, j, &c);
         circuits_release(&c);
         job_free(j);
@@ -434,7 +433,6 @@ enum MHD_Result jobs_items(struct request *rq)
         struct page pg = {.state_from = item_state_from_string};
         const char *id = job_id_arg(rq);
         struct store *s;
-        struct job *j;
         struct item *items = NULL;
         size_t n = 0;
         int next = -1;
@@ -446,13 +444,12 @@ enum MHD_Result jobs_items(struct request *rq)
         r = page_args(rq, &pg, ITEMS_LIMIT_DEFAULT, ITEMS_LIMIT_MAX, 0, &errors);
         if (r == -EINVAL)
                 return httpd_reply_problem(rq, 400, errors, "invalid query parameters");
-        if (r < 0 || (r = httpd_store(rq, &s)) < 0 || (r = store_job_get(s, id, &j)) < 0)
+        if (r < 0 || (r = httpd_store(rq, &s)) < 0)
                 return httpd_reply_store_error(rq, r, "job");
-        job_free(j);
         if (pg.cursor > JOB_MAX_ITEMS) /* an index past any job's end: an empty page */
                 pg.cursor = JOB_MAX_ITEMS;
         struct item_filter f = {.states = pg.states, .limit = pg.limit, .after_index = (int)pg.cursor};
-        r = store_item_list(s, id, &f, &items, &n, &next);
+        r = store_item_list(s, id, &f, &items, &n, &next); /* -ENOENT: no such job */
         if (r < 0)
                 return httpd_reply_store_error(rq, r, "job");
         json_t *arr = json_array();

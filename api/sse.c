@@ -549,6 +549,10 @@ static enum MHD_Result events_open(struct request *rq, const char *job_id)
                 problem_error_add(errors, "Last-Event-ID", "must be an event id (a decimal integer)");
                 return httpd_reply_problem(rq, 400, errors, "invalid Last-Event-ID");
         }
+        /* an id this run never gave is from an earlier run (ids restart at
+         * 1): resume from the oldest kept rather than wait for it */
+        if (after > events_last_id(rq->h->events))
+                after = 0;
         if ((r = httpd_store(rq, &store)) < 0)
                 return httpd_reply_store_error(rq, r, "job");
         struct stream *s = stream_new(rq, job_id, after);

@@ -57,6 +57,8 @@ class Guards(hauldtest.HauldTestCase):
             self.assert_problem(ans, 401)
             self.assertEqual(ans[1].get("WWW-Authenticate"), "Bearer", path)
         self.assert_problem(d.get("/v1/jobs", headers={"Authorization": "Bearer wrong"}), 401)
+        for guess in (TOKEN[:-1], TOKEN + "x", TOKEN[:-1] + "X", "", TOKEN + TOKEN):
+            self.assert_problem(d.get("/v1/jobs", headers={"Authorization": "Bearer " + guess}), 401)
         self.assert_problem(d.get("/v1/jobs", headers={"Authorization": "Basic " + TOKEN}), 401)
         self.assert_problem(d.post("/v1/jobs", {"urls": ["http://a/b"]}), 401)
         st, _h, data = d.get("/v1/health")
@@ -354,6 +356,31 @@ class Streams(hauldtest.HauldTestCase):
         self.assertEqual(again[-1]["data"]["state"], "succeeded")
         self.assert_problem(self.daemon.get("/v1/jobs/%s/events" % job["id"],
                                             headers={"Last-Event-ID": "abc"}), 400)
+
+    def test_resume_with_an_id_from_an_earlier_run(self):
+        # ids restart at 1 with the daemon, so a browser reconnecting after a
+        # restart sends an id past the newest: it resumes from the oldest kept
+        # instead of waiting (silently) for ids this run has not reached
+        stale = {"Last-Event-ID": "999999999"}
+        done = self.run_job({"urls": [self.file_url("before.png")]})
+        got = []
+        try:
+            for e in self.daemon.events("/v1/events", timeout=3, headers=stale):
+                got.append(e)
+                if e["event"] == "job" and e["data"]["state"] == "succeeded":
+                    break
+        except OSError:  # silence for 3 s
+            pass
+        self.assertIn(done["id"], [e["data"]["id"] for e in got if e["event"] == "job"], got)
+        job = self.daemon.post_job({"urls": self.job_urls(2)})
+        try:
+            evs = self.collect("/v1/jobs/%s/events" % job["id"], headers=stale, timeout=5)
+        except OSError:
+            self.fail("the job stream stayed silent after a Last-Event-ID from an earlier run")
+        self.assertEqual(evs[-1]["event"], "job")
+        self.assertEqual(evs[-1]["data"]["state"], "succeeded")
+        self.assertEqual(len([e for e in evs if e["event"] == "item"]), 2)
+        self.assertTrue(all(int(e["id"]) < 999999999 for e in evs), evs)
 
     def test_progress_is_coalesced(self):
         urls = [self.file_url("p%d.png" % i, size=2000, seed=i, delay=0.01 * i) for i in range(40)]
