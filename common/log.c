@@ -13,14 +13,14 @@
 
 #include "common/log.h"
 
-static enum log_level min_level = LOG_INFO;
+static enum log_level min_level = LOG_INFO; /* set by main (reload), read by every thread: atomic */
 static int journal;
 
 static const char *const level_names[] = {"debug", "info", "warning", "error"};
 static const int syslog_prio[] = {7, 6, 4, 3};
 
-void log_set_level(enum log_level level) { min_level = level; }
-enum log_level log_get_level(void) { return min_level; }
+void log_set_level(enum log_level level) { __atomic_store_n(&min_level, level, __ATOMIC_RELAXED); }
+enum log_level log_get_level(void) { return __atomic_load_n(&min_level, __ATOMIC_RELAXED); }
 void log_init(void) { journal = getenv("JOURNAL_STREAM") != NULL; }
 
 int log_level_parse(const char *s, enum log_level *ret)
@@ -33,13 +33,18 @@ int log_level_parse(const char *s, enum log_level *ret)
         return -EINVAL;
 }
 
+const char *log_level_name(enum log_level level)
+{
+        return (unsigned)level <= LOG_ERROR ? level_names[level] : "?";
+}
+
 void log_msg(enum log_level level, const char *fmt, ...)
 {
         char line[2048];
         size_t n;
         va_list ap;
 
-        if (level < min_level)
+        if ((unsigned)level > LOG_ERROR || level < log_get_level())
                 return;
         if (journal) {
                 n = (size_t)snprintf(line, sizeof(line), "<%d>", syslog_prio[level]);

@@ -7,6 +7,8 @@ void log_set_level(enum log_level level);
 enum log_level log_get_level(void);
 /* "debug", "info", "warning", "error" -> 0 and *ret; unknown -> -EINVAL */
 int log_level_parse(const char *s, enum log_level *ret);
+/* "debug" .. "error"; "?" for a value out of range. */
+const char *log_level_name(enum log_level level);
 /* Under journald (JOURNAL_STREAM set) lines get "<N>" priority prefixes
  * instead of timestamps. */
 void log_init(void);

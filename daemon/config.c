@@ -110,8 +110,6 @@ static const struct key keys[] = {
 /* clang-format on */
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
-static const char *const level_names[] = {"debug", "info", "warning", "error"};
-
 static int fail(struct config_error *e, const char *file, int line, const char *key, const char *fmt, ...)
         __attribute__((format(printf, 5, 6)));
 
@@ -960,7 +958,6 @@ static void format_value(const struct config *c, const struct key *k, char *buf,
 {
         const void *p = (const char *)c + k->off;
         const char *s;
-        int level;
 
         switch (k->kind) {
         case K_INT:
@@ -976,8 +973,7 @@ static void format_value(const struct config *c, const struct key *k, char *buf,
                 snprintf(buf, n, "%s", *(const bool *)p ? "true" : "false");
                 break;
         case K_LEVEL:
-                level = *(const int *)p;
-                snprintf(buf, n, "%s", level >= 0 && level <= LOG_ERROR ? level_names[level] : "?");
+                snprintf(buf, n, "%s", log_level_name((enum log_level) * (const int *)p));
                 break;
         case K_STRING:
         case K_OPTPATH:

@@ -101,7 +101,9 @@ int events_read(struct event_bus *b, uint64_t after_id, const char *job_id, stru
 
         pthread_mutex_lock(&b->lock);
         uint64_t oldest = b->next_id - b->count;
-        uint64_t id = after_id + 1 < oldest ? oldest : after_id + 1;
+        /* after_id past the newest (a client's Last-Event-ID from another
+         * run, or UINT64_MAX, whose + 1 would wrap to 0): nothing yet */
+        uint64_t id = after_id >= b->next_id ? b->next_id : after_id < oldest ? oldest : after_id + 1;
         for (; id < b->next_id && n < max; id++) {
                 const struct event *e = &b->ring[id % EVENTS_RING];
                 if (event_matches(e, job_id))

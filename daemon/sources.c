@@ -1,6 +1,6 @@
 /* sources: query-source descriptions (SOURCES_DIR/NAME.json), their URL and
- * header templates, JSON Pointers into listing pages, and the token bucket
- * that paces a source's listing requests.
+ * header templates, and the URLs taken from a listing page (through
+ * common/jsonptr). The token bucket that paces listings is daemon/ratelimit.
  *
  * Pure: files are read, getenv() is consulted, nothing else; no network,
  * no logging, no clock. Errors go back in struct sources_error naming the
@@ -29,13 +29,10 @@
 #include <sys/stat.h>
 
 #include "common/fs.h"
+#include "common/jsonptr.h"
 #include "common/str.h"
 #include "daemon/job.h"
 #include "daemon/sources.h"
-
-#define RATELIMIT_EPSILON    1e-6 /* tokens: float slack when a wait ends exactly */
-#define RATELIMIT_WAIT_SLACK 1e-7 /* ms: float slack before rounding a wait up; < EPSILON up to 1000/s */
-#define RATELIMIT_WAIT_MAX   1e12 /* ms: caps the wait of a vanishing rate */
 
 struct source_set {
         struct source_def **defs; /* sorted by name */
@@ -98,18 +95,6 @@ static bool header_name_valid(const char *s)
                 return false;
         for (size_t i = 0; i < len; i++)
                 if (!name_char(s[i]) && !strchr("!#$%&'*+^`|~", s[i]))
-                        return false;
-        return true;
-}
-
-bool sources_pointer_valid(const char *p)
-{
-        if (!p || strlen(p) > SOURCES_POINTER_MAX)
-                return false;
-        if (p[0] != '\0' && p[0] != '/')
-                return false;
-        for (; *p; p++)
-                if (*p == '~' && p[1] != '0' && p[1] != '1')
                         return false;
         return true;
 }
@@ -409,7 +394,7 @@ static int parse_pointer(json_t *v, char **out, struct sources_error *e)
 {
         int r = json_to_str(v, SOURCES_POINTER_MAX, out, e);
 
-        if (r == 0 && !sources_pointer_valid(*out))
+        if (r == 0 && !jsonptr_valid(*out))
                 r = fail_msg(e,
                              "'%s' is not a JSON Pointer (RFC 6901): \"\" or \"/a/b\", '~' only as ~0 or ~1",
                              *out);
@@ -864,67 +849,6 @@ void sources_strv_free(char **v, size_t n)
         free(v);
 }
 
-/* ---- JSON Pointer ----------------------------------------------------- */
-
-/* One reference token of a pointer, unescaped into tok; *p moves past it. */
-static int pointer_token(const char **p, char *tok)
-{
-        const char *s = *p + 1; /* past '/' */
-        size_t n = 0;
-
-        for (; *s && *s != '/'; s++) {
-                if (*s == '~') {
-                        if (s[1] != '0' && s[1] != '1')
-                                return -EINVAL;
-                        tok[n++] = s[1] == '0' ? '~' : '/';
-                        s++;
-                } else {
-                        tok[n++] = *s;
-                }
-        }
-        tok[n] = '\0';
-        *p = s;
-        return 0;
-}
-
-/* Decimal index without leading zeros; -1 when tok is none. */
-static long long array_index(const char *tok)
-{
-        long long i = 0;
-
-        if (!*tok || (tok[0] == '0' && tok[1]) || strlen(tok) > 15)
-                return -1;
-        for (const char *s = tok; *s; s++) {
-                if (*s < '0' || *s > '9')
-                        return -1;
-                i = i * 10 + (*s - '0');
-        }
-        return i;
-}
-
-json_t *sources_pointer_get(json_t *root, const char *pointer)
-{
-        char tok[SOURCES_POINTER_MAX + 1];
-        const char *p = pointer;
-        json_t *cur = root;
-
-        if (!root || !sources_pointer_valid(pointer))
-                return NULL;
-        while (*p && cur) {
-                if (pointer_token(&p, tok) < 0)
-                        return NULL;
-                if (json_is_object(cur)) {
-                        cur = json_object_get(cur, tok);
-                } else if (json_is_array(cur)) {
-                        long long i = array_index(tok);
-                        cur = i < 0 ? NULL : json_array_get(cur, (size_t)i);
-                } else {
-                        cur = NULL;
-                }
-        }
-        return cur;
-}
-
 /* ---- listing pages ---------------------------------------------------- */
 
 /* http(s)://host..., no spaces or control characters, at most JOB_URL_MAX. */
@@ -951,7 +875,7 @@ static bool result_url_ok(const char *u, size_t len)
 /* Append result's URL to urls when it has an acceptable one. */
 static int take_result(const struct source_def *d, json_t *result, char **urls, size_t *n)
 {
-        json_t *u = sources_pointer_get(result, d->url);
+        json_t *u = jsonptr_get(result, d->url);
 
         if (!json_is_string(u) || !result_url_ok(json_string_value(u), json_string_length(u)))
                 return 0;
@@ -997,7 +921,7 @@ int sources_parse_page(const struct source_def *d, const char *body, size_t len,
         if (len > SOURCES_PAGE_BODY_MAX)
                 return -EFBIG;
         root = json_loadb(body, len, JSON_PRESERVE_ORDER, NULL);
-        items = sources_pointer_get(root, d->items);
+        items = jsonptr_get(root, d->items);
         if (!root || (!items && !d->allow_missing_items))
                 goto fail;
         if (items && !json_is_array(items) && !json_is_object(items))
@@ -1023,51 +947,4 @@ fail:
         sources_strv_free(urls, n);
         json_decref(root);
         return r;
-}
-
-/* ---- token bucket ----------------------------------------------------- */
-
-void ratelimit_init(struct ratelimit *rl, double rate, double burst)
-{
-        *rl = (struct ratelimit){
-                .rate = rate > 0 ? rate : 0,
-                .burst = burst >= 1 ? burst : 1,
-        };
-        rl->tokens = rl->burst;
-}
-
-static void ratelimit_refill(struct ratelimit *rl, int64_t now_ms)
-{
-        if (!rl->started) {
-                rl->started = true;
-                rl->last_ms = now_ms;
-                return;
-        }
-        if (now_ms <= rl->last_ms)
-                return;
-        rl->tokens += (double)(now_ms - rl->last_ms) * rl->rate / 1000.0;
-        if (rl->tokens > rl->burst)
-                rl->tokens = rl->burst;
-        rl->last_ms = now_ms;
-}
-
-int64_t ratelimit_take(struct ratelimit *rl, int64_t now_ms)
-{
-        double wait;
-        int64_t ms;
-
-        if (rl->rate <= 0)
-                return 0;
-        ratelimit_refill(rl, now_ms);
-        if (rl->tokens >= 1.0 - RATELIMIT_EPSILON) {
-                rl->tokens = rl->tokens > 1.0 ? rl->tokens - 1.0 : 0.0;
-                return 0;
-        }
-        wait = (1.0 - rl->tokens) * 1000.0 / rl->rate;
-        if (wait > RATELIMIT_WAIT_MAX)
-                wait = RATELIMIT_WAIT_MAX;
-        ms = (int64_t)wait;
-        if ((double)ms < wait - RATELIMIT_WAIT_SLACK)
-                ms++;
-        return ms > 0 ? ms : 1;
 }

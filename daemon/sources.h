@@ -8,11 +8,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/jsonptr.h"
+#include "daemon/ratelimit.h" /* paces requests_per_second */
+
 #define SOURCES_FILE_MAX         (64 * 1024) /* bytes of one NAME.json */
 #define SOURCES_MAX_FILES        256         /* *.json files in SOURCES_DIR */
 #define SOURCES_NAME_MAX         64          /* chars of a source name */
 #define SOURCES_TEMPLATE_MAX     2048        /* bytes of search_url and of a header value */
-#define SOURCES_POINTER_MAX      1024        /* bytes of a JSON Pointer */
+#define SOURCES_POINTER_MAX      JSONPTR_MAX /* bytes of a JSON Pointer */
 #define SOURCES_MAX_HEADERS      32
 #define SOURCES_HEADER_NAME_MAX  64
 #define SOURCES_HEADER_LINE_MAX  8192 /* bytes of one expanded "Name: value" */
@@ -87,12 +90,6 @@ int sources_build_url_redacted(const struct source_def *d, const char *query, in
 int sources_build_headers(const struct source_def *d, char ***ret, size_t *ret_n);
 void sources_strv_free(char **v, size_t n);
 
-/* Is pointer a syntactically valid RFC 6901 JSON Pointer? */
-bool sources_pointer_valid(const char *pointer);
-/* Resolve pointer in root (borrowed reference; NULL when absent or invalid).
- * Array tokens are decimal indices without leading zeros; "-" never matches. */
-json_t *sources_pointer_get(json_t *root, const char *pointer);
-
 /* URLs of one listing page, in the order of the results: `items` of the body
  * (array, or object whose values are taken in order), then `url` in each
  * result; results without a string http(s) URL (at most JOB_URL_MAX bytes)
@@ -103,19 +100,3 @@ json_t *sources_pointer_get(json_t *root, const char *pointer);
  * sources_strv_free(). */
 int sources_parse_page(const struct source_def *d, const char *body, size_t len, char ***ret_urls,
                        size_t *ret_n);
-
-/* Token bucket for requests_per_second. Pure: the monotonic time is an
- * argument. Starts full. For a source: rate = requests_per_second and burst
- * = max(1, rate), one bucket per source shared by all its jobs. */
-struct ratelimit {
-        double rate;     /* tokens per second; <= 0: unlimited */
-        double burst;    /* bucket size, tokens, >= 1 */
-        double tokens;   /* tokens held at last_ms */
-        int64_t last_ms; /* monotonic ms of the last refill */
-        bool started;    /* last_ms is set */
-};
-
-void ratelimit_init(struct ratelimit *rl, double rate, double burst);
-/* 0: a request may start now (a token is taken); else the ms to wait
- * before asking again (nothing taken). A clock going backwards is ignored. */
-int64_t ratelimit_take(struct ratelimit *rl, int64_t now_ms);

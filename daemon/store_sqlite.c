@@ -17,8 +17,8 @@
  * In the file: times are INTEGER ms since the epoch, NULL for 0; states
  * are their names, so the file reads well in the sqlite3 shell and does
  * not depend on the order of the C enums; sources and per_source are JSON
- * arrays. Strings that are not UTF-8 are stored with '?' for the bad
- * bytes in JSON (jansson refuses them) and as they are in plain columns. */
+ * arrays (store_json.c). Strings that are not UTF-8 are stored as they are
+ * in plain columns. */
 #include "autoconfig.h"
 
 #include <errno.h>
@@ -27,12 +27,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <jansson.h>
 #include <sqlite3.h>
 
 #include "common/clock.h"
 #include "common/fs.h"
 #include "daemon/store-backend.h"
+#include "daemon/store_json.h"
 
 #define SQ_BUSY_TIMEOUT_MS 5000
 /* Page cache per connection. A 10,000-item job is about 2 MiB of pages;
@@ -354,231 +354,6 @@ static const char *col_text(sqlite3_stmt *st, int i)
         return t ? (const char *)t : "";
 }
 
-/* JSON encoding of sources and per_source. */
-
-/* A JSON string of s (NULL: JSON null); bytes of s that are not UTF-8
- * become '?'. */
-static json_t *jstr(const char *s)
-{
-        json_t *v;
-        char *copy;
-
-        if (!s)
-                return json_null();
-        v = json_string(s);
-        if (v)
-                return v;
-        copy = strdup(s);
-        if (!copy)
-                return NULL;
-        for (unsigned char *p = (unsigned char *)copy; *p; p++)
-                if (*p >= 0x80)
-                        *p = '?';
-        v = json_string(copy);
-        free(copy);
-        return v;
-}
-
-/* JSON null or absent: NULL; a string: a copy; anything else: -EIO. */
-static int jstr_dup(json_t *v, char **ret)
-{
-        char *s = NULL;
-
-        if (v && !json_is_null(v)) {
-                if (!json_is_string(v))
-                        return -EIO;
-                s = strdup(json_string_value(v));
-                if (!s)
-                        return -ENOMEM;
-        }
-        *ret = s;
-        return 0;
-}
-
-static json_t *jerror(const struct job_error *e)
-{
-        if (!e->code)
-                return json_null();
-        return json_pack("{s:o, s:o}", "code", jstr(e->code), "message", jstr(e->message));
-}
-
-/* Dump a (stolen) array, or NULL for an empty one. */
-static int json_take_text(json_t *a, char **ret)
-{
-        char *text = NULL;
-
-        if (!a)
-                return -ENOMEM;
-        if (json_array_size(a) > 0) {
-                text = json_dumps(a, JSON_COMPACT);
-                if (!text) {
-                        json_decref(a);
-                        return -ENOMEM;
-                }
-        }
-        json_decref(a);
-        *ret = text;
-        return 0;
-}
-
-static int sources_encode(const struct job *j, char **ret)
-{
-        json_t *a = json_array();
-
-        for (size_t i = 0; a && i < j->nsources; i++)
-                if (json_array_append_new(a, jstr(j->sources[i])) < 0) {
-                        json_decref(a);
-                        a = NULL;
-                }
-        return json_take_text(a, ret);
-}
-
-static json_t *job_source_encode(const struct job_source *ps)
-{
-        return json_pack("{s:o, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "source", jstr(ps->source),
-                         "state", source_state_to_string(ps->state), "items", (json_int_t)ps->items,
-                         "succeeded", (json_int_t)ps->succeeded, "failed", (json_int_t)ps->failed, "skipped",
-                         (json_int_t)ps->skipped, "attempts", (json_int_t)ps->attempts, "retries",
-                         (json_int_t)ps->retries, "bytes", (json_int_t)ps->bytes, "error",
-                         jerror(&ps->error));
-}
-
-static int per_source_encode(const struct job *j, char **ret)
-{
-        json_t *a;
-
-        for (size_t i = 0; i < j->nper_source; i++)
-                if ((unsigned)j->per_source[i].state >= _SRC_STATE_MAX)
-                        return -EINVAL;
-        a = json_array();
-        for (size_t i = 0; a && i < j->nper_source; i++)
-                if (json_array_append_new(a, job_source_encode(&j->per_source[i])) < 0) {
-                        json_decref(a);
-                        a = NULL;
-                }
-        return json_take_text(a, ret);
-}
-
-/* Parse a column holding a JSON array; NULL column: *ret NULL. */
-static int json_array_load(const char *text, json_t **ret)
-{
-        json_t *a = NULL;
-
-        if (text) {
-                a = json_loads(text, 0, NULL);
-                if (!json_is_array(a)) {
-                        json_decref(a);
-                        return -EIO;
-                }
-        }
-        *ret = a;
-        return 0;
-}
-
-static int sources_decode(const char *text, char ***ret, size_t *ret_n)
-{
-        json_t *a = NULL;
-        char **v = NULL;
-        size_t n = 0;
-        int r = json_array_load(text, &a);
-
-        if (r < 0 || !a)
-                goto out;
-        v = calloc(json_array_size(a) + 1, sizeof(*v));
-        if (!v)
-                r = -ENOMEM;
-        for (; r == 0 && n < json_array_size(a); n++) {
-                r = jstr_dup(json_array_get(a, n), &v[n]);
-                if (r == 0 && !v[n])
-                        r = -EIO;
-        }
-out:
-        json_decref(a);
-        if (r < 0) {
-                for (size_t i = 0; v && i < n; i++)
-                        free(v[i]);
-                free(v);
-                return r;
-        }
-        *ret = n ? v : NULL;
-        if (!n)
-                free(v);
-        *ret_n = n;
-        return 0;
-}
-
-static int error_decode(json_t *o, struct job_error *e)
-{
-        int r;
-
-        if (!o || json_is_null(o))
-                return 0;
-        if (!json_is_object(o))
-                return -EIO;
-        r = jstr_dup(json_object_get(o, "code"), &e->code);
-        if (r == 0)
-                r = jstr_dup(json_object_get(o, "message"), &e->message);
-        return r;
-}
-
-/* Into a zeroed *ps; on failure the caller clears it. */
-static int job_source_decode(json_t *o, struct job_source *ps)
-{
-        json_t *name = NULL, *err = NULL;
-        const char *state;
-        json_int_t v[7];
-        int r, s;
-
-        if (json_unpack(o, "{s:o, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s?o}", "source", &name, "state",
-                        &state, "items", &v[0], "succeeded", &v[1], "failed", &v[2], "skipped", &v[3],
-                        "attempts", &v[4], "retries", &v[5], "bytes", &v[6], "error", &err) < 0)
-                return -EIO;
-        s = source_state_from_string(state);
-        if (s < 0)
-                return -EIO;
-        ps->state = s;
-        ps->items = v[0];
-        ps->succeeded = v[1];
-        ps->failed = v[2];
-        ps->skipped = v[3];
-        ps->attempts = v[4];
-        ps->retries = v[5];
-        ps->bytes = v[6];
-        r = jstr_dup(name, &ps->source);
-        if (r == 0)
-                r = error_decode(err, &ps->error);
-        return r;
-}
-
-static int per_source_decode(const char *text, struct job_source **ret, size_t *ret_n)
-{
-        struct job_source *v = NULL;
-        json_t *a = NULL;
-        size_t n = 0;
-        int r = json_array_load(text, &a);
-
-        if (r < 0 || !a)
-                goto out;
-        v = calloc(json_array_size(a), sizeof(*v));
-        if (!v && json_array_size(a) > 0)
-                r = -ENOMEM;
-        for (; r == 0 && n < json_array_size(a); n++)
-                r = job_source_decode(json_array_get(a, n), &v[n]);
-out:
-        json_decref(a);
-        if (r < 0) {
-                for (size_t i = 0; v && i < n; i++)
-                        job_source_clear(&v[i]);
-                free(v);
-                return r;
-        }
-        *ret = n ? v : NULL;
-        if (!n)
-                free(v);
-        *ret_n = n;
-        return 0;
-}
-
 /* Jobs: rows to structs and back. */
 
 static int job_read(sqlite3_stmt *st, struct job **ret)
@@ -620,11 +395,11 @@ static int job_read(sqlite3_stmt *st, struct job **ret)
         j->request_hash = col_str(st, JC_REQUEST_HASH, &oom);
         r = oom ? -ENOMEM : 0;
         if (r == 0)
-                r = sources_decode((const char *)sqlite3_column_text(st, JC_SOURCES), &j->sources,
-                                   &j->nsources);
+                r = store_json_decode_sources((const char *)sqlite3_column_text(st, JC_SOURCES), &j->sources,
+                                              &j->nsources);
         if (r == 0)
-                r = per_source_decode((const char *)sqlite3_column_text(st, JC_PER_SOURCE), &j->per_source,
-                                      &j->nper_source);
+                r = store_json_decode_per_source((const char *)sqlite3_column_text(st, JC_PER_SOURCE),
+                                                 &j->per_source, &j->nper_source);
         if (r < 0)
                 goto fail;
         *ret = j;
@@ -832,9 +607,9 @@ static int sq_job_insert(void *p, struct job *job, const struct item *items, siz
         bool own = false;
         int r;
 
-        r = sources_encode(job, &sources);
+        r = store_json_encode_sources(job, &sources);
         if (r == 0)
-                r = per_source_encode(job, &per_source);
+                r = store_json_encode_per_source(job, &per_source);
         if (r == 0)
                 r = op_begin(be, &own);
         if (r < 0)
@@ -916,7 +691,7 @@ static int sq_job_update(void *p, const struct job *job)
 
         r = sq_stmt(be, Q_JOB_UPDATE, &st);
         if (r == 0)
-                r = per_source_encode(job, &per_source);
+                r = store_json_encode_per_source(job, &per_source);
         if (r < 0)
                 return r;
         r = bind_failed(sqlite3_bind_text(st, JC_ID, job->id, -1, SQLITE_STATIC));

@@ -42,7 +42,12 @@ static int curl_error(CURLUcode rc)
         }
 }
 
-static bool host_usable(const char *host) { return host[0] != '.' && !strstr(host, ".."); }
+/* libcurl decodes and checks host names; the separators are refused here
+ * too, so the <source> directory never depends on its version. */
+static bool host_usable(const char *host)
+{
+        return host[0] != '.' && !strstr(host, "..") && !strpbrk(host, "/\\");
+}
 
 /* "host" or "host:port", ASCII lower-cased, malloc'd in *ret. */
 static int make_source(CURLU *u, char **ret)

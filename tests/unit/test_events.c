@@ -107,6 +107,11 @@ START_TEST(test_ring_overflow_resumes_from_oldest)
         ck_assert_int_eq(events_read(b, total - 1, NULL, out, 4, &n), 0);
         ck_assert_uint_eq(n, 1);
         ck_assert_uint_eq(out[0].id, total);
+        /* an id past the newest, up to UINT64_MAX, reads nothing */
+        ck_assert_int_eq(events_read(b, total, NULL, out, 4, &n), 0);
+        ck_assert_uint_eq(n, 0);
+        ck_assert_int_eq(events_read(b, UINT64_MAX, NULL, out, 4, &n), 0);
+        ck_assert_uint_eq(n, 0);
         events_free(b);
 }
 END_TEST
@@ -155,14 +160,14 @@ START_TEST(test_watchers_and_unwatch)
 }
 END_TEST
 
-#define READERS    4
-#define PUBLISHED  20000
+#define READERS   4
+#define PUBLISHED 20000
 
 struct reader {
         struct event_bus *b;
         const char *job_id;
-        uint64_t got;  /* events seen */
-        bool ordered;  /* ids strictly increased */
+        uint64_t got; /* events seen */
+        bool ordered; /* ids strictly increased */
 };
 
 /* Poll until the last id is read, checking the ids go up. The ring is big

@@ -507,6 +507,10 @@ static const struct {
         {"http://example.com:0/", -EINVAL, NULL},
         {"http://example.com:99999/", -EINVAL, NULL},
         {"http://example.com:abc/", -EINVAL, NULL},
+        /* an encoded separator in the host never reaches the <source> dir */
+        {"http://a%2fb/x", -EINVAL, NULL},
+        {"http://a%5cb/x", -EINVAL, NULL},
+        {"http://%2e%2e/x", -EINVAL, NULL},
 };
 
 START_TEST(test_urlcheck)

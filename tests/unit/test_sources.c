@@ -680,12 +680,12 @@ START_TEST(test_pointer_rfc6901)
         };
 
         ck_assert_ptr_nonnull(doc);
-        ck_assert_ptr_eq(sources_pointer_get(doc, ""), doc);
-        ck_assert_ptr_eq(sources_pointer_get(doc, "/foo"), json_object_get(doc, "foo"));
-        ck_assert_str_eq(json_string_value(sources_pointer_get(doc, "/foo/0")), "bar");
-        ck_assert_str_eq(json_string_value(sources_pointer_get(doc, "/foo/1")), "baz");
+        ck_assert_ptr_eq(jsonptr_get(doc, ""), doc);
+        ck_assert_ptr_eq(jsonptr_get(doc, "/foo"), json_object_get(doc, "foo"));
+        ck_assert_str_eq(json_string_value(jsonptr_get(doc, "/foo/0")), "bar");
+        ck_assert_str_eq(json_string_value(jsonptr_get(doc, "/foo/1")), "baz");
         for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
-                json_t *v = sources_pointer_get(doc, ints[i].pointer);
+                json_t *v = jsonptr_get(doc, ints[i].pointer);
                 ck_assert_msg(json_is_integer(v), "%s", ints[i].pointer);
                 ck_assert_int_eq(json_integer_value(v), ints[i].value);
         }
@@ -705,8 +705,8 @@ START_TEST(test_pointer_rfc6901)
                 "/foo/99999999999999999999",
         };
         for (size_t i = 0; i < sizeof(absent) / sizeof(absent[0]); i++)
-                ck_assert_msg(sources_pointer_get(doc, absent[i]) == NULL, "%s", absent[i]);
-        ck_assert_ptr_null(sources_pointer_get(NULL, ""));
+                ck_assert_msg(jsonptr_get(doc, absent[i]) == NULL, "%s", absent[i]);
+        ck_assert_ptr_null(jsonptr_get(NULL, ""));
         json_decref(doc);
 }
 END_TEST
@@ -716,26 +716,26 @@ START_TEST(test_pointer_arrays)
         json_t *doc = json_loads("{\"imageinfo\": [{\"url\": \"https://u/1\"}], "
                                  "\"m\": [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]}",
                                  0, NULL);
-        ck_assert_str_eq(json_string_value(sources_pointer_get(doc, "/imageinfo/0/url")), "https://u/1");
-        ck_assert_ptr_null(sources_pointer_get(doc, "/imageinfo/1/url"));
-        ck_assert_int_eq(json_integer_value(sources_pointer_get(doc, "/m/0/10")), 10);
-        ck_assert_ptr_null(sources_pointer_get(doc, "/m/0/010"));
+        ck_assert_str_eq(json_string_value(jsonptr_get(doc, "/imageinfo/0/url")), "https://u/1");
+        ck_assert_ptr_null(jsonptr_get(doc, "/imageinfo/1/url"));
+        ck_assert_int_eq(json_integer_value(jsonptr_get(doc, "/m/0/10")), 10);
+        ck_assert_ptr_null(jsonptr_get(doc, "/m/0/010"));
         json_decref(doc);
 
-        ck_assert(sources_pointer_valid(""));
-        ck_assert(sources_pointer_valid("/"));
-        ck_assert(sources_pointer_valid("/a~0~1/b"));
-        ck_assert(!sources_pointer_valid("a"));
-        ck_assert(!sources_pointer_valid("/a~"));
-        ck_assert(!sources_pointer_valid("/a~x"));
-        ck_assert(!sources_pointer_valid(NULL));
+        ck_assert(jsonptr_valid(""));
+        ck_assert(jsonptr_valid("/"));
+        ck_assert(jsonptr_valid("/a~0~1/b"));
+        ck_assert(!jsonptr_valid("a"));
+        ck_assert(!jsonptr_valid("/a~"));
+        ck_assert(!jsonptr_valid("/a~x"));
+        ck_assert(!jsonptr_valid(NULL));
         char long_ptr[SOURCES_POINTER_MAX + 2];
         memset(long_ptr, '/', sizeof(long_ptr) - 1);
         long_ptr[SOURCES_POINTER_MAX] = '\0';
-        ck_assert(sources_pointer_valid(long_ptr));
+        ck_assert(jsonptr_valid(long_ptr));
         long_ptr[SOURCES_POINTER_MAX] = '/';
         long_ptr[SOURCES_POINTER_MAX + 1] = '\0';
-        ck_assert(!sources_pointer_valid(long_ptr));
+        ck_assert(!jsonptr_valid(long_ptr));
 }
 END_TEST
 

@@ -1,0 +1,15 @@
+/* JSON text of a job's list columns, shared by store backends.
+ * int returns: 0 ok, -errno (-ENOMEM, -EINVAL a bad enum on encode, -EIO
+ * text that does not decode); ret_* written only on success. */
+#pragma once
+#include <stddef.h>
+
+#include "daemon/job.h"
+
+/* j->sources as a JSON array; *ret NULL when there are none. */
+int store_json_encode_sources(const struct job *j, char **ret);
+/* j->per_source as a JSON array; *ret NULL when there are none. */
+int store_json_encode_per_source(const struct job *j, char **ret);
+/* text NULL: no sources (*ret NULL, *ret_n 0). */
+int store_json_decode_sources(const char *text, char ***ret, size_t *ret_n);
+int store_json_decode_per_source(const char *text, struct job_source **ret, size_t *ret_n);
