@@ -19,6 +19,7 @@ struct commit_req {
         char job_id[JOB_ID_LEN + 1];
         int item;
         int attempt;
+        uint64_t run;    /* the scheduler's load of the job it belongs to */
         int dir_fd;      /* owned: closed by the committer */
         int part_fd;     /* owned: closed by the committer */
         char part[64];   /* the part file's name in dir_fd */

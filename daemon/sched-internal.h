@@ -81,6 +81,7 @@ struct slot {
 
 struct rjob {
         struct job *job;
+        uint64_t run; /* this load of the job: commit answers of an earlier run are not its own */
         struct item *items;
         size_t nitems;
         int *item_unit; /* item index -> unit index */
@@ -143,6 +144,7 @@ struct sched {
         int units_running;
         struct src *srcs;
         int64_t started_ms; /* monotonic */
+        uint64_t runs;      /* jobs loaded so far: the next rjob's run */
         int64_t last_status_ms, last_watchdog_ms, watchdog_ms;
 };
 

@@ -345,6 +345,7 @@ int rjob_load(struct sched *s, const char *id, struct rjob **ret)
         if (r < 0)
                 goto fail;
         rj->sched = s;
+        rj->run = ++s->runs;
         rj->cap = rj->nitems;
         r = -ENOMEM;
         rj->item_unit = calloc(rj->cap ? rj->cap : 1, sizeof(int));

@@ -403,6 +403,7 @@ static void item_commit(struct sched *s, struct unit *u, int idx, const struct x
         snprintf(req->job_id, sizeof(req->job_id), "%s", rj->job->id);
         req->item = idx;
         req->attempt = it->attempts;
+        req->run = rj->run;
         req->part_fd = res->part_fd;
         req->size = res->bytes;
         snprintf(req->part, sizeof(req->part), "%s", res->part);
@@ -464,7 +465,9 @@ void sched_apply_commits(struct sched *s)
 
         for (struct commit_req *r = done; r; r = r->next) {
                 struct rjob *rj = s->jobs;
-                while (rj && strcmp(rj->job->id, r->job_id) != 0)
+                /* a retried job is loaded anew and counts attempts from 0
+                 * again: only answers of this very run are its own */
+                while (rj && (strcmp(rj->job->id, r->job_id) != 0 || rj->run != r->run))
                         rj = rj->next;
                 if (!rj)
                         continue;
