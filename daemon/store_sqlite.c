@@ -76,6 +76,8 @@ static const char *const migrations[] = {
         "  error_code TEXT, error_message TEXT,"
         "  PRIMARY KEY (job_seq, idx)"
         ") WITHOUT ROWID;",
+        /* 2: pruning by finished_at without scanning every job */
+        "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;",
 };
 #define SCHEMA_VERSION ((int64_t)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -673,13 +673,39 @@ START_TEST(test_reopen)
                 items_free(got, n);
                 store_close(s);
         }
-        ck_assert_int_eq(sql_int("SELECT count(*) FROM migrations"), 1);
-        ck_assert_int_eq(sql_int("SELECT max(version) FROM migrations"), 1);
+        ck_assert_int_eq(sql_int("SELECT count(*) FROM migrations"), 2);
+        ck_assert_int_eq(sql_int("SELECT max(version) FROM migrations"), 2);
         ck_assert_int_gt(sql_int("SELECT applied_at FROM migrations"), T0);
         s = open_store();
         ck_assert_str_eq(store_describe(s), url);
         store_close(s);
         items_free(items, 3);
+        job_free(j);
+}
+END_TEST
+
+/* A table written by the first version gains the later migrations at open,
+ * keeping its rows; pruning then uses the index migration 2 adds. */
+START_TEST(test_upgrade_from_version_1)
+{
+        struct store *s = open_store();
+        struct job *j = job_make_full(), *g;
+        struct item *items = items_make(2);
+
+        ck_assert_int_eq(store_job_insert(s, j, items, 2), 0);
+        store_close(s);
+        sql_exec("DROP INDEX jobs_finished");
+        sql_exec("DELETE FROM migrations WHERE version > 1");
+        ck_assert_int_eq(sql_int("SELECT count(*) FROM sqlite_master WHERE name = 'jobs_finished'"), 0);
+
+        s = open_store();
+        ck_assert_int_eq(store_job_get(s, j->id, &g), 0);
+        job_eq(g, j);
+        job_free(g);
+        store_close(s);
+        ck_assert_int_eq(sql_int("SELECT max(version) FROM migrations"), 2);
+        ck_assert_int_eq(sql_int("SELECT count(*) FROM sqlite_master WHERE name = 'jobs_finished'"), 1);
+        items_free(items, 2);
         job_free(j);
 }
 END_TEST
@@ -854,6 +880,7 @@ static Suite *store_suite(void)
         tcase_add_test(tc, test_recover);
         tcase_add_test(tc, test_prune_and_count);
         tcase_add_test(tc, test_reopen);
+        tcase_add_test(tc, test_upgrade_from_version_1);
         tcase_add_test(tc, test_newer_schema_refused);
         tcase_add_test(tc, test_bad_urls);
         tcase_add_test(tc, test_missing_directory);
