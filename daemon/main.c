@@ -24,6 +24,7 @@
 #include "daemon/notify.h"
 #include "daemon/sched.h"
 #include "daemon/sources.h"
+#include "daemon/store.h"
 
 /* Settings and sources replaced by a reload stay alive until exit: the
  * scheduler and the API may still be reading the old ones. */
@@ -225,6 +226,13 @@ int main(int argc, char **argv)
         if (load(cfg, file, argv + optind, argc - optind) < 0)
                 return CONFIG_EXIT_BAD;
         log_set_level((enum log_level)cfg->log_level);
+        if (store_check_url(cfg->store) < 0) {
+                /* the URL may hold a password: name the scheme only */
+                log_error("config: STORE: this build has no backend for %.*s; use sqlite:/absolute/path",
+                          (int)strcspn(cfg->store, ":"), cfg->store);
+                config_free(cfg);
+                return CONFIG_EXIT_BAD;
+        }
         if (load_sources(cfg, &live.sources) < 0) {
                 config_free(cfg);
                 return CONFIG_EXIT_BAD;

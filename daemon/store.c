@@ -35,6 +35,12 @@ static int backend_find(const char *url, const struct store_backend **ret)
         return -EINVAL;
 }
 
+int store_check_url(const char *url)
+{
+        const struct store_backend *b;
+        return backend_find(url, &b);
+}
+
 int store_open(const char *url, struct store **ret)
 {
         const struct store_backend *b;

@@ -31,6 +31,9 @@ struct item_filter {
 };
 
 int store_open(const char *url, struct store **ret);
+/* Is there a backend for url in this build? -EPROTONOSUPPORT for a known
+ * scheme without one (postgresql:// for now), -EINVAL for anything else. */
+int store_check_url(const char *url);
 void store_close(struct store *s);
 /* A short description for logs ("sqlite:/path"). */
 const char *store_describe(const struct store *s);

@@ -189,5 +189,19 @@ class QueryJobs(hauldtest.HauldTestCase):
         self.assertIn("MAX_CONCURRENT_SOURCES", proc.stderr)
 
 
+class StoreSetting(hauldtest.HauldTestCase):
+    start_daemon = False
+
+    def test_store_without_a_backend_is_a_config_error(self):
+        d = hauldtest.Daemon(FAST, start=False)
+        self._daemons.append(d)
+        proc = subprocess.run([hauldtest.hauld_binary(), "--config", "/dev/null",
+                               "STORE=postgresql://hauld:s3cret@db.example/hauld"],
+                              env=d.environ(), capture_output=True, text=True, timeout=10)
+        self.assertEqual(proc.returncode, 78, proc.stderr)
+        self.assertIn("STORE", proc.stderr)
+        self.assertNotIn("s3cret", proc.stderr)
+
+
 if __name__ == "__main__":
     hauldtest.main()
