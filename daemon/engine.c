@@ -108,8 +108,8 @@ static void xfer_free(struct xfer *x)
                 }
         }
         if (x->part_fd >= 0) {
-                if (x->keep_part)
-                        fdatasync(x->part_fd);
+                if (x->keep_part) /* start write-back, do not wait for it: this is the transfer loop */
+                        sync_file_range(x->part_fd, 0, 0, SYNC_FILE_RANGE_WRITE);
                 close(x->part_fd);
                 if (!x->keep_part)
                         unlinkat(x->dir_fd, x->part, 0);
