@@ -23,6 +23,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -62,6 +63,8 @@ struct stream {
         size_t out_len, out_off, out_cap;
         int64_t wrote_ms; /* mono ms of the last text produced */
         bool done;        /* end the stream once out is sent */
+        int fd;           /* the client's socket, to see it leave while suspended */
+        bool gone;        /* under sse.lock: the client closed or reset its end */
         bool suspended;   /* under sse.lock */
         bool woken;       /* under sse.lock: an event came since the last look */
         int64_t wake_ms;  /* under sse.lock: when the ticker resumes it */
@@ -359,6 +362,30 @@ static void on_publish(void *ud)
         pthread_mutex_unlock(&x->lock);
 }
 
+/* Under x->lock. A suspended connection is not watched by microhttpd, so a
+ * client that left would hold its stream (and its place under
+ * HTTPD_SSE_MAX) until the next keep-alive failed to send, 15-30 s later.
+ * Look at the sockets instead: a hang-up or error ends the stream now. */
+static void reap_gone(struct sse *x)
+{
+        struct pollfd pfd[HTTPD_SSE_MAX];
+        struct stream *who[HTTPD_SSE_MAX];
+        nfds_t n = 0;
+
+        for (struct stream *s = x->streams; s && n < HTTPD_SSE_MAX; s = s->next)
+                if (s->suspended && s->fd >= 0) {
+                        pfd[n] = (struct pollfd){.fd = s->fd, .events = POLLRDHUP};
+                        who[n++] = s;
+                }
+        if (n == 0 || poll(pfd, n, 0) <= 0)
+                return;
+        for (nfds_t i = 0; i < n; i++)
+                if (pfd[i].revents & (POLLRDHUP | POLLHUP | POLLERR)) {
+                        who[i]->gone = true;
+                        stream_wake(who[i]);
+                }
+}
+
 static void *ticker_main(void *ud)
 {
         struct sse *x = ud;
@@ -367,6 +394,7 @@ static void *ticker_main(void *ud)
         pthread_mutex_lock(&x->lock);
         while (!x->stopping) {
                 int64_t now = clock_mono_ms();
+                reap_gone(x);
                 for (struct stream *s = x->streams; s; s = s->next)
                         if (s->suspended && s->wake_ms <= now)
                                 stream_wake(s);
@@ -394,6 +422,14 @@ static ssize_t copy_out(struct stream *s, char *buf, size_t max)
         return (ssize_t)n;
 }
 
+static bool stream_gone(struct stream *s)
+{
+        pthread_mutex_lock(&s->h->sse->lock);
+        bool gone = s->gone;
+        pthread_mutex_unlock(&s->h->sse->lock);
+        return gone;
+}
+
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
         struct stream *s = cls;
@@ -404,6 +440,8 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
                         return copy_out(s, buf, max);
                 if (s->done)
                         return MHD_CONTENT_READER_END_OF_STREAM;
+                if (stream_gone(s))
+                        return MHD_CONTENT_READER_END_WITH_ERROR;
                 int r = stream_fill(s);
                 if (r < 0) {
                         log_warning("httpd: event stream: %s", strerror(-r));
@@ -506,6 +544,9 @@ static struct stream *stream_new(struct request *rq, const char *job_id, uint64_
                 return NULL;
         s->h = rq->h;
         s->conn = rq->conn;
+        const union MHD_ConnectionInfo *ci =
+                MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        s->fd = ci ? ci->connect_fd : -1;
         s->store = rq->store; /* the stream keeps the request's store connection */
         rq->store = NULL;
         s->last_id = after;

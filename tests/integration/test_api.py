@@ -300,6 +300,47 @@ class Statuses(hauldtest.HauldTestCase):
 
 
 class Streams(hauldtest.HauldTestCase):
+    STREAMS_MAX = 256  # HTTPD_SSE_MAX
+
+    def open_stream(self):
+        sock = socket.create_connection(("127.0.0.1", self.daemon.port), timeout=10)
+        sock.sendall(b"GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+        return sock, head.split(b"\r\n", 1)[0]
+
+    def test_stream_limit_then_room_again(self):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < 1024:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+        socks = []
+        try:
+            for _ in range(self.STREAMS_MAX):
+                sock, status = self.open_stream()
+                socks.append(sock)
+                self.assertIn(b" 200 ", status)
+            sock, status = self.open_stream()
+            sock.close()
+            self.assertIn(b" 503 ", status)
+            st, _h, _d = self.daemon.get("/v1/health")
+            self.assertEqual(st, 200)
+            socks.pop().close()
+            # a client that leaves frees its place at once, not at the next
+            # keep-alive (15 s later)
+            self.daemon.wait_for(lambda: b" 200 " in self._try_stream(), timeout=5, what="a free stream")
+        finally:
+            for sock in socks:
+                sock.close()
+
+    def _try_stream(self):
+        sock, status = self.open_stream()
+        sock.close()
+        return status
+
     daemon_env = {"MAX_RETRIES_PER_ITEM": "0"}
 
     def job_urls(self, n=4, size=150000, drip=300000):
