@@ -300,7 +300,7 @@ class Statuses(hauldtest.HauldTestCase):
 
 
 class Streams(hauldtest.HauldTestCase):
-    STREAMS_MAX = 256  # HTTPD_SSE_MAX
+    STREAMS_MAX = 256  # SSE_STREAMS_MAX (api/sse.c)
 
     def open_stream(self):
         sock = socket.create_connection(("127.0.0.1", self.daemon.port), timeout=10)
