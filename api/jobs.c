@@ -11,7 +11,6 @@
 #include "autoconfig.h"
 
 #include <errno.h>
-#include <openssl/evp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +23,7 @@
 #include "api/problem.h"
 #include "api/reply.h"
 #include "common/clock.h"
-#include "common/str.h"
+#include "common/sha256.h"
 
 #define JOBS_LIMIT_DEFAULT  50
 #define JOBS_LIMIT_MAX      500
@@ -185,23 +184,6 @@ static enum MHD_Result reply_stored_job(struct request *rq, unsigned status, con
 
 /* ---- POST /v1/jobs ------------------------------------------------------------ */
 
-static int sha256_hex(const char *data, size_t len, char **ret)
-{
-        unsigned char md[EVP_MAX_MD_SIZE];
-        unsigned int mdlen = 0;
-        char *hex = malloc(2 * EVP_MAX_MD_SIZE + 1);
-
-        if (!hex)
-                return -ENOMEM;
-        if (EVP_Digest(data ? data : "", len, md, &mdlen, EVP_sha256(), NULL) != 1) {
-                free(hex);
-                return -EIO;
-        }
-        str_hex(md, mdlen, hex);
-        *ret = hex;
-        return 0;
-}
-
 static bool idempotency_key_ok(const char *key)
 {
         size_t n = strlen(key);
@@ -238,9 +220,12 @@ static int job_fill(struct request *rq, struct job *job, const struct item *item
         if (key) {
                 if (!(job->idempotency_key = strdup(key)))
                         return -ENOMEM;
-                int r = sha256_hex(rq->body, rq->body_len, &job->request_hash);
+                char hash[SHA256_HEX_LEN + 1];
+                int r = sha256_hex(rq->body, rq->body_len, hash);
                 if (r < 0)
                         return r;
+                if (!(job->request_hash = strdup(hash)))
+                        return -ENOMEM;
         }
         return job_request_tally(job, items, n);
 }

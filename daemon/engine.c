@@ -15,7 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <openssl/evp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/sha256.h"
 #include "common/str.h"
 #include "daemon/content.h"
 #include "daemon/engine.h"
@@ -74,7 +75,7 @@ struct xfer {
         char *mem;         /* to_memory: the body so far */
         size_t mem_len, mem_cap;
         struct curl_slist *headers;
-        EVP_MD_CTX *sha;
+        struct sha256 *sha;                      /* of the body so far */
         unsigned char head[CONTENT_SNIFF_BYTES]; /* first bytes, until sniffed */
         size_t head_len;
         bool sniffed;
@@ -115,7 +116,7 @@ static void xfer_free(struct xfer *x)
                         unlinkat(x->dir_fd, x->part, 0);
         }
         free(x->validator);
-        EVP_MD_CTX_free(x->sha);
+        sha256_free(x->sha);
         curl_slist_free_all(x->headers);
         free(x->mem);
         free(x->url);
@@ -219,7 +220,7 @@ static int resume_open(struct xfer *x)
                         x->head_len = (size_t)n < sizeof(x->head) ? (size_t)n : sizeof(x->head);
                         memcpy(x->head, buf, x->head_len);
                 }
-                EVP_DigestUpdate(x->sha, buf, (size_t)n);
+                sha256_update(x->sha, buf, (size_t)n);
                 x->bytes += n;
         }
         if (n < 0 || x->bytes != x->resume_from)
@@ -248,7 +249,7 @@ static int body_store(struct xfer *x, const void *buf, size_t len)
         int r = write_all(x->part_fd, buf, len);
         if (r < 0)
                 return xfer_abort_with(x, RC_IO, "writing %s: %s", x->part, strerror(-r)), -1;
-        EVP_DigestUpdate(x->sha, buf, len);
+        sha256_update(x->sha, buf, len);
         x->unflushed += (int64_t)len;
         if (x->unflushed >= WRITEBACK_EVERY) {
                 /* start write-back now, without waiting: the commit's flush
@@ -566,13 +567,11 @@ int engine_start(struct engine *e, const struct xfer_request *req, struct xfer *
                         goto fail;
                 x->headers = l;
         }
-        x->sha = EVP_MD_CTX_new();
-        if (!x->url || !x->sha || (req->name_hint && !x->name_hint))
+        if (!x->url || (req->name_hint && !x->name_hint))
                 goto fail;
-        if (EVP_DigestInit_ex(x->sha, EVP_sha256(), NULL) != 1) {
-                r = -EIO;
+        r = sha256_new(&x->sha);
+        if (r < 0)
                 goto fail;
-        }
         if (!req->to_memory)
                 prepare_resume(x);
         r = setup_easy(x);
@@ -654,16 +653,12 @@ static enum retry_class classify_curl(struct xfer *x, CURLcode cc)
 /* The body ended well: sniff what is still held back, hash, name it. */
 static enum retry_class finish_body(struct xfer *x, struct xfer_result *res)
 {
-        unsigned char md[32];
-        unsigned int mdlen = 0;
-
         if (!x->sniffed && sniff_and_open(x) < 0)
                 return x->abort_rc;
         res->part_fd = x->part_fd; /* the committer flushes and closes it */
         x->part_fd = -1;
         fremovexattr(res->part_fd, XATTR_VALIDATOR);
-        EVP_DigestFinal_ex(x->sha, md, &mdlen);
-        str_hex(md, mdlen, res->sha256);
+        sha256_final_hex(x->sha, res->sha256);
         snprintf(res->part, sizeof(res->part), "%s", x->part);
 
         char *name = NULL;
