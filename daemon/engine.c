@@ -757,6 +757,10 @@ void engine_configure(struct engine *e, const struct engine_opts *opts)
         curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, (long)opts->max_connects);
 }
 
+int engine_global_init(void) { return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -EIO; }
+
+void engine_global_cleanup(void) { curl_global_cleanup(); }
+
 int engine_new(const struct engine_opts *opts, engine_done_fn done, void *ctx, struct engine **ret)
 {
         struct engine *e = calloc(1, sizeof(*e));

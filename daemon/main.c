@@ -15,11 +15,10 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include <curl/curl.h>
-
 #include "api/httpd.h"
 #include "common/log.h"
 #include "daemon/config.h"
+#include "daemon/engine.h"
 #include "daemon/events.h"
 #include "daemon/notify.h"
 #include "daemon/sched.h"
@@ -246,10 +245,12 @@ int main(int argc, char **argv)
                 printf("configuration OK (%zu query source%s)\n", sources_count(live.sources),
                        sources_count(live.sources) == 1 ? "" : "s");
                 rc = EXIT_SUCCESS;
+        } else if (engine_global_init() < 0) {
+                log_error("engine: libcurl cannot start");
+                rc = EXIT_FAILURE;
         } else {
-                curl_global_init(CURL_GLOBAL_DEFAULT);
                 rc = serve(&live, file, argv + optind, argc - optind);
-                curl_global_cleanup();
+                engine_global_cleanup();
         }
         while (live.next) {
                 struct settings *n = live.next;
