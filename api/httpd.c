@@ -206,6 +206,64 @@ static int socket_port(int fd)
         return 0;
 }
 
+/* ---- how far the listener reaches ------------------------------------------ */
+
+static bool v4_is_loopback(const struct in_addr *a) { return (ntohl(a->s_addr) >> 24) == 127; }
+
+/* ::1, or 127.0.0.0/8 mapped into IPv6. */
+static bool v6_is_loopback(const struct in6_addr *a)
+{
+        struct in_addr v4;
+
+        if (IN6_IS_ADDR_LOOPBACK(a))
+                return true;
+        if (!IN6_IS_ADDR_V4MAPPED(a))
+                return false;
+        memcpy(&v4, a->s6_addr + 12, sizeof(v4));
+        return v4_is_loopback(&v4);
+}
+
+/* LISTEN as text: a unix socket, or a host part that is a loopback
+ * address or "localhost", parsed as listen_tcp() parses it. */
+static bool listen_text_is_local(const char *listen)
+{
+        char host[256], port[8];
+        struct in_addr a4;
+        struct in6_addr a6;
+
+        if (str_startswith(listen, "unix:"))
+                return true;
+        if (split_host_port(listen, host, sizeof(host), port, sizeof(port)) < 0)
+                return false;
+        if (listen[0] == '[')
+                return inet_pton(AF_INET6, host, &a6) == 1 && v6_is_loopback(&a6);
+        if (inet_pton(AF_INET, host, &a4) == 1)
+                return v4_is_loopback(&a4);
+        return strcasecmp(host, "localhost") == 0;
+}
+
+/* A bound socket (from systemd): judged by its address. */
+static bool socket_is_local(int fd)
+{
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+
+        if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+                return false;
+        if (ss.ss_family == AF_UNIX)
+                return true;
+        if (ss.ss_family == AF_INET)
+                return v4_is_loopback(&((struct sockaddr_in *)&ss)->sin_addr);
+        if (ss.ss_family == AF_INET6)
+                return v6_is_loopback(&((struct sockaddr_in6 *)&ss)->sin6_addr);
+        return false;
+}
+
+bool httpd_listener_is_local(const char *listen, int fd)
+{
+        return fd >= 0 ? socket_is_local(fd) : listen_text_is_local(listen);
+}
+
 /* ---- guards -------------------------------------------------------------- */
 
 static bool name_is_loopback(const char *name)
@@ -224,7 +282,7 @@ static bool name_is_loopback(const char *name)
         if (n > 10 && strcasecmp(buf + n - 10, ".localhost") == 0)
                 return true;
         if (inet_pton(AF_INET, buf, &a4) == 1)
-                return (ntohl(a4.s_addr) >> 24) == 127;
+                return v4_is_loopback(&a4);
         return false;
 }
 
