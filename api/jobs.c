@@ -1,6 +1,6 @@
 /* jobs: the /v1/jobs resource. New jobs are validated by job_request,
- * written to the store by this handler (the engine learns of them through
- * sched_wake), and answered from what was stored; every change to an
+ * written to the store by this handler (the scheduler learns of them
+ * through sched_wake), and answered from what was stored; every change to an
  * existing job goes through the scheduler, and the answer re-reads the job
  * so it shows the state the scheduler left.
  *

@@ -1,13 +1,34 @@
-/* engine: libcurl multi transfers into part files.
+/* engine: the transfer engine, libcurl multi transfers into part files.
+ * Everything here runs on the scheduler's thread.
  *
- * Owns: the CURLM handle, every easy handle and the part file of each
- * transfer. Invariants: a transfer's body reaches its part file only after
- * the HTTP status is 2xx and the first bytes sniffed as an accepted type;
- * a part file is fsynced before its transfer is reported OK; an aborted or
- * failed transfer leaves no part file. Timeouts other than connect are
- * judged here, in the progress callback, so that each fault has its own
- * error class (timeout, stalled, too_large) instead of curl's one code.
- * Everything runs on the scheduler's thread. */
+ * Owns: the CURLM handle, every easy handle (finished ones are reset and
+ * kept for reuse, up to SPARE_HANDLES) and the part file of each transfer.
+ *
+ * A body goes to ".N.part" in the directory it lands in. Nothing is
+ * written until the answer is 2xx and its first CONTENT_SNIFF_BYTES (the
+ * whole body when shorter) sniff as a type ACCEPT_CONTENT lets through;
+ * the SHA-256 is taken as bytes are written. Write-back is started every
+ * WRITEBACK_EVERY bytes (sync_file_range, never waited for), but the
+ * engine flushes nothing: a finished part is handed over open
+ * (xfer_result.part_fd) and the committer (commit.c) flushes and renames
+ * it. Listing pages (to_memory) stay in memory, unsniffed, up to
+ * MEMORY_BODY_MAX bytes.
+ *
+ * Resuming: a part's validator (the answer's strong ETag, else its
+ * Last-Modified) is kept in the part's user.hauld.validator extended
+ * attribute. A transfer cut short by a retryable fault (rate limiting
+ * aside), or stopped with engine_abort_keep(), leaves its part; the next
+ * attempt on it asks for the rest with Range and If-Range, and appends
+ * only a 206 that starts where the part ends, after hashing and sniffing
+ * what the part already holds. A 200 starts the part over; a 206 from
+ * elsewhere fails the attempt as truncated and a 416 drops the part, so
+ * the next attempt starts from zero. Other failures and plain aborts
+ * remove the part; a complete body loses the attribute.
+ *
+ * Timeouts other than connect are judged in the progress callback, so
+ * that each fault has its own error class (timeout, stalled, too_large)
+ * instead of curl's one code. Each socket's peer is checked as it opens:
+ * loopback, private and reserved addresses are refused unless allowed. */
 #include "autoconfig.h"
 
 #include <arpa/inet.h>
