@@ -10,7 +10,8 @@
 
 #include <microhttpd.h>
 
-#include "api/httpd-internal.h"
+#include "api/handlers.h"
+#include "api/reply.h"
 
 static const char page[] =
         "<!doctype html>\n"
@@ -125,5 +126,5 @@ enum MHD_Result dashboard_page(struct request *rq)
                                 "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
                                 "connect-src 'self'; form-action 'none'; frame-ancestors 'none'");
         MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
-        return httpd_queue_response(rq, 200, resp);
+        return reply_queue(rq, 200, resp);
 }

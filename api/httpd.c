@@ -1,7 +1,7 @@
 /* httpd: the HTTP API's front door. It owns the listening socket (its own
  * for LISTEN, or one handed over by systemd), the microhttpd daemon, the
- * route table, the guards every request passes in a fixed order, the
- * request body buffer, and the pool of store connections the handlers use.
+ * route table, the guards every request passes in a fixed order and the
+ * request body buffer. The handlers (handlers.h) answer through reply.c.
  *
  * A request goes through, in order: Host check (421), CORS preflight for
  * OPTIONS, bearer token (401), route (404) and method (405), draining
@@ -9,10 +9,8 @@
  * handler. Each guard answers with a problem+json; CORS headers go on every
  * answer to a listed origin.
  *
- * Invariants: a struct request is touched only by the pool thread running
- * its connection; a store connection serves one request at a time (taken
- * from the pool on first use, returned when the request ends); the body
- * buffer never grows past MAX_REQUEST_BODY + 1 bytes. */
+ * Invariants: a request is touched only by the pool thread running its
+ * connection; the body buffer never grows past MAX_REQUEST_BODY + 1 bytes. */
 #include "autoconfig.h"
 
 #include <arpa/inet.h>
@@ -31,17 +29,44 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "api/httpd-internal.h"
+#include "api/handlers.h"
+#include "api/httpd.h"
 #include "api/jobcache.h"
-#include "api/jobjson.h"
-#include "api/problem.h"
+#include "api/reply.h"
 #include "common/log.h"
 #include "common/str.h"
 
-#define CORS_ALLOW_HEADERS  "Authorization, Content-Type, Idempotency-Key, Last-Event-ID"
-#define CORS_EXPOSE_HEADERS "Location, Retry-After"
-#define CORS_MAX_AGE        "600"
-#define ALLOW_MAX           64 /* bytes of an Allow header value */
+#define HTTPD_THREADS              2    /* microhttpd pool threads */
+#define HTTPD_CONNECTION_TIMEOUT_S 30   /* idle seconds before a connection is closed */
+#define HTTPD_CONNECTION_LIMIT     1024 /* open connections, all clients (fewer when RLIMIT_NOFILE is low) */
+#define HTTPD_CONNECTION_MEMORY    (32 * 1024) /* bytes of request headers and buffers per connection */
+#define HTTPD_LISTEN_BACKLOG       128
+#define HTTPD_DISCARD_MAX          (16 << 20) /* bytes of an oversized chunked body read before hanging up */
+#define HTTPD_NOFILE_RESERVE       64         /* descriptors kept for the store, files and transfers */
+#define CORS_ALLOW_HEADERS         "Authorization, Content-Type, Idempotency-Key, Last-Event-ID"
+#define CORS_MAX_AGE               "600"
+#define ALLOW_MAX                  64 /* bytes of an Allow header value */
+
+typedef enum MHD_Result (*httpd_handler)(struct request *rq);
+
+struct route {
+        const char *method;  /* "GET" also answers HEAD */
+        const char *pattern; /* "/v1/jobs/{}/items": "{}" is one non-empty path segment */
+        httpd_handler handler;
+        unsigned flags; /* ROUTE_* */
+};
+#define ROUTE_PUBLIC    1u /* no token needed */
+#define ROUTE_JSON_BODY 2u /* takes an application/json body */
+
+/* One request as the front door keeps it: what handlers see, and the
+ * route and upload state they do not. */
+struct pending {
+        struct request rq; /* handed to the handler */
+        const struct route *route;
+        size_t body_cap;  /* bytes allocated for rq.body */
+        size_t discarded; /* bytes read past max_request_body */
+        bool too_large;
+};
 
 static const struct route routes[] = {
         {"GET", "/", dashboard_page, 0},
@@ -181,6 +206,64 @@ static int socket_port(int fd)
         return 0;
 }
 
+/* ---- how far the listener reaches ------------------------------------------ */
+
+static bool v4_is_loopback(const struct in_addr *a) { return (ntohl(a->s_addr) >> 24) == 127; }
+
+/* ::1, or 127.0.0.0/8 mapped into IPv6. */
+static bool v6_is_loopback(const struct in6_addr *a)
+{
+        struct in_addr v4;
+
+        if (IN6_IS_ADDR_LOOPBACK(a))
+                return true;
+        if (!IN6_IS_ADDR_V4MAPPED(a))
+                return false;
+        memcpy(&v4, a->s6_addr + 12, sizeof(v4));
+        return v4_is_loopback(&v4);
+}
+
+/* LISTEN as text: a unix socket, or a host part that is a loopback
+ * address or "localhost", parsed as listen_tcp() parses it. */
+static bool listen_text_is_local(const char *listen)
+{
+        char host[256], port[8];
+        struct in_addr a4;
+        struct in6_addr a6;
+
+        if (str_startswith(listen, "unix:"))
+                return true;
+        if (split_host_port(listen, host, sizeof(host), port, sizeof(port)) < 0)
+                return false;
+        if (listen[0] == '[')
+                return inet_pton(AF_INET6, host, &a6) == 1 && v6_is_loopback(&a6);
+        if (inet_pton(AF_INET, host, &a4) == 1)
+                return v4_is_loopback(&a4);
+        return strcasecmp(host, "localhost") == 0;
+}
+
+/* A bound socket (from systemd): judged by its address. */
+static bool socket_is_local(int fd)
+{
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+
+        if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+                return false;
+        if (ss.ss_family == AF_UNIX)
+                return true;
+        if (ss.ss_family == AF_INET)
+                return v4_is_loopback(&((struct sockaddr_in *)&ss)->sin_addr);
+        if (ss.ss_family == AF_INET6)
+                return v6_is_loopback(&((struct sockaddr_in6 *)&ss)->sin6_addr);
+        return false;
+}
+
+bool httpd_listener_is_local(const char *listen, int fd)
+{
+        return fd >= 0 ? socket_is_local(fd) : listen_text_is_local(listen);
+}
+
 /* ---- guards -------------------------------------------------------------- */
 
 static bool name_is_loopback(const char *name)
@@ -199,7 +282,7 @@ static bool name_is_loopback(const char *name)
         if (n > 10 && strcasecmp(buf + n - 10, ".localhost") == 0)
                 return true;
         if (inet_pton(AF_INET, buf, &a4) == 1)
-                return (ntohl(a4.s_addr) >> 24) == 127;
+                return v4_is_loopback(&a4);
         return false;
 }
 
@@ -333,205 +416,34 @@ static const struct route *route_find(struct request *rq, const char *url, bool 
         return found;
 }
 
-/* ---- answers ----------------------------------------------------------------- */
-
-int httpd_header(struct request *rq, const char *name, const char *value)
-{
-        if (rq->nheaders == HTTPD_MAX_HEADERS)
-                return -E2BIG;
-        char *v = strdup(value);
-        if (!v)
-                return -ENOMEM;
-        rq->headers[rq->nheaders].name = name;
-        rq->headers[rq->nheaders++].value = v;
-        return 0;
-}
-
-enum MHD_Result httpd_queue_response(struct request *rq, unsigned status, struct MHD_Response *resp)
-{
-        char retry[16];
-        enum MHD_Result ret;
-
-        if (!resp)
-                return MHD_NO;
-        for (size_t i = 0; i < rq->nheaders; i++)
-                MHD_add_response_header(resp, rq->headers[i].name, rq->headers[i].value);
-        if (rq->origin) {
-                MHD_add_response_header(resp, "Access-Control-Allow-Origin", rq->origin);
-                MHD_add_response_header(resp, "Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS);
-        }
-        if (rq->h->cfg->cors_origins && *rq->h->cfg->cors_origins)
-                MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Origin");
-        if (status == MHD_HTTP_SERVICE_UNAVAILABLE) {
-                snprintf(retry, sizeof(retry), "%d", HTTPD_RETRY_AFTER_S);
-                MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, retry);
-        }
-        if (status == MHD_HTTP_UNAUTHORIZED)
-                MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-        ret = MHD_queue_response(rq->conn, status, resp);
-        MHD_destroy_response(resp);
-        rq->answered = true;
-        log_debug("httpd: %s %s %u", rq->method, rq->route ? rq->route->pattern : "-", status);
-        return ret;
-}
-
-enum MHD_Result httpd_reply_text(struct request *rq, unsigned status, const char *content_type, char *text,
-                                 size_t len)
-{
-        struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
-        if (!resp) {
-                free(text);
-                return MHD_NO;
-        }
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-        return httpd_queue_response(rq, status, resp);
-}
-
-static enum MHD_Result reply_dump(struct request *rq, unsigned status, const char *content_type,
-                                  json_t *body)
-{
-        char *text = body ? json_dumps(body, JOBJSON_DUMP_FLAGS) : NULL;
-        json_decref(body);
-        if (!text)
-                return MHD_NO;
-        return httpd_reply_text(rq, status, content_type, text, strlen(text));
-}
-
-enum MHD_Result httpd_reply_problem(struct request *rq, unsigned status, json_t *errors, const char *fmt,
-                                    ...)
-{
-        char detail[512];
-        va_list ap;
-
-        va_start(ap, fmt);
-        vsnprintf(detail, sizeof(detail), fmt, ap);
-        va_end(ap);
-        if (status >= 500)
-                log_warning("httpd: %s %s: %u %s", rq->method, rq->route ? rq->route->pattern : "-", status,
-                            detail);
-        return reply_dump(rq, status, PROBLEM_CONTENT_TYPE, problem_new(status, detail, errors));
-}
-
-enum MHD_Result httpd_reply_json(struct request *rq, unsigned status, json_t *body)
-{
-        if (!body)
-                return httpd_reply_problem(rq, 500, NULL, "out of memory");
-        return reply_dump(rq, status, "application/json", body);
-}
-
-static void shared_done(void *cls) { jobcache_text_unref(cls); }
-
-enum MHD_Result httpd_reply_shared(struct request *rq, unsigned status, const char *content_type,
-                                   struct jobcache_text *t)
-{
-        struct MHD_Response *resp =
-                MHD_create_response_from_buffer_with_free_callback_cls(t->len, t->text, shared_done, t);
-        if (!resp) {
-                jobcache_text_unref(t);
-                return MHD_NO;
-        }
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-        return httpd_queue_response(rq, status, resp);
-}
-
-enum MHD_Result httpd_reply_empty(struct request *rq, unsigned status)
-{
-        return httpd_queue_response(rq, status,
-                                    MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT));
-}
-
-enum MHD_Result httpd_reply_store_error(struct request *rq, int r, const char *what)
-{
-        if (r == -ENOENT)
-                return httpd_reply_problem(rq, 404, NULL, "no such %s", what);
-        if (r == -ENOMEM)
-                return httpd_reply_problem(rq, 500, NULL, "out of memory");
-        return httpd_reply_problem(rq, 503, NULL, "store unavailable: %s", strerror(-r));
-}
-
-enum MHD_Result httpd_reply_sched_error(struct request *rq, int r, const char *what)
-{
-        switch (r) {
-        case -ENOENT:
-                return httpd_reply_problem(rq, 404, NULL, "no such %s", what);
-        case -EBUSY:
-                return httpd_reply_problem(rq, 409, NULL, "the %s's state does not allow this", what);
-        case -ESHUTDOWN:
-                return httpd_reply_problem(rq, 503, NULL, "shutting down");
-        default:
-                return httpd_reply_problem(rq, 500, NULL, "%s", strerror(-r));
-        }
-}
-
 /* ---- requests ------------------------------------------------------------------ */
-
-const char *httpd_arg(struct request *rq, const char *key)
-{
-        return MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, key);
-}
 
 static const char *header(struct request *rq, const char *name)
 {
         return MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, name);
 }
 
-int httpd_store(struct request *rq, struct store **ret)
-{
-        struct httpd *h = rq->h;
-        struct store *s = NULL;
-
-        if (!rq->store) {
-                pthread_mutex_lock(&h->pool_lock);
-                if (h->npool > 0)
-                        s = h->pool[--h->npool];
-                pthread_mutex_unlock(&h->pool_lock);
-                if (!s) {
-                        int r = store_open(h->cfg->store, &s);
-                        if (r < 0) {
-                                log_warning("httpd: cannot open the store: %s", strerror(-r));
-                                return r;
-                        }
-                }
-                rq->store = s;
-        }
-        *ret = rq->store;
-        return 0;
-}
-
-void httpd_store_release(struct httpd *h, struct store *s)
-{
-        if (!s)
-                return;
-        pthread_mutex_lock(&h->pool_lock);
-        if (h->npool < HTTPD_STORE_POOL_MAX) {
-                h->pool[h->npool++] = s;
-                s = NULL;
-        }
-        pthread_mutex_unlock(&h->pool_lock);
-        store_close(s);
-}
-
 static enum MHD_Result preflight(struct request *rq, const char *allow)
 {
         if (rq->origin && header(rq, "Access-Control-Request-Method")) {
-                httpd_header(rq, "Access-Control-Allow-Methods", allow);
-                httpd_header(rq, "Access-Control-Allow-Headers", CORS_ALLOW_HEADERS);
-                httpd_header(rq, "Access-Control-Max-Age", CORS_MAX_AGE);
+                reply_header(rq, "Access-Control-Allow-Methods", allow);
+                reply_header(rq, "Access-Control-Allow-Headers", CORS_ALLOW_HEADERS);
+                reply_header(rq, "Access-Control-Max-Age", CORS_MAX_AGE);
         } else
-                httpd_header(rq, MHD_HTTP_HEADER_ALLOW, allow);
-        return httpd_reply_empty(rq, MHD_HTTP_NO_CONTENT);
+                reply_header(rq, MHD_HTTP_HEADER_ALLOW, allow);
+        return reply_empty(rq, MHD_HTTP_NO_CONTENT);
 }
 
-static bool needs_token(struct request *rq)
+static bool needs_token(const struct pending *p)
 {
-        const char *token = rq->h->cfg->api_token;
-        return token && *token && !(rq->route && (rq->route->flags & ROUTE_PUBLIC));
+        const char *token = p->rq.h->cfg->api_token;
+        return token && *token && !(p->route && (p->route->flags & ROUTE_PUBLIC));
 }
 
-/* The guards that need only the headers. Answers, or leaves rq for the body. */
-static enum MHD_Result admit(struct request *rq, const char *url)
+/* The guards that need only the headers. Answers, or leaves p for the body. */
+static enum MHD_Result admit(struct pending *p, const char *url)
 {
+        struct request *rq = &p->rq;
         const struct config *cfg = rq->h->cfg;
         char allow[ALLOW_MAX];
         bool known;
@@ -540,42 +452,44 @@ static enum MHD_Result admit(struct request *rq, const char *url)
         if (origin && cfg->cors_origins && str_list_contains(cfg->cors_origins, origin))
                 rq->origin = origin;
         if (!host_ok(cfg, header(rq, MHD_HTTP_HEADER_HOST)))
-                return httpd_reply_problem(rq, 421, NULL, "this Host is not served here");
-        rq->route = route_find(rq, url, &known, allow, sizeof(allow));
+                return reply_problem(rq, 421, NULL, "this Host is not served here");
+        p->route = route_find(rq, url, &known, allow, sizeof(allow));
+        rq->pattern = p->route ? p->route->pattern : NULL;
         if (strcmp(rq->method, "OPTIONS") == 0)
-                return known ? preflight(rq, allow) : httpd_reply_problem(rq, 404, NULL, "no such route");
-        if (needs_token(rq) && !token_ok(cfg->api_token, header(rq, MHD_HTTP_HEADER_AUTHORIZATION)))
-                return httpd_reply_problem(rq, 401, NULL, "a valid bearer token is required");
+                return known ? preflight(rq, allow) : reply_problem(rq, 404, NULL, "no such route");
+        if (needs_token(p) && !token_ok(cfg->api_token, header(rq, MHD_HTTP_HEADER_AUTHORIZATION)))
+                return reply_problem(rq, 401, NULL, "a valid bearer token is required");
         if (!known)
-                return httpd_reply_problem(rq, 404, NULL, "no such route");
-        if (!rq->route) {
-                httpd_header(rq, MHD_HTTP_HEADER_ALLOW, allow);
-                return httpd_reply_problem(rq, 405, NULL, "%s is not allowed here", rq->method);
+                return reply_problem(rq, 404, NULL, "no such route");
+        if (!p->route) {
+                reply_header(rq, MHD_HTTP_HEADER_ALLOW, allow);
+                return reply_problem(rq, 405, NULL, "%s is not allowed here", rq->method);
         }
-        if (atomic_load(&rq->h->draining) && strcmp(rq->route->method, "GET") != 0)
-                return httpd_reply_problem(rq, 503, NULL, "shutting down");
+        if (atomic_load(&rq->h->draining) && strcmp(p->route->method, "GET") != 0)
+                return reply_problem(rq, 503, NULL, "shutting down");
         const char *clen = header(rq, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (clen && strtoull(clen, NULL, 10) > (unsigned long long)cfg->max_request_body)
-                return httpd_reply_problem(rq, 413, NULL, "the body is over %lld bytes",
-                                           (long long)cfg->max_request_body);
-        if ((rq->route->flags & ROUTE_JSON_BODY) && !is_json_type(header(rq, MHD_HTTP_HEADER_CONTENT_TYPE)))
-                return httpd_reply_problem(rq, 415, NULL, "the body must be application/json");
+                return reply_problem(rq, 413, NULL, "the body is over %lld bytes",
+                                     (long long)cfg->max_request_body);
+        if ((p->route->flags & ROUTE_JSON_BODY) && !is_json_type(header(rq, MHD_HTTP_HEADER_CONTENT_TYPE)))
+                return reply_problem(rq, 415, NULL, "the body must be application/json");
         return MHD_YES;
 }
 
 /* Keep the upload up to MAX_REQUEST_BODY; past it, count and drop. */
-static enum MHD_Result take_upload(struct request *rq, const char *data, size_t *size)
+static enum MHD_Result take_upload(struct pending *p, const char *data, size_t *size)
 {
+        struct request *rq = &p->rq;
         size_t n = *size, max = (size_t)rq->h->cfg->max_request_body;
 
         *size = 0;
-        if (rq->too_large || n > max - rq->body_len) {
-                rq->too_large = true;
-                rq->discarded += n;
-                return rq->discarded > HTTPD_DISCARD_MAX ? MHD_NO : MHD_YES;
+        if (p->too_large || n > max - rq->body_len) {
+                p->too_large = true;
+                p->discarded += n;
+                return p->discarded > HTTPD_DISCARD_MAX ? MHD_NO : MHD_YES;
         }
-        if (rq->body_len + n + 1 > rq->body_cap) {
-                size_t cap = rq->body_cap ? rq->body_cap : 4096;
+        if (rq->body_len + n + 1 > p->body_cap) {
+                size_t cap = p->body_cap ? p->body_cap : 4096;
                 while (cap < rq->body_len + n + 1)
                         cap *= 2;
                 if (cap > max + 1)
@@ -584,7 +498,7 @@ static enum MHD_Result take_upload(struct request *rq, const char *data, size_t 
                 if (!b)
                         return MHD_NO;
                 rq->body = b;
-                rq->body_cap = cap;
+                p->body_cap = cap;
         }
         memcpy(rq->body + rq->body_len, data, n);
         rq->body_len += n;
@@ -596,43 +510,43 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
 {
-        struct request *rq = *con_cls;
+        struct pending *p = *con_cls;
 
-        if (!rq) {
-                if (!(rq = calloc(1, sizeof(*rq))))
+        if (!p) {
+                if (!(p = calloc(1, sizeof(*p))))
                         return MHD_NO;
-                rq->h = cls;
-                rq->conn = conn;
-                rq->method = method;
-                *con_cls = rq;
-                return admit(rq, url);
+                p->rq.h = cls;
+                p->rq.conn = conn;
+                p->rq.method = method;
+                *con_cls = p;
+                return admit(p, url);
         }
-        if (rq->answered) {
+        if (p->rq.answered) {
                 *upload_data_size = 0;
                 return MHD_YES;
         }
         if (*upload_data_size > 0)
-                return take_upload(rq, upload_data, upload_data_size);
-        if (rq->too_large)
-                return httpd_reply_problem(rq, 413, NULL, "the body is over %lld bytes",
-                                           (long long)rq->h->cfg->max_request_body);
-        return rq->route->handler(rq);
+                return take_upload(p, upload_data, upload_data_size);
+        if (p->too_large)
+                return reply_problem(&p->rq, 413, NULL, "the body is over %lld bytes",
+                                     (long long)p->rq.h->cfg->max_request_body);
+        return p->route->handler(&p->rq);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode code)
 {
-        struct request *rq = *con_cls;
+        struct pending *p = *con_cls;
 
-        if (!rq)
+        if (!p)
                 return;
-        httpd_store_release(cls, rq->store);
+        request_store_release(cls, p->rq.store);
         for (size_t i = 0; i < HTTPD_MAX_PARAMS; i++)
-                free(rq->params[i]);
-        for (size_t i = 0; i < rq->nheaders; i++)
-                free(rq->headers[i].value);
-        free(rq->body);
-        free(rq);
+                free(p->rq.params[i]);
+        for (size_t i = 0; i < p->rq.nheaders; i++)
+                free(p->rq.headers[i].value);
+        free(p->rq.body);
+        free(p);
         *con_cls = NULL;
 }
 

@@ -2,6 +2,7 @@
  * own store connection and changes jobs only through the scheduler.
  * int returns: 0 ok, -errno on failure. */
 #pragma once
+#include <stdbool.h>
 
 #include "daemon/config.h"
 #include "daemon/sched.h"
@@ -17,6 +18,11 @@ struct httpd_deps {
         const char *version;
 };
 
+/* Can only this host reach the listener? With fd >= 0 (a socket from
+ * systemd) its bound address decides: unix, 127.0.0.0/8 or ::1. Else the
+ * LISTEN text: unix:PATH, or a host part that is a loopback address (in
+ * any spelling inet_pton accepts, IPv6 in brackets) or "localhost". */
+bool httpd_listener_is_local(const char *listen, int fd);
 /* Start serving on listen_fd (a bound, listening socket, e.g. from
  * systemd) or, when listen_fd < 0, on cfg->listen. */
 int httpd_start(const struct httpd_deps *deps, int listen_fd, struct httpd **ret);

@@ -1,10 +1,13 @@
-/* jobjson: struct job and struct item as the API shows them. Every field
- * of the spec's objects is always present (null when unknown), so clients
- * never test for absent keys; internal fields (seq, idempotency key,
- * request hash, requested filename) are never shown. */
+/* jobjson: struct job, struct item and a circuit as the API shows them.
+ * Every field of the spec's objects is always present (null when unknown),
+ * so clients never test for absent keys; internal fields (seq, idempotency
+ * key, request hash, requested filename) are never shown. A job's circuit
+ * states come from the caller (jobjson_opts), or from one sched_circuits()
+ * snapshot in jobjson_job_now(). */
 #include "autoconfig.h"
 
 #include <math.h>
+#include <string.h>
 
 #include "api/jobjson.h"
 #include "common/clock.h"
@@ -108,4 +111,36 @@ json_t *jobjson_item(const struct item *it)
                          string_or_null(it->path), "sha256", string_or_null(it->sha256), "duration_ms",
                          (json_int_t)it->duration_ms, "speed_bps", (json_int_t)it->speed_bps, "error",
                          jobjson_error(&it->error));
+}
+
+/* ---- circuits ------------------------------------------------------------ */
+
+const char *jobjson_circuit_state(const char *source, void *userdata)
+{
+        const struct circuit_list *cl = userdata;
+        for (size_t i = 0; cl && i < cl->n; i++)
+                if (strcmp(cl->v[i].source, source) == 0)
+                        return cl->v[i].state;
+        return NULL;
+}
+
+json_t *jobjson_job_now(struct sched *sched, const struct job *j)
+{
+        struct circuit_list cl = {0};
+        struct jobjson_opts opts = {.circuit = jobjson_circuit_state, .userdata = &cl};
+
+        if (sched_circuits(sched, &cl.v, &cl.n) < 0)
+                cl = (struct circuit_list){0};
+        json_t *o = jobjson_job(j, &opts);
+        circuit_infos_free(cl.v, cl.n);
+        return o;
+}
+
+json_t *jobjson_circuit(const struct circuit_info *c)
+{
+        return json_pack("{s:s, s:s, s:i, s:i, s:I, s:o, s:o, s:o}", "source", c->source, "state", c->state,
+                         "consecutive_failures", c->consecutive_failures, "threshold", c->threshold, "trips",
+                         (json_int_t)c->trips, "opened_at", jobjson_time(c->opened_at), "retry_at",
+                         jobjson_time(c->retry_at), "last_error",
+                         c->last_error ? json_string(c->last_error) : json_null());
 }

@@ -1,6 +1,6 @@
 /* jobs: the /v1/jobs resource. New jobs are validated by job_request,
- * written to the store by this handler (the engine learns of them through
- * sched_wake), and answered from what was stored; every change to an
+ * written to the store by this handler (the scheduler learns of them
+ * through sched_wake), and answered from what was stored; every change to an
  * existing job goes through the scheduler, and the answer re-reads the job
  * so it shows the state the scheduler left.
  *
@@ -11,19 +11,19 @@
 #include "autoconfig.h"
 
 #include <errno.h>
-#include <openssl/evp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/httpd-internal.h"
+#include "api/handlers.h"
 #include "api/job_request.h"
 #include "api/jobcache.h"
 #include "api/jobjson.h"
 #include "api/problem.h"
+#include "api/reply.h"
 #include "common/clock.h"
-#include "common/str.h"
+#include "common/sha256.h"
 
 #define JOBS_LIMIT_DEFAULT  50
 #define JOBS_LIMIT_MAX      500
@@ -74,7 +74,7 @@ static enum MHD_Result state_arg(void *cls, enum MHD_ValueKind kind, const char 
 static int page_args(struct request *rq, struct page *pg, int limit_default, int limit_max,
                      long long cursor_min, json_t **ret_errors)
 {
-        const char *limit = httpd_arg(rq, "limit"), *cursor = httpd_arg(rq, "cursor");
+        const char *limit = request_arg(rq, "limit"), *cursor = request_arg(rq, "cursor");
         long long v;
         json_t *errors = json_array();
 
@@ -124,7 +124,7 @@ static void circuits_release(struct circuits *c) { circuit_infos_free(c->cl.v, c
 static const char *circuit_of(const char *source, void *userdata)
 {
         struct circuits *c = userdata;
-        const char *state = system_circuit_state(source, &c->cl);
+        const char *state = jobjson_circuit_state(source, &c->cl);
         if (state && strcmp(state, "closed") != 0)
                 c->all_closed = false;
         return state;
@@ -142,14 +142,6 @@ static json_t *job_json(const struct job *j, struct circuits *c)
         }
         c->all_closed = c->known;
         return jobjson_job(j, &opts);
-}
-
-json_t *jobs_job_json(struct httpd *h, const struct job *j)
-{
-        struct circuits c = {.h = h};
-        json_t *o = job_json(j, &c);
-        circuits_release(&c);
-        return o;
 }
 
 /* The text of a job as answered, kept when the job is terminal and all
@@ -182,32 +174,15 @@ static enum MHD_Result reply_stored_job(struct request *rq, unsigned status, con
 {
         struct store *s;
         struct job *j;
-        int r = httpd_store(rq, &s);
+        int r = request_store(rq, &s);
         if (r < 0 || (r = store_job_get(s, id, &j)) < 0)
-                return httpd_reply_store_error(rq, r, "job");
-        enum MHD_Result ret = httpd_reply_json(rq, status, jobs_job_json(rq->h, j));
+                return reply_store_error(rq, r, "job");
+        enum MHD_Result ret = reply_json(rq, status, jobjson_job_now(rq->h->sched, j));
         job_free(j);
         return ret;
 }
 
 /* ---- POST /v1/jobs ------------------------------------------------------------ */
-
-static int sha256_hex(const char *data, size_t len, char **ret)
-{
-        unsigned char md[EVP_MAX_MD_SIZE];
-        unsigned int mdlen = 0;
-        char *hex = malloc(2 * EVP_MAX_MD_SIZE + 1);
-
-        if (!hex)
-                return -ENOMEM;
-        if (EVP_Digest(data ? data : "", len, md, &mdlen, EVP_sha256(), NULL) != 1) {
-                free(hex);
-                return -EIO;
-        }
-        str_hex(md, mdlen, hex);
-        *ret = hex;
-        return 0;
-}
 
 static bool idempotency_key_ok(const char *key)
 {
@@ -225,9 +200,9 @@ static enum MHD_Result reply_idempotent(struct request *rq, struct job *existing
 {
         enum MHD_Result ret;
         if (existing->request_hash && strcmp(existing->request_hash, hash) == 0)
-                ret = httpd_reply_json(rq, 200, jobs_job_json(rq->h, existing));
+                ret = reply_json(rq, 200, jobjson_job_now(rq->h->sched, existing));
         else
-                ret = httpd_reply_problem(rq, 422, NULL, "this Idempotency-Key was used with another body");
+                ret = reply_problem(rq, 422, NULL, "this Idempotency-Key was used with another body");
         job_free(existing);
         return ret;
 }
@@ -245,9 +220,12 @@ static int job_fill(struct request *rq, struct job *job, const struct item *item
         if (key) {
                 if (!(job->idempotency_key = strdup(key)))
                         return -ENOMEM;
-                int r = sha256_hex(rq->body, rq->body_len, &job->request_hash);
+                char hash[SHA256_HEX_LEN + 1];
+                int r = sha256_hex(rq->body, rq->body_len, hash);
                 if (r < 0)
                         return r;
+                if (!(job->request_hash = strdup(hash)))
+                        return -ENOMEM;
         }
         return job_request_tally(job, items, n);
 }
@@ -258,27 +236,27 @@ static enum MHD_Result insert(struct request *rq, struct job *job, struct item *
         struct store *s;
         struct job *existing;
         char location[64];
-        int r = httpd_store(rq, &s);
+        int r = request_store(rq, &s);
 
         if (r < 0)
-                return httpd_reply_store_error(rq, r, "job");
+                return reply_store_error(rq, r, "job");
         if (job->idempotency_key) {
                 r = store_job_find_idempotent(s, job->idempotency_key, &existing);
                 if (r == 0)
                         return reply_idempotent(rq, existing, job->request_hash);
                 if (r != -ENOENT)
-                        return httpd_reply_store_error(rq, r, "job");
+                        return reply_store_error(rq, r, "job");
         }
         r = store_job_insert(s, job, items, n);
         if (r == -EEXIST && job->idempotency_key &&
             (r = store_job_find_idempotent(s, job->idempotency_key, &existing)) == 0)
                 return reply_idempotent(rq, existing, job->request_hash);
         if (r < 0)
-                return httpd_reply_store_error(rq, r, "job");
+                return reply_store_error(rq, r, "job");
         sched_wake(rq->h->sched);
         snprintf(location, sizeof(location), "/v1/jobs/%s", job->id);
-        httpd_header(rq, MHD_HTTP_HEADER_LOCATION, location);
-        return httpd_reply_json(rq, 201, jobs_job_json(rq->h, job));
+        reply_header(rq, MHD_HTTP_HEADER_LOCATION, location);
+        return reply_json(rq, 201, jobjson_job_now(rq->h->sched, job));
 }
 
 static bool source_known(const char *name, void *userdata) { return sched_source_known(userdata, name); }
@@ -298,16 +276,16 @@ enum MHD_Result jobs_create(struct request *rq)
                 errors = json_array();
                 problem_error_add(errors, "Idempotency-Key", "must be 1..%d visible ASCII characters",
                                   IDEMPOTENCY_KEY_MAX);
-                return httpd_reply_problem(rq, 400, errors, "invalid Idempotency-Key header");
+                return reply_problem(rq, 400, errors, "invalid Idempotency-Key header");
         }
         r = job_request_parse_with(&hooks, rq->body, rq->body_len, &job, &items, &n, &errors);
         if (r == -EINVAL)
-                return httpd_reply_problem(rq, 400, errors, "invalid job request");
+                return reply_problem(rq, 400, errors, "invalid job request");
         if (r < 0)
-                return httpd_reply_problem(rq, 500, NULL, "cannot parse the request: %s", strerror(-r));
+                return reply_problem(rq, 500, NULL, "cannot parse the request: %s", strerror(-r));
         r = job_fill(rq, job, items, n, key);
         if (r < 0)
-                ret = httpd_reply_problem(rq, 500, NULL, "cannot prepare the job: %s", strerror(-r));
+                ret = reply_problem(rq, 500, NULL, "cannot prepare the job: %s", strerror(-r));
         else
                 ret = insert(rq, job, items, n);
         job_free(job);
@@ -371,20 +349,20 @@ enum MHD_Result jobs_list(struct request *rq)
         int r = page_args(rq, &pg, JOBS_LIMIT_DEFAULT, JOBS_LIMIT_MAX, 1, &errors);
 
         if (r == -EINVAL)
-                return httpd_reply_problem(rq, 400, errors, "invalid query parameters");
-        if (r < 0 || (r = httpd_store(rq, &s)) < 0)
-                return httpd_reply_store_error(rq, r, "job");
+                return reply_problem(rq, 400, errors, "invalid query parameters");
+        if (r < 0 || (r = request_store(rq, &s)) < 0)
+                return reply_store_error(rq, r, "job");
         struct job_filter f = {
                 .states = pg.states, .limit = pg.limit, .before_seq = pg.cursor < 0 ? 0 : pg.cursor};
         uint64_t stamp = rq->h->jobs ? jobcache_stamp(rq->h->jobs) : 0;
         r = store_job_list(s, &f, &jobs, &n, &next);
         if (r < 0)
-                return httpd_reply_store_error(rq, r, "job");
+                return reply_store_error(rq, r, "job");
         char *text = jobs_text(rq->h, stamp, jobs, n, next);
         jobs_free(jobs, n);
         if (!text)
-                return httpd_reply_problem(rq, 500, NULL, "out of memory");
-        return httpd_reply_text(rq, 200, "application/json", text, strlen(text));
+                return reply_problem(rq, 500, NULL, "out of memory");
+        return reply_text(rq, 200, "application/json", text, strlen(text));
 }
 
 /* Cached jobs finished before this may have been pruned (wall ms). */
@@ -403,28 +381,28 @@ static enum MHD_Result reply_and_cache(struct request *rq, const char *id)
         struct circuits c = {.h = rq->h};
         struct store *s;
         struct job *j;
-        int r = httpd_store(rq, &s);
+        int r = request_store(rq, &s);
 
         if (r < 0 || (r = store_job_get(s, id, &j)) < 0)
-                return httpd_reply_store_error(rq, r, "job");
+                return reply_store_error(rq, r, "job");
         struct jobcache_text *t = job_text(rq->h, stamp, j, &c);
         circuits_release(&c);
         job_free(j);
         if (!t)
-                return httpd_reply_problem(rq, 500, NULL, "out of memory");
-        return httpd_reply_shared(rq, 200, "application/json", t);
+                return reply_problem(rq, 500, NULL, "out of memory");
+        return reply_shared(rq, 200, "application/json", t);
 }
 
 enum MHD_Result jobs_get(struct request *rq)
 {
         const char *id = job_id_arg(rq);
         if (!id)
-                return httpd_reply_problem(rq, 404, NULL, "no such job");
+                return reply_problem(rq, 404, NULL, "no such job");
         if (!rq->h->jobs)
                 return reply_stored_job(rq, 200, id);
         struct jobcache_text *t = jobcache_get(rq->h->jobs, id, prune_horizon(rq->h));
         if (t)
-                return httpd_reply_shared(rq, 200, "application/json", t);
+                return reply_shared(rq, 200, "application/json", t);
         return reply_and_cache(rq, id);
 }
 
@@ -440,18 +418,18 @@ enum MHD_Result jobs_items(struct request *rq)
         int r;
 
         if (!id)
-                return httpd_reply_problem(rq, 404, NULL, "no such job");
+                return reply_problem(rq, 404, NULL, "no such job");
         r = page_args(rq, &pg, ITEMS_LIMIT_DEFAULT, ITEMS_LIMIT_MAX, 0, &errors);
         if (r == -EINVAL)
-                return httpd_reply_problem(rq, 400, errors, "invalid query parameters");
-        if (r < 0 || (r = httpd_store(rq, &s)) < 0)
-                return httpd_reply_store_error(rq, r, "job");
+                return reply_problem(rq, 400, errors, "invalid query parameters");
+        if (r < 0 || (r = request_store(rq, &s)) < 0)
+                return reply_store_error(rq, r, "job");
         if (pg.cursor > JOB_MAX_ITEMS) /* an index past any job's end: an empty page */
                 pg.cursor = JOB_MAX_ITEMS;
         struct item_filter f = {.states = pg.states, .limit = pg.limit, .after_index = (int)pg.cursor};
         r = store_item_list(s, id, &f, &items, &n, &next); /* -ENOENT: no such job */
         if (r < 0)
-                return httpd_reply_store_error(rq, r, "job");
+                return reply_store_error(rq, r, "job");
         json_t *arr = json_array();
         for (size_t i = 0; arr && i < n; i++)
                 if (json_array_append_new(arr, jobjson_item(&items[i])) < 0) {
@@ -460,8 +438,8 @@ enum MHD_Result jobs_items(struct request *rq)
                 }
         items_free(items, n);
         if (!arr)
-                return httpd_reply_json(rq, 200, NULL);
-        return httpd_reply_json(
+                return reply_json(rq, 200, NULL);
+        return reply_json(
                 rq, 200, json_pack("{s:o, s:o}", "items", arr, "next_cursor", cursor_json(next, next >= 0)));
 }
 
@@ -471,10 +449,10 @@ static enum MHD_Result change(struct request *rq, int (*fn)(struct sched *, cons
 {
         const char *id = job_id_arg(rq);
         if (!id)
-                return httpd_reply_problem(rq, 404, NULL, "no such job");
+                return reply_problem(rq, 404, NULL, "no such job");
         int r = fn(rq->h->sched, id);
         if (r < 0)
-                return httpd_reply_sched_error(rq, r, "job");
+                return reply_sched_error(rq, r, "job");
         if (rq->h->jobs)
                 jobcache_drop(rq->h->jobs, id);
         return reply_stored_job(rq, 200, id);
@@ -488,11 +466,11 @@ enum MHD_Result jobs_delete(struct request *rq)
 {
         const char *id = job_id_arg(rq);
         if (!id)
-                return httpd_reply_problem(rq, 404, NULL, "no such job");
+                return reply_problem(rq, 404, NULL, "no such job");
         int r = sched_delete(rq->h->sched, id);
         if (r < 0)
-                return httpd_reply_sched_error(rq, r, "job");
+                return reply_sched_error(rq, r, "job");
         if (rq->h->jobs)
                 jobcache_drop(rq->h->jobs, id);
-        return httpd_reply_empty(rq, 204);
+        return reply_empty(rq, 204);
 }

@@ -1,6 +1,6 @@
 /* Problem details (RFC 9457) for every API error, built as JSON only: the
  * HTTP side (status line, Content-Type application/problem+json,
- * Retry-After) is httpd.c's. Pure; no microhttpd here.
+ * Retry-After) is reply.c's. Pure; no microhttpd here.
  * int returns: 0 ok, -errno on failure. */
 #pragma once
 #include <jansson.h>

@@ -30,9 +30,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/httpd-internal.h"
+#include "api/handlers.h"
 #include "api/jobjson.h"
 #include "api/problem.h"
+#include "api/reply.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "daemon/events.h"
@@ -45,6 +46,7 @@
 #define SSE_PROGRESS_SLOTS       32          /* jobs whose progress one stream coalesces at once */
 #define SSE_RETRY_MS             2000        /* the reconnection delay suggested to clients */
 #define SSE_OUT_MAX              (1 << 20)   /* bytes of text one stream buffers */
+#define SSE_STREAMS_MAX          256         /* event streams open at once; more answer 503 */
 
 struct progress_slot {
         char job_id[JOB_ID_LEN + 1]; /* "": free */
@@ -139,7 +141,7 @@ static int load_job(struct stream *s, const char *job_id, struct job **ret)
 
 static int send_job(struct stream *s, uint64_t id, const struct job *j)
 {
-        return out_event(s, id, "job", jobs_job_json(s->h, j));
+        return out_event(s, id, "job", jobjson_job_now(s->h->sched, j));
 }
 
 static int send_item(struct stream *s, const struct event *e)
@@ -186,7 +188,7 @@ static int send_circuit(struct stream *s, const struct event *e)
                 return r;
         for (size_t i = 0; i < n && !entry; i++)
                 if (strcmp(v[i].source, e->source) == 0)
-                        entry = system_circuit_json(&v[i]);
+                        entry = jobjson_circuit(&v[i]);
         circuit_infos_free(v, n);
         return entry ? out_event(s, e->id, "circuit", entry) : 0;
 }
@@ -364,15 +366,15 @@ static void on_publish(void *ud)
 
 /* Under x->lock. A suspended connection is not watched by microhttpd, so a
  * client that left would hold its stream (and its place under
- * HTTPD_SSE_MAX) until the next keep-alive failed to send, 15-30 s later.
+ * SSE_STREAMS_MAX) until the next keep-alive failed to send, 15-30 s later.
  * Look at the sockets instead: a hang-up or error ends the stream now. */
 static void reap_gone(struct sse *x)
 {
-        struct pollfd pfd[HTTPD_SSE_MAX];
-        struct stream *who[HTTPD_SSE_MAX];
+        struct pollfd pfd[SSE_STREAMS_MAX];
+        struct stream *who[SSE_STREAMS_MAX];
         nfds_t n = 0;
 
-        for (struct stream *s = x->streams; s && n < HTTPD_SSE_MAX; s = s->next)
+        for (struct stream *s = x->streams; s && n < SSE_STREAMS_MAX; s = s->next)
                 if (s->suspended && s->fd >= 0) {
                         pfd[n] = (struct pollfd){.fd = s->fd, .events = POLLRDHUP};
                         who[n++] = s;
@@ -466,7 +468,7 @@ static void stream_free(void *cls)
                 s->next->prev = s->prev;
         x->nstreams--;
         pthread_mutex_unlock(&x->lock);
-        httpd_store_release(s->h, s->store);
+        request_store_release(s->h, s->store);
         free(s->out);
         free(s);
 }
@@ -479,7 +481,7 @@ static int stream_link(struct sse *x, struct stream *s)
         pthread_mutex_lock(&x->lock);
         if (x->stopping)
                 r = -ESHUTDOWN;
-        else if (x->nstreams >= HTTPD_SSE_MAX)
+        else if (x->nstreams >= SSE_STREAMS_MAX)
                 r = -EMFILE;
         else {
                 s->next = x->streams;
@@ -501,7 +503,7 @@ static int resume_point(struct request *rq, uint64_t *ret)
         const char *v = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, "Last-Event-ID");
 
         if (!v)
-                v = httpd_arg(rq, "last_event_id");
+                v = request_arg(rq, "last_event_id");
         *ret = 0;
         if (!v || !*v)
                 return 0;
@@ -559,11 +561,11 @@ static enum MHD_Result stream_reply(struct request *rq, struct stream *s)
 {
         int r = stream_link(rq->h->sse, s);
         if (r < 0) {
-                httpd_store_release(rq->h, s->store);
+                request_store_release(rq->h, s->store);
                 free(s->out);
                 free(s);
-                return httpd_reply_problem(rq, 503, NULL, "%s",
-                                           r == -EMFILE ? "too many event streams" : "shutting down");
+                return reply_problem(rq, 503, NULL, "%s",
+                                     r == -EMFILE ? "too many event streams" : "shutting down");
         }
         struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, SSE_BLOCK_SIZE,
                                                                       stream_read, s, stream_free);
@@ -573,7 +575,7 @@ static enum MHD_Result stream_reply(struct request *rq, struct stream *s)
         }
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream; charset=utf-8");
         MHD_add_response_header(resp, "X-Accel-Buffering", "no");
-        return httpd_queue_response(rq, 200, resp);
+        return reply_queue(rq, 200, resp);
 }
 
 static enum MHD_Result events_open(struct request *rq, const char *job_id)
@@ -583,22 +585,22 @@ static enum MHD_Result events_open(struct request *rq, const char *job_id)
         int r;
 
         if (!rq->h->events)
-                return httpd_reply_problem(rq, 503, NULL, "event streams are not available");
+                return reply_problem(rq, 503, NULL, "event streams are not available");
         int resuming = resume_point(rq, &after);
         if (resuming < 0) {
                 json_t *errors = json_array();
                 problem_error_add(errors, "Last-Event-ID", "must be an event id (a decimal integer)");
-                return httpd_reply_problem(rq, 400, errors, "invalid Last-Event-ID");
+                return reply_problem(rq, 400, errors, "invalid Last-Event-ID");
         }
         /* an id this run never gave is from an earlier run (ids restart at
          * 1): resume from the oldest kept rather than wait for it */
         if (after > events_last_id(rq->h->events))
                 after = 0;
-        if ((r = httpd_store(rq, &store)) < 0)
-                return httpd_reply_store_error(rq, r, "job");
+        if ((r = request_store(rq, &store)) < 0)
+                return reply_store_error(rq, r, "job");
         struct stream *s = stream_new(rq, job_id, after);
         if (!s)
-                return httpd_reply_problem(rq, 500, NULL, "out of memory");
+                return reply_problem(rq, 500, NULL, "out of memory");
         r = out_printf(s, "retry: %d\n\n", SSE_RETRY_MS);
         if (r >= 0 && job_id)
                 r = stream_open_job(s, resuming > 0);
@@ -608,7 +610,7 @@ static enum MHD_Result events_open(struct request *rq, const char *job_id)
                 rq->store = s->store; /* back to the request, released with it */
                 free(s->out);
                 free(s);
-                return httpd_reply_store_error(rq, r, "job");
+                return reply_store_error(rq, r, "job");
         }
         return stream_reply(rq, s);
 }
@@ -617,7 +619,7 @@ enum MHD_Result sse_job(struct request *rq)
 {
         const char *id = rq->params[0];
         if (!id || !job_id_valid(id))
-                return httpd_reply_problem(rq, 404, NULL, "no such job");
+                return reply_problem(rq, 404, NULL, "no such job");
         return events_open(rq, id);
 }
 

@@ -10,26 +10,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/httpd-internal.h"
+#include "api/handlers.h"
 #include "api/jobjson.h"
+#include "api/reply.h"
 #include "daemon/config.h"
 
 #define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 
-const char *system_circuit_state(const char *source, void *userdata)
-{
-        const struct circuit_list *cl = userdata;
-        for (size_t i = 0; cl && i < cl->n; i++)
-                if (strcmp(cl->v[i].source, source) == 0)
-                        return cl->v[i].state;
-        return NULL;
-}
-
 enum MHD_Result system_health(struct request *rq)
 {
-        return httpd_reply_json(rq, 200,
-                                json_pack("{s:s, s:s}", "status", "ok", "version",
-                                          rq->h->version ? rq->h->version : PACKAGE_VERSION));
+        return reply_json(rq, 200,
+                          json_pack("{s:s, s:s}", "status", "ok", "version",
+                                    rq->h->version ? rq->h->version : PACKAGE_VERSION));
 }
 
 /* ---- GET /v1/config -------------------------------------------------------- */
@@ -58,19 +50,10 @@ enum MHD_Result system_config(struct request *rq)
                 json_decref(v.o);
                 v.o = NULL;
         }
-        return httpd_reply_json(rq, 200, v.o);
+        return reply_json(rq, 200, v.o);
 }
 
 /* ---- circuits ---------------------------------------------------------------- */
-
-json_t *system_circuit_json(const struct circuit_info *c)
-{
-        return json_pack("{s:s, s:s, s:i, s:i, s:I, s:o, s:o, s:o}", "source", c->source, "state", c->state,
-                         "consecutive_failures", c->consecutive_failures, "threshold", c->threshold, "trips",
-                         (json_int_t)c->trips, "opened_at", jobjson_time(c->opened_at), "retry_at",
-                         jobjson_time(c->retry_at), "last_error",
-                         c->last_error ? json_string(c->last_error) : json_null());
-}
 
 enum MHD_Result system_circuits(struct request *rq)
 {
@@ -79,15 +62,15 @@ enum MHD_Result system_circuits(struct request *rq)
         int r = sched_circuits(rq->h->sched, &v, &n);
 
         if (r < 0)
-                return httpd_reply_sched_error(rq, r, "circuit");
+                return reply_sched_error(rq, r, "circuit");
         json_t *arr = json_array();
         for (size_t i = 0; arr && i < n; i++)
-                if (json_array_append_new(arr, system_circuit_json(&v[i])) < 0) {
+                if (json_array_append_new(arr, jobjson_circuit(&v[i])) < 0) {
                         json_decref(arr);
                         arr = NULL;
                 }
         circuit_infos_free(v, n);
-        return httpd_reply_json(rq, 200, arr ? json_pack("{s:o}", "circuits", arr) : NULL);
+        return reply_json(rq, 200, arr ? json_pack("{s:o}", "circuits", arr) : NULL);
 }
 
 enum MHD_Result system_circuit_reset(struct request *rq)
@@ -99,14 +82,14 @@ enum MHD_Result system_circuit_reset(struct request *rq)
         int r = sched_circuit_reset(rq->h->sched, source);
 
         if (r < 0 || (r = sched_circuits(rq->h->sched, &v, &n)) < 0)
-                return httpd_reply_sched_error(rq, r, "source");
+                return reply_sched_error(rq, r, "source");
         for (size_t i = 0; i < n && !entry; i++)
                 if (strcmp(v[i].source, source) == 0)
-                        entry = system_circuit_json(&v[i]);
+                        entry = jobjson_circuit(&v[i]);
         circuit_infos_free(v, n);
         if (!entry)
-                return httpd_reply_problem(rq, 404, NULL, "no such source");
-        return httpd_reply_json(rq, 200, entry);
+                return reply_problem(rq, 404, NULL, "no such source");
+        return reply_json(rq, 200, entry);
 }
 
 /* ---- GET /v1/sources ----------------------------------------------------------- */
@@ -133,7 +116,7 @@ enum MHD_Result system_sources(struct request *rq)
         int r = sched_sources(rq->h->sched, &v, &n);
 
         if (r < 0)
-                return httpd_reply_sched_error(rq, r, "source");
+                return reply_sched_error(rq, r, "source");
         json_t *arr = json_array();
         for (size_t i = 0; arr && i < n; i++)
                 if (json_array_append_new(arr, source_json(&v[i])) < 0) {
@@ -141,7 +124,7 @@ enum MHD_Result system_sources(struct request *rq)
                         arr = NULL;
                 }
         source_infos_free(v, n);
-        return httpd_reply_json(rq, 200, arr ? json_pack("{s:o}", "sources", arr) : NULL);
+        return reply_json(rq, 200, arr ? json_pack("{s:o}", "sources", arr) : NULL);
 }
 
 /* ---- GET /v1/stats ----------------------------------------------------------------- */
@@ -178,7 +161,7 @@ static json_t *source_stats_json(const struct sched_stats *st)
 static int count_jobs(struct request *rq, int64_t counts[_JOB_STATE_MAX])
 {
         struct store *s;
-        int r = httpd_store(rq, &s);
+        int r = request_store(rq, &s);
         if (r < 0)
                 return r;
         return store_job_count_by_state(s, counts);
@@ -191,9 +174,9 @@ enum MHD_Result system_stats(struct request *rq)
         int r = count_jobs(rq, counts);
 
         if (r < 0)
-                return httpd_reply_store_error(rq, r, "job");
+                return reply_store_error(rq, r, "job");
         if ((r = sched_stats(rq->h->sched, &st)) < 0)
-                return httpd_reply_sched_error(rq, r, "statistics");
+                return reply_sched_error(rq, r, "statistics");
         json_t *o = json_pack("{s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:o}", "uptime_s",
                               (json_int_t)(st.uptime_ms / 1000), "jobs", job_counts(counts),
                               "total_attempts", (json_int_t)st.total_attempts, "total_successes",
@@ -201,7 +184,7 @@ enum MHD_Result system_stats(struct request *rq)
                               (json_int_t)st.total_failures, "total_retries", (json_int_t)st.total_retries,
                               "total_bytes", (json_int_t)st.total_bytes, "sources", source_stats_json(&st));
         sched_stats_clear(&st);
-        return httpd_reply_json(rq, 200, o);
+        return reply_json(rq, 200, o);
 }
 
 /* ---- GET /metrics ------------------------------------------------------------------------ */
@@ -302,12 +285,12 @@ enum MHD_Result system_metrics(struct request *rq)
         int r = count_jobs(rq, counts);
 
         if (r < 0)
-                return httpd_reply_store_error(rq, r, "job");
+                return reply_store_error(rq, r, "job");
         if ((r = sched_stats(rq->h->sched, &st)) < 0)
-                return httpd_reply_sched_error(rq, r, "statistics");
+                return reply_sched_error(rq, r, "statistics");
         if ((r = sched_circuits(rq->h->sched, &c, &nc)) < 0) {
                 sched_stats_clear(&st);
-                return httpd_reply_sched_error(rq, r, "circuit");
+                return reply_sched_error(rq, r, "circuit");
         }
         FILE *f = open_memstream(&text, &len);
         if (f) {
@@ -317,6 +300,6 @@ enum MHD_Result system_metrics(struct request *rq)
         sched_stats_clear(&st);
         circuit_infos_free(c, nc);
         if (!text)
-                return httpd_reply_problem(rq, 500, NULL, "out of memory");
-        return httpd_reply_text(rq, 200, METRICS_CONTENT_TYPE, text, len);
+                return reply_problem(rq, 500, NULL, "out of memory");
+        return reply_text(rq, 200, METRICS_CONTENT_TYPE, text, len);
 }

@@ -1,5 +1,6 @@
-/* fs: the few file-system operations whose exact sequence matters for
- * crash safety (fsync before rename, fsync of the directory after). */
+/* fs: small file-system helpers: mkdir -p (also below an open directory,
+ * never following a symlink), the directory fsync that makes a rename
+ * durable, and reading a small file whole. */
 #include "autoconfig.h"
 
 #include <errno.h>
@@ -70,59 +71,6 @@ fail:
 }
 
 int fs_fsync_dir(int dirfd) { return fsync(dirfd) < 0 ? -errno : 0; }
-
-int fs_write_atomic(const char *path, const void *data, size_t len)
-{
-        char tmp[PATH_MAX], dir[PATH_MAX];
-        const char *p = data;
-        int fd, dfd, r = 0;
-
-        if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
-                return -ENAMETOOLONG;
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
-        if (fd < 0)
-                return -errno;
-        while (len > 0) {
-                ssize_t w = write(fd, p, len);
-                if (w < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        r = -errno;
-                        goto fail;
-                }
-                p += w;
-                len -= (size_t)w;
-        }
-        if (fsync(fd) < 0) {
-                r = -errno;
-                goto fail;
-        }
-        close(fd);
-        fd = -1;
-        if (rename(tmp, path) < 0) {
-                r = -errno;
-                goto fail;
-        }
-        snprintf(dir, sizeof(dir), "%s", path);
-        char *slash = strrchr(dir, '/');
-        if (slash == dir)
-                slash[1] = '\0';
-        else if (slash)
-                *slash = '\0';
-        else
-                strcpy(dir, ".");
-        dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0)
-                return -errno;
-        r = fs_fsync_dir(dfd);
-        close(dfd);
-        return r;
-fail:
-        if (fd >= 0)
-                close(fd);
-        unlink(tmp);
-        return r;
-}
 
 int fs_read_file(const char *path, size_t max, char **ret, size_t *ret_len)
 {

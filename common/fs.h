@@ -10,7 +10,5 @@ int fs_mkdir_p(const char *path);
 int fs_mkdirat_p(int dirfd, const char *relpath, int *ret_fd);
 /* fsync the directory dirfd (after a rename into it). */
 int fs_fsync_dir(int dirfd);
-/* Write data to path atomically: temp file, fsync, rename, fsync dir. */
-int fs_write_atomic(const char *path, const void *data, size_t len);
 /* Read a whole small file (at most max bytes) into a NUL-terminated buffer. */
 int fs_read_file(const char *path, size_t max, char **ret, size_t *ret_len);

@@ -12,16 +12,16 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h> /* renameat2 */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/fs.h"
-#include "common/str.h"
+#include "common/sha256.h"
 #include "daemon/commit.h"
 #include "daemon/naming.h"
 
@@ -59,9 +59,9 @@ void commit_req_free(struct commit_req *req)
 /* Does the file `name` in dir_fd hold exactly size bytes hashing to sha? */
 static bool same_file(int dir_fd, const char *name, const char *sha, int64_t size)
 {
-        unsigned char buf[65536], md[32];
-        unsigned int mdlen = 0;
-        char hex[65];
+        unsigned char buf[65536];
+        char hex[SHA256_HEX_LEN + 1];
+        struct sha256 *ctx = NULL;
         struct stat st;
         ssize_t n;
         bool same = false;
@@ -70,18 +70,15 @@ static bool same_file(int dir_fd, const char *name, const char *sha, int64_t siz
                         O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC); /* a FIFO must not block */
         if (fd < 0)
                 return false;
-        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-        if (!ctx || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size != size ||
-            EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size != size || sha256_new(&ctx) < 0)
                 goto out;
         while ((n = read(fd, buf, sizeof(buf))) > 0)
-                EVP_DigestUpdate(ctx, buf, (size_t)n);
-        if (n == 0 && EVP_DigestFinal_ex(ctx, md, &mdlen) == 1) {
-                str_hex(md, mdlen, hex);
+                if (sha256_update(ctx, buf, (size_t)n) < 0)
+                        goto out;
+        if (n == 0 && sha256_final_hex(ctx, hex) == 0)
                 same = strcmp(hex, sha) == 0;
-        }
 out:
-        EVP_MD_CTX_free(ctx);
+        sha256_free(ctx);
         close(fd);
         return same;
 }

@@ -1,13 +1,34 @@
-/* engine: libcurl multi transfers into part files.
+/* engine: the transfer engine, libcurl multi transfers into part files.
+ * Everything here runs on the scheduler's thread.
  *
- * Owns: the CURLM handle, every easy handle and the part file of each
- * transfer. Invariants: a transfer's body reaches its part file only after
- * the HTTP status is 2xx and the first bytes sniffed as an accepted type;
- * a part file is fsynced before its transfer is reported OK; an aborted or
- * failed transfer leaves no part file. Timeouts other than connect are
- * judged here, in the progress callback, so that each fault has its own
- * error class (timeout, stalled, too_large) instead of curl's one code.
- * Everything runs on the scheduler's thread. */
+ * Owns: the CURLM handle, every easy handle (finished ones are reset and
+ * kept for reuse, up to SPARE_HANDLES) and the part file of each transfer.
+ *
+ * A body goes to ".N.part" in the directory it lands in. Nothing is
+ * written until the answer is 2xx and its first CONTENT_SNIFF_BYTES (the
+ * whole body when shorter) sniff as a type ACCEPT_CONTENT lets through;
+ * the SHA-256 is taken as bytes are written. Write-back is started every
+ * WRITEBACK_EVERY bytes (sync_file_range, never waited for), but the
+ * engine flushes nothing: a finished part is handed over open
+ * (xfer_result.part_fd) and the committer (commit.c) flushes and renames
+ * it. Listing pages (to_memory) stay in memory, unsniffed, up to
+ * MEMORY_BODY_MAX bytes.
+ *
+ * Resuming: a part's validator (the answer's strong ETag, else its
+ * Last-Modified) is kept in the part's user.hauld.validator extended
+ * attribute. A transfer cut short by a retryable fault (rate limiting
+ * aside), or stopped with engine_abort_keep(), leaves its part; the next
+ * attempt on it asks for the rest with Range and If-Range, and appends
+ * only a 206 that starts where the part ends, after hashing and sniffing
+ * what the part already holds. A 200 starts the part over; a 206 from
+ * elsewhere fails the attempt as truncated and a 416 drops the part, so
+ * the next attempt starts from zero. Other failures and plain aborts
+ * remove the part; a complete body loses the attribute.
+ *
+ * Timeouts other than connect are judged in the progress callback, so
+ * that each fault has its own error class (timeout, stalled, too_large)
+ * instead of curl's one code. Each socket's peer is checked as it opens:
+ * loopback, private and reserved addresses are refused unless allowed. */
 #include "autoconfig.h"
 
 #include <arpa/inet.h>
@@ -15,7 +36,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <openssl/evp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +48,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/sha256.h"
 #include "common/str.h"
 #include "daemon/content.h"
 #include "daemon/engine.h"
@@ -74,7 +96,7 @@ struct xfer {
         char *mem;         /* to_memory: the body so far */
         size_t mem_len, mem_cap;
         struct curl_slist *headers;
-        EVP_MD_CTX *sha;
+        struct sha256 *sha;                      /* of the body so far */
         unsigned char head[CONTENT_SNIFF_BYTES]; /* first bytes, until sniffed */
         size_t head_len;
         bool sniffed;
@@ -115,7 +137,7 @@ static void xfer_free(struct xfer *x)
                         unlinkat(x->dir_fd, x->part, 0);
         }
         free(x->validator);
-        EVP_MD_CTX_free(x->sha);
+        sha256_free(x->sha);
         curl_slist_free_all(x->headers);
         free(x->mem);
         free(x->url);
@@ -219,7 +241,7 @@ static int resume_open(struct xfer *x)
                         x->head_len = (size_t)n < sizeof(x->head) ? (size_t)n : sizeof(x->head);
                         memcpy(x->head, buf, x->head_len);
                 }
-                EVP_DigestUpdate(x->sha, buf, (size_t)n);
+                sha256_update(x->sha, buf, (size_t)n);
                 x->bytes += n;
         }
         if (n < 0 || x->bytes != x->resume_from)
@@ -248,7 +270,7 @@ static int body_store(struct xfer *x, const void *buf, size_t len)
         int r = write_all(x->part_fd, buf, len);
         if (r < 0)
                 return xfer_abort_with(x, RC_IO, "writing %s: %s", x->part, strerror(-r)), -1;
-        EVP_DigestUpdate(x->sha, buf, len);
+        sha256_update(x->sha, buf, len);
         x->unflushed += (int64_t)len;
         if (x->unflushed >= WRITEBACK_EVERY) {
                 /* start write-back now, without waiting: the commit's flush
@@ -566,13 +588,11 @@ int engine_start(struct engine *e, const struct xfer_request *req, struct xfer *
                         goto fail;
                 x->headers = l;
         }
-        x->sha = EVP_MD_CTX_new();
-        if (!x->url || !x->sha || (req->name_hint && !x->name_hint))
+        if (!x->url || (req->name_hint && !x->name_hint))
                 goto fail;
-        if (EVP_DigestInit_ex(x->sha, EVP_sha256(), NULL) != 1) {
-                r = -EIO;
+        r = sha256_new(&x->sha);
+        if (r < 0)
                 goto fail;
-        }
         if (!req->to_memory)
                 prepare_resume(x);
         r = setup_easy(x);
@@ -654,16 +674,12 @@ static enum retry_class classify_curl(struct xfer *x, CURLcode cc)
 /* The body ended well: sniff what is still held back, hash, name it. */
 static enum retry_class finish_body(struct xfer *x, struct xfer_result *res)
 {
-        unsigned char md[32];
-        unsigned int mdlen = 0;
-
         if (!x->sniffed && sniff_and_open(x) < 0)
                 return x->abort_rc;
         res->part_fd = x->part_fd; /* the committer flushes and closes it */
         x->part_fd = -1;
         fremovexattr(res->part_fd, XATTR_VALIDATOR);
-        EVP_DigestFinal_ex(x->sha, md, &mdlen);
-        str_hex(md, mdlen, res->sha256);
+        sha256_final_hex(x->sha, res->sha256);
         snprintf(res->part, sizeof(res->part), "%s", x->part);
 
         char *name = NULL;
@@ -761,6 +777,10 @@ void engine_configure(struct engine *e, const struct engine_opts *opts)
         e->opts.accept_content = e->accept;
         curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, (long)opts->max_connects);
 }
+
+int engine_global_init(void) { return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -EIO; }
+
+void engine_global_cleanup(void) { curl_global_cleanup(); }
 
 int engine_new(const struct engine_opts *opts, engine_done_fn done, void *ctx, struct engine **ret)
 {

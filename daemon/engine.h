@@ -66,6 +66,13 @@ struct xfer_result {
  * freed after it returns. */
 typedef void (*engine_done_fn)(void *userdata, const struct xfer_result *res, void *ctx);
 
+/* libcurl's process-wide setup and teardown: init once before any thread
+ * starts (and before any other curl call, urlcheck's and naming's URL
+ * parsing included), cleanup once after every engine is freed. -EIO when
+ * libcurl cannot start. */
+int engine_global_init(void);
+void engine_global_cleanup(void);
+
 int engine_new(const struct engine_opts *opts, engine_done_fn done, void *ctx, struct engine **ret);
 void engine_free(struct engine *e);
 void engine_configure(struct engine *e, const struct engine_opts *opts);

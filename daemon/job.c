@@ -9,7 +9,6 @@
 #include <string.h>
 #include <sys/random.h>
 
-#include "common/str.h"
 #include "daemon/job.h"
 
 static const char *const job_states[] = {"queued", "running",   "succeeded", "partial",
@@ -150,47 +149,4 @@ void jobs_free(struct job **jobs, size_t n)
         for (size_t i = 0; i < n; i++)
                 job_free(jobs[i]);
         free(jobs);
-}
-
-static void error_copy(struct job_error *dst, const struct job_error *src)
-{
-        dst->code = str_dup(src->code);
-        dst->message = str_dup(src->message);
-}
-
-int job_dup(const struct job *j, struct job **ret)
-{
-        struct job *c = calloc(1, sizeof(*c));
-        if (!c)
-                return -ENOMEM;
-        *c = *j;
-        c->query = str_dup(j->query);
-        c->label = str_dup(j->label);
-        c->idempotency_key = str_dup(j->idempotency_key);
-        c->request_hash = str_dup(j->request_hash);
-        error_copy(&c->error, &j->error);
-        c->sources = j->nsources ? calloc(j->nsources, sizeof(char *)) : NULL;
-        for (size_t i = 0; i < j->nsources; i++)
-                c->sources[i] = str_dup(j->sources[i]);
-        c->per_source = j->nper_source ? calloc(j->nper_source, sizeof(*c->per_source)) : NULL;
-        for (size_t i = 0; i < j->nper_source; i++) {
-                c->per_source[i] = j->per_source[i];
-                c->per_source[i].source = str_dup(j->per_source[i].source);
-                error_copy(&c->per_source[i].error, &j->per_source[i].error);
-        }
-        *ret = c;
-        return 0;
-}
-
-int item_copy(struct item *dst, const struct item *src)
-{
-        *dst = *src;
-        dst->source = str_dup(src->source);
-        dst->url = str_dup(src->url);
-        dst->filename = str_dup(src->filename);
-        dst->content_type = str_dup(src->content_type);
-        dst->path = str_dup(src->path);
-        dst->sha256 = str_dup(src->sha256);
-        error_copy(&dst->error, &src->error);
-        return 0;
 }

@@ -114,6 +114,3 @@ void items_free(struct item *items, size_t n);
 void job_source_clear(struct job_source *s);
 void job_free(struct job *j);
 void jobs_free(struct job **jobs, size_t n);
-/* Deep copy. */
-int job_dup(const struct job *j, struct job **ret);
-int item_copy(struct item *dst, const struct item *src);

@@ -11,15 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-
-#include <curl/curl.h>
-
 #include "api/httpd.h"
 #include "common/log.h"
 #include "daemon/config.h"
+#include "daemon/engine.h"
 #include "daemon/events.h"
 #include "daemon/notify.h"
 #include "daemon/sched.h"
@@ -75,30 +70,6 @@ static int load(struct config *cfg, const char *file, char **flags, int nflags)
                 log_error("config: %s: %s", err.key, err.message);
         config_free(cfg);
         return -EINVAL;
-}
-
-/* A listener anyone on the network can reach needs a token. */
-static bool listen_is_local(const char *listen)
-{
-        return strncmp(listen, "unix:", 5) == 0 || strncmp(listen, "127.", 4) == 0 ||
-               strncmp(listen, "localhost:", 10) == 0 || strncmp(listen, "[::1]:", 6) == 0;
-}
-
-/* The same for a socket passed by systemd: judged by the address bound. */
-static bool socket_is_local(int fd)
-{
-        struct sockaddr_storage ss;
-        socklen_t len = sizeof(ss);
-
-        if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
-                return false;
-        if (ss.ss_family == AF_UNIX)
-                return true;
-        if (ss.ss_family == AF_INET)
-                return ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24 == 127;
-        if (ss.ss_family == AF_INET6)
-                return IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&ss)->sin6_addr);
-        return false;
 }
 
 static void reload(struct sched *sched, struct httpd *httpd, struct settings **live, const char *file,
@@ -238,7 +209,8 @@ int main(int argc, char **argv)
                 return CONFIG_EXIT_BAD;
         }
         int fd = notify_listen_fd();
-        if (!cfg->api_token && (fd >= 0 ? !socket_is_local(fd) : !listen_is_local(cfg->listen))) {
+        /* a listener anyone on the network can reach needs a token */
+        if (!cfg->api_token && !httpd_listener_is_local(cfg->listen, fd)) {
                 log_error("config: the API listener (%s) is reachable from the network; set API_TOKEN_FILE",
                           fd >= 0 ? "the socket from systemd" : cfg->listen);
                 rc = CONFIG_EXIT_BAD;
@@ -246,10 +218,12 @@ int main(int argc, char **argv)
                 printf("configuration OK (%zu query source%s)\n", sources_count(live.sources),
                        sources_count(live.sources) == 1 ? "" : "s");
                 rc = EXIT_SUCCESS;
+        } else if (engine_global_init() < 0) {
+                log_error("engine: libcurl cannot start");
+                rc = EXIT_FAILURE;
         } else {
-                curl_global_init(CURL_GLOBAL_DEFAULT);
                 rc = serve(&live, file, argv + optind, argc - optind);
-                curl_global_cleanup();
+                engine_global_cleanup();
         }
         while (live.next) {
                 struct settings *n = live.next;

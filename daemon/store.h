@@ -2,9 +2,10 @@
  * ("sqlite:/var/lib/hauld/jobs.db"); callers never see which.
  *
  * A struct store is one connection: use it from one thread at a time (the
- * engine owns one, the API another, with its own lock). Every call that
- * writes is committed when it returns, unless it runs between
- * store_begin() and store_commit(), which the engine uses to batch.
+ * scheduler's thread owns one; the API lends one from its pool to each
+ * request). Every call that writes is committed when it returns, unless it
+ * runs between store_begin() and store_commit(), which the scheduler uses
+ * to batch.
  *
  * int returns: 0 ok, -errno on failure: -ENOENT not found, -EEXIST a
  * uniqueness conflict (idempotency key), -EBUSY locked too long,
@@ -65,7 +66,7 @@ int store_job_prune(struct store *s, int64_t finished_before_ms, int64_t *ret_n)
 /* Items ordered by index. */
 int store_item_list(struct store *s, const char *job_id, const struct item_filter *f, struct item **ret,
                     size_t *ret_n, int *ret_next_index);
-/* All items of a job (the engine loads a job it starts). */
+/* All items of a job (the scheduler loads a job it starts). */
 int store_item_load(struct store *s, const char *job_id, struct item **ret, size_t *ret_n);
 /* Write an item's mutable fields (state and everything after it). */
 int store_item_update(struct store *s, const char *job_id, const struct item *it);

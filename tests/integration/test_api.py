@@ -209,15 +209,42 @@ class Statuses(hauldtest.HauldTestCase):
                           b"Connection: close\r\n\r\n" + chunks)
         self.assertTrue(out.startswith(b"HTTP/1.1 413"), out[:200])
         self.assertIn(b"application/problem+json", out)
-        # at the limit is fine: exactly 1024 bytes
-        body = {"urls": ["http://127.0.0.1:9/x"], "label": ""}
-        pad = 1024 - len(json.dumps(body))
-        body["label"] = "x" * pad
+
+    @staticmethod
+    def body_of(size):
+        """A valid job request of exactly size bytes (its URL's path pads it)."""
+        body = {"urls": ["http://127.0.0.1:9/"]}
+        body["urls"][0] += "x" * (size - len(json.dumps(body)))
         raw = json.dumps(body).encode()
-        self.assertEqual(len(raw), 1024)
-        st, _h, data = d.request("POST", "/v1/jobs", body=raw, headers={"Content-Type": "application/json"})
-        self.assertIn(st, (201, 400), data)  # label over 256 is a 400, never a 413
-        self.assertNotEqual(st, 413)
+        assert len(raw) == size, len(raw)
+        return raw
+
+    def test_413_at_the_limit(self):
+        d = self.new_daemon({"MAX_REQUEST_BODY": "1K"})
+        json_type = {"Content-Type": "application/json"}
+        # with Content-Length: exactly MAX_REQUEST_BODY is taken, one byte more is not
+        st, _h, data = d.request("POST", "/v1/jobs", body=self.body_of(1024), headers=json_type)
+        self.assertEqual(st, 201, data)
+        self.assert_problem(d.request("POST", "/v1/jobs", body=self.body_of(1025), headers=json_type), 413)
+        # chunked, with no length announced: the same edge, found while reading
+        for size, want in ((1024, b"HTTP/1.1 201"), (1025, b"HTTP/1.1 413")):
+            raw = self.body_of(size)
+            chunks = b"".join(b"%x\r\n%s\r\n" % (len(raw[i:i + 300]), raw[i:i + 300])
+                              for i in range(0, len(raw), 300)) + b"0\r\n\r\n"
+            out = raw_request(d.port, b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                              b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+                              b"Connection: close\r\n\r\n" + chunks)
+            self.assertTrue(out.startswith(want), (size, out[:200]))
+
+    def test_label_limit(self):
+        d = self.daemon
+        url = "http://127.0.0.1:9/x"
+        for label in ("x" * 256, "\u00e9" * 256):  # 256 characters, also as 512 bytes of UTF-8
+            st, _h, job = d.post("/v1/jobs", {"urls": [url], "label": label})
+            self.assertEqual(st, 201, job)
+            self.assertEqual(job["label"], label)
+        for label in ("x" * 257, "\u00e9" * 257):
+            self.assert_problem(d.post("/v1/jobs", {"urls": [url], "label": label}), 400, field="label")
 
     def test_415(self):
         for ctype in ("text/plain", "application/x-www-form-urlencoded", "application/jsonx", None):
@@ -300,7 +327,7 @@ class Statuses(hauldtest.HauldTestCase):
 
 
 class Streams(hauldtest.HauldTestCase):
-    STREAMS_MAX = 256  # HTTPD_SSE_MAX
+    STREAMS_MAX = 256  # SSE_STREAMS_MAX (api/sse.c)
 
     def open_stream(self):
         sock = socket.create_connection(("127.0.0.1", self.daemon.port), timeout=10)

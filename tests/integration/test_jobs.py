@@ -1,7 +1,6 @@
 """URL jobs end to end: submit, run, files on disk, the job table across
 restarts, listing and paging, and the daemon's own limits."""
 
-import hashlib
 import os
 
 import hauldtest
