@@ -10,23 +10,24 @@
  *    recorded while a probe is out is taken as its verdict. Results from
  *    transfers that started before the circuit opened (stragglers) are
  *    ignored while OPEN or HALF_OPEN without a probe.
- *  - The open time is open_ms * multiplier, the multiplier doubling on
- *    each re-trip from HALF_OPEN up to BREAKER_MAX_MULTIPLIER and going
- *    back to 1 on a success. */
+ *  - cur_open_ms is the period of the last opening: a trip from CLOSED
+ *    opens for open_ms, a re-trip from HALF_OPEN for cur_open_ms * growth,
+ *    within [open_ms, max_open_ms]; closing brings it back to open_ms. */
 #include "autoconfig.h"
 
 #include "daemon/breaker.h"
 
+#include <math.h>
 #include <stdlib.h>
-
-#define BREAKER_MAX_MULTIPLIER 8
 
 struct breaker {
         int threshold;            /* consecutive counted failures that open it, >= 1 */
-        int64_t open_ms;          /* configured open time, ms */
+        int64_t open_ms;          /* configured open time, ms, >= 0 */
+        double growth;            /* factor of the open time after a failed probe, >= 1 */
+        int64_t max_open_ms;      /* cap of a grown open time, ms, >= open_ms */
         enum breaker_state state; /* stored state; see breaker_state() for the one seen */
         int consecutive_failures; /* counted failures since the last success */
-        int multiplier;           /* open time factor: 1, 2, 4, 8 */
+        int64_t cur_open_ms;      /* ms, the period of the last opening; open_ms when closed */
         int64_t trips;            /* times it opened since start */
         int64_t opened_at_ms;     /* monotonic, last time it opened; 0 when never */
         int64_t retry_at_ms;      /* monotonic, when the probe is allowed; 0 when closed */
@@ -44,27 +45,57 @@ struct breaker *breaker_new(int threshold, int64_t open_ms)
         if (!b)
                 return NULL;
         b->state = BREAKER_CLOSED;
-        b->multiplier = 1;
         breaker_configure(b, threshold, open_ms);
         return b;
 }
 
 void breaker_free(struct breaker *b) { free(b); }
 
+static int64_t clamp_period(const struct breaker *b, int64_t ms)
+{
+        if (ms < b->open_ms)
+                return b->open_ms;
+        return ms > b->max_open_ms ? b->max_open_ms : ms;
+}
+
 /* A lowered threshold takes effect at the next counted failure; an open
  * circuit keeps its retry time. */
-void breaker_configure(struct breaker *b, int threshold, int64_t open_ms)
+void breaker_configure_growth(struct breaker *b, int threshold, int64_t open_ms, double growth,
+                              int64_t max_open_ms)
 {
         b->threshold = clamp_threshold(threshold);
         b->open_ms = clamp_open_ms(open_ms);
+        b->growth = growth >= 1.0 ? growth : 1.0; /* NaN fails the test too */
+        b->max_open_ms = max_open_ms > b->open_ms ? max_open_ms : b->open_ms;
+        b->cur_open_ms = b->state == BREAKER_CLOSED ? b->open_ms : clamp_period(b, b->cur_open_ms);
 }
+
+void breaker_configure(struct breaker *b, int threshold, int64_t open_ms)
+{
+        int64_t ms = clamp_open_ms(open_ms);
+        int64_t max = ms > INT64_MAX / BREAKER_DEFAULT_MAX_MUL ? INT64_MAX : ms * BREAKER_DEFAULT_MAX_MUL;
+
+        breaker_configure_growth(b, threshold, open_ms, BREAKER_DEFAULT_GROWTH, max);
+}
+
+/* The open period after one more failed probe. */
+static int64_t grown(const struct breaker *b)
+{
+        double next = (double)b->cur_open_ms * b->growth;
+
+        if (!isfinite(next) || next >= (double)b->max_open_ms)
+                return b->max_open_ms;
+        return clamp_period(b, (int64_t)next);
+}
+
+static int64_t add_ms(int64_t t, int64_t ms) { return t > INT64_MAX - ms ? INT64_MAX : t + ms; }
 
 static void trip(struct breaker *b, int64_t now_ms)
 {
         b->state = BREAKER_OPEN;
         b->trips++;
         b->opened_at_ms = now_ms;
-        b->retry_at_ms = now_ms + b->open_ms * b->multiplier;
+        b->retry_at_ms = add_ms(now_ms, b->cur_open_ms);
         b->probe_out = false;
 }
 
@@ -72,7 +103,7 @@ static void close_circuit(struct breaker *b)
 {
         b->state = BREAKER_CLOSED;
         b->consecutive_failures = 0;
-        b->multiplier = 1;
+        b->cur_open_ms = b->open_ms;
         b->retry_at_ms = 0;
         b->probe_out = false;
 }
@@ -101,7 +132,6 @@ static bool record_closed(struct breaker *b, bool success, bool counted, int64_t
 {
         if (success) {
                 b->consecutive_failures = 0;
-                b->multiplier = 1;
                 return false;
         }
         if (!counted)
@@ -124,8 +154,7 @@ static bool record_probe(struct breaker *b, bool success, bool counted, int64_t 
                 return false;
         }
         b->consecutive_failures++;
-        if (b->multiplier < BREAKER_MAX_MULTIPLIER)
-                b->multiplier *= 2;
+        b->cur_open_ms = grown(b);
         trip(b, now_ms);
         return true;
 }
@@ -148,6 +177,32 @@ bool breaker_record(struct breaker *b, bool success, bool counted, int64_t now_m
 /* Closes the circuit; trips and opened_at_ms stay as history. */
 void breaker_reset(struct breaker *b) { close_circuit(b); }
 
+bool breaker_tick(struct breaker *b, int64_t now_ms)
+{
+        if (b->state != BREAKER_OPEN || now_ms < b->retry_at_ms)
+                return false;
+        b->state = BREAKER_HALF_OPEN;
+        b->probe_out = false;
+        return true;
+}
+
+/* Out-of-range input is brought to the nearest state that makes sense: an
+ * unknown state reads as CLOSED, an open circuit without a retry time
+ * retries one period after it opened. */
+void breaker_restore(struct breaker *b, enum breaker_state state, int failures, int64_t trips,
+                     int64_t opened_at_ms, int64_t retry_at_ms, int64_t open_ms)
+{
+        close_circuit(b);
+        b->consecutive_failures = failures > 0 ? failures : 0;
+        b->trips = trips > 0 ? trips : 0;
+        b->opened_at_ms = opened_at_ms;
+        if (state != BREAKER_OPEN && state != BREAKER_HALF_OPEN)
+                return;
+        b->state = state;
+        b->cur_open_ms = clamp_period(b, open_ms);
+        b->retry_at_ms = retry_at_ms > 0 ? retry_at_ms : add_ms(opened_at_ms, b->cur_open_ms);
+}
+
 enum breaker_state breaker_state(const struct breaker *b, int64_t now_ms)
 {
         if (b->state == BREAKER_OPEN && now_ms >= b->retry_at_ms)
@@ -163,6 +218,8 @@ void breaker_get_info(const struct breaker *b, int64_t now_ms, struct breaker_in
         ret->trips = b->trips;
         ret->opened_at_ms = b->opened_at_ms;
         ret->retry_at_ms = b->retry_at_ms;
+        ret->open_ms = b->cur_open_ms;
+        ret->probe_out = b->state == BREAKER_HALF_OPEN && b->probe_out;
 }
 
 const char *breaker_state_to_string(enum breaker_state s)

@@ -31,13 +31,13 @@ struct srctab;
 struct src; /* a source or a host entry; valid until srctab_prune() or srctab_free() */
 
 struct srctab_opts {
-        int threshold;         /* CIRCUIT_BREAKER_THRESHOLD, >= 1 */
-        int64_t open_ms;       /* CIRCUIT_BREAKER_TIMEOUT */
-        double open_growth;    /* factor after each failed probe, >= 1 (1: fixed) */
-        int64_t max_open_ms;   /* cap of a grown open time */
-        int host_connections;  /* MAX_CONNECTIONS_PER_SOURCE: transfers at once per host */
+        int threshold;                  /* CIRCUIT_BREAKER_THRESHOLD, >= 1 */
+        int64_t open_ms;                /* CIRCUIT_BREAKER_TIMEOUT */
+        double open_growth;             /* factor after each failed probe, >= 1 (1: fixed) */
+        int64_t max_open_ms;            /* cap of a grown open time */
+        int host_connections;           /* MAX_CONNECTIONS_PER_SOURCE: transfers at once per host */
         int default_source_connections; /* a query source without max_connections */
-        int64_t idle_prune_ms; /* URL sources and hosts idle this long are pruned */
+        int64_t idle_prune_ms;          /* URL sources and hosts idle this long are pruned */
 };
 
 /* One direction of the statistics: downloads (media files) or listings
@@ -53,7 +53,7 @@ struct src_counters {
 /* One source as GET /v1/circuits and /v1/stats show it. */
 struct src_info {
         char *name;
-        bool query;      /* a configured query source */
+        bool query; /* a configured query source */
         enum breaker_state state;
         int consecutive_failures;
         int threshold;
@@ -109,13 +109,13 @@ void srctab_release(struct srctab *t, struct src *s, struct src *h);
 
 /* The result of one attempt, for the breaker and the statistics. */
 struct src_result {
-        bool listing;        /* a search request, else a download */
+        bool listing; /* a search request, else a download */
         bool ok;
-        bool counted;        /* a failure that counts against the circuit (the caller's rule) */
-        bool retry;          /* this attempt was a retry */
-        bool will_retry;     /* a failure that will be tried again */
-        int64_t bytes;       /* body bytes, when ok */
-        const char *error;   /* "code: message" when !ok; kept as last_error */
+        bool counted;      /* a failure that counts against the circuit (the caller's rule) */
+        bool retry;        /* this attempt was a retry */
+        bool will_retry;   /* a failure that will be tried again */
+        int64_t bytes;     /* body bytes, when ok */
+        const char *error; /* "code: message" when !ok; kept as last_error */
 };
 /* Record one finished attempt. probe: it was the half-open probe (its
  * result is the verdict whether counted or not: a success closes, a
@@ -133,18 +133,25 @@ void srctab_reset_circuit(struct srctab *t, struct src *s);
  * the value and asks again once it changed (or its wake time came). */
 uint64_t src_gen(const struct src *s);
 /* The monotonic time at which some circuit turns half-open or some rate
- * token comes, whichever is first after now; INT64_MAX when none. Circuits
- * turning half-open by time bump their gen in srctab_tick(). */
+ * token comes, whichever is first after now; INT64_MAX when none; now_ms
+ * when one has come that srctab_tick() has not seen yet. Circuits turning
+ * half-open by time (and sources whose rate token came) bump their gen in
+ * srctab_tick(). Both walk only the circuits stored open and the sources
+ * waiting for a token, never the idle entries. */
 int64_t srctab_next_wake(const struct srctab *t, int64_t now_ms);
 void srctab_tick(struct srctab *t, int64_t now_ms);
 
 /* Circuits that changed state since the last call (for events and the
- * job table): calls fn for each, then forgets them. */
+ * job table), including a turn to half-open and a reset or restore: calls
+ * fn for each, oldest first, and forgets them. fn must not prune. */
 void srctab_drain_changed(struct srctab *t, void (*fn)(const struct src *s, void *ud), void *ud);
 
 /* Forget idle URL sources and hosts: no connection, closed circuit, last
  * used more than idle_prune_ms ago. Their counters stay in the totals.
- * Returns how many were removed. Never prunes query sources. */
+ * Returns how many were removed. Never prunes query sources, nor a source
+ * whose change srctab_drain_changed() has not reported yet. An entry never
+ * used counts as used at the first prune that sees it. O(entries): for a
+ * timer, not every turn. Pointers to the removed entries die. */
 size_t srctab_prune(struct srctab *t, int64_t now_ms);
 /* Zero every counter (downloads, listings, totals, pruned); circuits stay. */
 void srctab_reset_stats(struct srctab *t);
