@@ -14,6 +14,8 @@ enum MHD_Result jobs_get(struct request *rq);
 enum MHD_Result jobs_items(struct request *rq);
 enum MHD_Result jobs_cancel(struct request *rq);
 enum MHD_Result jobs_retry(struct request *rq);
+enum MHD_Result jobs_pause(struct request *rq);
+enum MHD_Result jobs_resume(struct request *rq);
 enum MHD_Result jobs_delete(struct request *rq);
 
 /* The daemon's own resources (system.c) */
@@ -22,6 +24,7 @@ enum MHD_Result system_config(struct request *rq);
 enum MHD_Result system_circuits(struct request *rq);
 enum MHD_Result system_circuit_reset(struct request *rq);
 enum MHD_Result system_stats(struct request *rq);
+enum MHD_Result system_stats_reset(struct request *rq);
 enum MHD_Result system_metrics(struct request *rq);
 enum MHD_Result system_sources(struct request *rq);
 

@@ -73,6 +73,7 @@ static const struct route routes[] = {
         {"GET", "/v1/health", system_health, ROUTE_PUBLIC},
         {"GET", "/v1/config", system_config, 0},
         {"GET", "/v1/stats", system_stats, 0},
+        {"POST", "/v1/stats/reset", system_stats_reset, 0},
         {"GET", "/v1/circuits", system_circuits, 0},
         {"POST", "/v1/circuits/{}/reset", system_circuit_reset, 0},
         {"GET", "/metrics", system_metrics, 0},
@@ -86,6 +87,8 @@ static const struct route routes[] = {
         {"GET", "/v1/jobs/{}/items", jobs_items, 0},
         {"POST", "/v1/jobs/{}/cancel", jobs_cancel, 0},
         {"POST", "/v1/jobs/{}/retry", jobs_retry, 0},
+        {"POST", "/v1/jobs/{}/pause", jobs_pause, 0},
+        {"POST", "/v1/jobs/{}/resume", jobs_resume, 0},
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 

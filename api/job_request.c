@@ -178,21 +178,32 @@ static void parse_int(struct parse *p, json_t *root, const char *name, int lo, i
         *out = (int)i;
 }
 
-static void parse_timeout(struct parse *p, json_t *root)
+/* A number of seconds lo..hi. */
+static void parse_seconds(struct parse *p, json_t *root, const char *name, double lo, double hi, double *out)
 {
-        json_t *v = json_object_get(root, "timeout");
+        json_t *v = json_object_get(root, name);
         if (!v)
                 return;
         if (!json_is_number(v)) {
-                bad(p, "timeout", "must be a number of seconds %g..%g", JOB_TIMEOUT_MIN, JOB_TIMEOUT_MAX);
+                bad(p, name, "must be a number of seconds %g..%g", lo, hi);
                 return;
         }
         double t = json_number_value(v);
-        if (!(t >= JOB_TIMEOUT_MIN && t <= JOB_TIMEOUT_MAX)) {
-                bad(p, "timeout", "must be %g..%g seconds", JOB_TIMEOUT_MIN, JOB_TIMEOUT_MAX);
+        if (!(t >= lo && t <= hi)) {
+                bad(p, name, "must be %g..%g seconds", lo, hi);
                 return;
         }
-        p->job->timeout = t;
+        *out = t;
+}
+
+/* The job's own limits over the settings (the same ranges as theirs). */
+static void parse_limits(struct parse *p, json_t *root)
+{
+        struct job_limits *l = &p->job->limits;
+        parse_seconds(p, root, "source_timeout", 1, 86400, &l->source_timeout);
+        parse_seconds(p, root, "request_timeout", 0.1, 3600, &l->request_timeout);
+        parse_seconds(p, root, "stall_timeout", 1, 3600, &l->stall_timeout);
+        parse_int(p, root, "max_retries", 0, 100, &l->max_retries);
 }
 
 /* A string field of lo..hi characters; *out is replaced by a copy. */
@@ -380,16 +391,22 @@ static void parse_urls(struct parse *p, json_t *root)
 
 static void parse_fields(struct parse *p, json_t *root)
 {
-        static const char *const allowed[] = {"query",   "sources",  "urls",  "max",
-                                              "timeout", "priority", "label", NULL};
+        static const char *const allowed[] = {"query",         "sources",        "urls",
+                                              "max",           "timeout",        "priority",
+                                              "label",         "source_timeout", "request_timeout",
+                                              "stall_timeout", "max_retries",    NULL};
         struct job *j = p->job;
 
         check_keys(p, root, "", allowed);
         parse_text(p, root, "query", 1, JOB_QUERY_MAX, &j->query);
         parse_sources(p, root);
         parse_urls(p, root);
+        /* max: the URLs given (all of them), plus JOB_DEFAULT_MAX from a query */
+        size_t dflt = p->nitems + (json_object_get(root, "query") ? JOB_DEFAULT_MAX : 0);
+        j->max = dflt > JOB_MAX_MAX ? JOB_MAX_MAX : dflt < 1 ? 1 : (int)dflt;
         parse_int(p, root, "max", 1, JOB_MAX_MAX, &j->max);
-        parse_timeout(p, root);
+        parse_seconds(p, root, "timeout", JOB_TIMEOUT_MIN, JOB_TIMEOUT_MAX, &j->timeout);
+        parse_limits(p, root);
         parse_int(p, root, "priority", JOB_PRIORITY_MIN, JOB_PRIORITY_MAX, &j->priority);
         parse_text(p, root, "label", 0, JOB_LABEL_MAX, &j->label);
 
@@ -430,6 +447,8 @@ int job_request_parse_with(const struct job_request_hooks *hooks, const char *bo
 
         p.errors = json_array();
         p.job = calloc(1, sizeof(*p.job));
+        if (p.job)
+                p.job->limits.max_retries = -1;
         if (!p.errors || !p.job)
                 goto out;
         p.job->max = JOB_DEFAULT_MAX;

@@ -196,6 +196,7 @@ static void on_publish(void *ud)
                                 jobcache_drop(c, ev[i].job_id);
                         c->seen_id = ev[i].id;
                 }
+                events_release(ev, n);
         } while (n == JOBCACHE_BATCH);
         pthread_mutex_unlock(&c->watch_lock);
 }

@@ -108,40 +108,32 @@ static json_t *cursor_json(long long next, bool more)
         return json_string(buf);
 }
 
-/* One sched_circuits() snapshot for the jobs of one answer, taken when the
- * first job is rendered (so after the caller's jobcache_stamp): an answer
- * made of cached texts alone does not wait for the scheduler's lock. */
+/* One scheduler snapshot for the jobs of one answer, taken when the first
+ * job is rendered (so after the caller's jobcache_stamp): circuit states
+ * and the live progress of running jobs. */
 struct circuits {
         struct httpd *h;
-        struct circuit_list cl;
-        bool taken;      /* sched_circuits() was asked */
-        bool known;      /* and answered */
-        bool all_closed; /* every source of the last job shown had a closed circuit */
+        struct snapshot *snap; /* NULL until a job is rendered */
+        bool all_closed;       /* every source of the last job shown had a closed circuit */
 };
 
-static void circuits_release(struct circuits *c) { circuit_infos_free(c->cl.v, c->cl.n); }
-
-static const char *circuit_of(const char *source, void *userdata)
-{
-        struct circuits *c = userdata;
-        const char *state = jobjson_circuit_state(source, &c->cl);
-        if (state && strcmp(state, "closed") != 0)
-                c->all_closed = false;
-        return state;
-}
+static void circuits_release(struct circuits *c) { snapshot_unref(c->snap); }
 
 /* The job object; c->all_closed tells whether all its circuits were closed. */
 static json_t *job_json(const struct job *j, struct circuits *c)
 {
-        struct jobjson_opts opts = {.circuit = circuit_of, .userdata = c};
-        if (!c->taken) {
-                c->taken = true;
-                c->known = sched_circuits(c->h->sched, &c->cl.v, &c->cl.n) == 0;
-                if (!c->known)
-                        c->cl = (struct circuit_list){0};
-        }
-        c->all_closed = c->known;
-        return jobjson_job(j, &opts);
+        if (!c->snap)
+                c->snap = sched_snapshot(c->h->sched);
+        return jobjson_job(j, c->snap, &c->all_closed);
+}
+
+/* The job object as the scheduler knows it now. */
+static json_t *job_now(struct httpd *h, const struct job *j)
+{
+        struct circuits c = {.h = h};
+        json_t *o = job_json(j, &c);
+        circuits_release(&c);
+        return o;
 }
 
 /* The text of a job as answered, kept when the job is terminal and all
@@ -177,7 +169,7 @@ static enum MHD_Result reply_stored_job(struct request *rq, unsigned status, con
         int r = request_store(rq, &s);
         if (r < 0 || (r = store_job_get(s, id, &j)) < 0)
                 return reply_store_error(rq, r, "job");
-        enum MHD_Result ret = reply_json(rq, status, jobjson_job_now(rq->h->sched, j));
+        enum MHD_Result ret = reply_json(rq, status, job_now(rq->h, j));
         job_free(j);
         return ret;
 }
@@ -200,7 +192,7 @@ static enum MHD_Result reply_idempotent(struct request *rq, struct job *existing
 {
         enum MHD_Result ret;
         if (existing->request_hash && strcmp(existing->request_hash, hash) == 0)
-                ret = reply_json(rq, 200, jobjson_job_now(rq->h->sched, existing));
+                ret = reply_json(rq, 200, job_now(rq->h, existing));
         else
                 ret = reply_problem(rq, 422, NULL, "this Idempotency-Key was used with another body");
         job_free(existing);
@@ -256,14 +248,18 @@ static enum MHD_Result insert(struct request *rq, struct job *job, struct item *
         sched_wake(rq->h->sched);
         snprintf(location, sizeof(location), "/v1/jobs/%s", job->id);
         reply_header(rq, MHD_HTTP_HEADER_LOCATION, location);
-        return reply_json(rq, 201, jobjson_job_now(rq->h->sched, job));
+        return reply_json(rq, 201, job_now(rq->h, job));
 }
 
-static bool source_known(const char *name, void *userdata) { return sched_source_known(userdata, name); }
+static bool source_known(const char *name, void *userdata)
+{
+        return snapshot_source(userdata, name) != NULL;
+}
 
 enum MHD_Result jobs_create(struct request *rq)
 {
-        const struct job_request_hooks hooks = {.source_known = source_known, .userdata = rq->h->sched};
+        struct snapshot *snap = NULL;
+        struct job_request_hooks hooks = {.source_known = source_known};
         const char *key = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, "Idempotency-Key");
         struct job *job = NULL;
         struct item *items = NULL;
@@ -278,7 +274,9 @@ enum MHD_Result jobs_create(struct request *rq)
                                   IDEMPOTENCY_KEY_MAX);
                 return reply_problem(rq, 400, errors, "invalid Idempotency-Key header");
         }
+        hooks.userdata = snap = sched_snapshot(rq->h->sched);
         r = job_request_parse_with(&hooks, rq->body, rq->body_len, &job, &items, &n, &errors);
+        snapshot_unref(snap);
         if (r == -EINVAL)
                 return reply_problem(rq, 400, errors, "invalid job request");
         if (r < 0)
@@ -406,6 +404,15 @@ enum MHD_Result jobs_get(struct request *rq)
         return reply_and_cache(rq, id);
 }
 
+/* The live bytes of a running item, when the snapshot has them. */
+static const struct item_live *item_live_of(const struct snapshot_job *sj, const struct item *it)
+{
+        for (size_t k = 0; sj && it->state == ITEM_RUNNING && k < sj->nitems; k++)
+                if (sj->items[k].index == it->index)
+                        return &sj->items[k];
+        return NULL;
+}
+
 enum MHD_Result jobs_items(struct request *rq)
 {
         struct page pg = {.state_from = item_state_from_string};
@@ -430,12 +437,15 @@ enum MHD_Result jobs_items(struct request *rq)
         r = store_item_list(s, id, &f, &items, &n, &next); /* -ENOENT: no such job */
         if (r < 0)
                 return reply_store_error(rq, r, "job");
+        struct snapshot *snap = sched_snapshot(rq->h->sched);
+        const struct snapshot_job *sj = snap ? snapshot_job(snap, id) : NULL;
         json_t *arr = json_array();
         for (size_t i = 0; arr && i < n; i++)
-                if (json_array_append_new(arr, jobjson_item(&items[i])) < 0) {
+                if (json_array_append_new(arr, jobjson_item(&items[i], item_live_of(sj, &items[i]))) < 0) {
                         json_decref(arr);
                         arr = NULL;
                 }
+        snapshot_unref(snap);
         items_free(items, n);
         if (!arr)
                 return reply_json(rq, 200, NULL);
@@ -461,6 +471,10 @@ static enum MHD_Result change(struct request *rq, int (*fn)(struct sched *, cons
 enum MHD_Result jobs_cancel(struct request *rq) { return change(rq, sched_cancel); }
 
 enum MHD_Result jobs_retry(struct request *rq) { return change(rq, sched_retry); }
+
+enum MHD_Result jobs_pause(struct request *rq) { return change(rq, sched_pause); }
+
+enum MHD_Result jobs_resume(struct request *rq) { return change(rq, sched_resume); }
 
 enum MHD_Result jobs_delete(struct request *rq)
 {

@@ -52,6 +52,7 @@ struct progress_slot {
         char job_id[JOB_ID_LEN + 1]; /* "": free */
         int64_t sent_ms;             /* mono ms of the last progress event sent */
         bool pending;                /* one is waiting for sent_ms + interval */
+        struct event_data *latest;   /* pending: the newest progress (a reference), or NULL */
 };
 
 struct stream {
@@ -141,56 +142,53 @@ static int load_job(struct stream *s, const char *job_id, struct job **ret)
 
 static int send_job(struct stream *s, uint64_t id, const struct job *j)
 {
-        return out_event(s, id, "job", jobjson_job_now(s->h->sched, j));
+        struct snapshot *snap = sched_snapshot(s->h->sched);
+        json_t *o = jobjson_job(j, snap, NULL);
+        snapshot_unref(snap);
+        return out_event(s, id, "job", o);
 }
 
+/* The item as the event carries it (with its retry, when it is one). */
 static int send_item(struct stream *s, const struct event *e)
 {
-        struct item_filter f = {.limit = 1, .after_index = e->item - 1};
-        struct item *items = NULL;
-        size_t n = 0;
-        int next;
-        int r = store_item_list(s->store, e->job_id, &f, &items, &n, &next);
-
-        if (r < 0)
-                return r == -ENOENT ? 0 : r;
-        if (n == 1 && items[0].index == e->item) {
-                json_t *o = jobjson_item(&items[0]);
-                if (o)
-                        json_object_set_new(o, "job_id", json_string(e->job_id));
-                r = out_event(s, e->id, "item", o);
-        }
-        items_free(items, n);
-        return r;
+        const struct event_data *d = e->data;
+        if (!d)
+                return 0;
+        json_t *o = jobjson_item(&d->item, NULL);
+        if (o && d->retry_set)
+                json_object_set_new(o, "retry",
+                                    json_pack("{s:i, s:f, s:s}", "attempt", d->retry.attempt, "delay_s",
+                                              (double)d->retry.delay_ms / 1000.0, "reason",
+                                              d->retry.reason));
+        if (o)
+                json_object_set_new(o, "job_id", json_string(e->job_id));
+        return out_event(s, e->id, "item", o);
 }
 
-static int send_progress(struct stream *s, uint64_t id, const char *job_id)
+static int send_progress(struct stream *s, uint64_t id, const char *job_id, const struct event_data *d)
 {
-        struct job *j;
-        int r = load_job(s, job_id, &j);
-        if (r < 0)
-                return r == -ENOENT ? 0 : r;
-        json_t *o = jobjson_progress(&j->progress);
+        if (!d)
+                return 0;
+        json_t *o = jobjson_live(&d->live);
         if (o)
                 json_object_set_new(o, "job_id", json_string(job_id));
-        job_free(j);
         return out_event(s, id, "progress", o);
 }
 
 static int send_circuit(struct stream *s, const struct event *e)
 {
-        struct circuit_info *v;
-        size_t n;
-        json_t *entry = NULL;
-        int r = sched_circuits(s->h->sched, &v, &n);
+        if (!e->data)
+                return 0;
+        struct snapshot *snap = sched_snapshot(s->h->sched);
+        json_t *entry = jobjson_circuit(&e->data->circuit, snap);
+        snapshot_unref(snap);
+        return out_event(s, e->id, "circuit", entry);
+}
 
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < n && !entry; i++)
-                if (strcmp(v[i].source, e->source) == 0)
-                        entry = jobjson_circuit(&v[i]);
-        circuit_infos_free(v, n);
-        return entry ? out_event(s, e->id, "circuit", entry) : 0;
+static void slot_clear(struct progress_slot *slot)
+{
+        event_data_unref(slot->latest);
+        memset(slot, 0, sizeof(*slot));
 }
 
 /* ---- progress coalescing ------------------------------------------------------ */
@@ -207,8 +205,8 @@ static struct progress_slot *slot_for(struct stream *s, const char *job_id, int6
         /* the least recently sent job gives its slot up; a pending
          * progress of it is sent now rather than lost */
         if (oldest->pending && oldest->job_id[0])
-                send_progress(s, s->last_id, oldest->job_id);
-        memset(oldest, 0, sizeof(*oldest));
+                send_progress(s, s->last_id, oldest->job_id, oldest->latest);
+        slot_clear(oldest);
         snprintf(oldest->job_id, sizeof(oldest->job_id), "%s", job_id);
         oldest->sent_ms = now - SSE_PROGRESS_INTERVAL_MS;
         return oldest;
@@ -220,12 +218,15 @@ static int on_progress(struct stream *s, const struct event *e)
         struct progress_slot *slot = slot_for(s, e->job_id, now);
 
         if (now - slot->sent_ms < SSE_PROGRESS_INTERVAL_MS) {
+                event_data_unref(slot->latest);
+                slot->latest = e->data;
+                atomic_fetch_add(&e->data->refs, 1);
                 slot->pending = true;
                 return 0;
         }
         slot->pending = false;
         slot->sent_ms = now;
-        return send_progress(s, e->id, e->job_id);
+        return send_progress(s, e->id, e->job_id, e->data);
 }
 
 /* Send the coalesced progress events that are due; labelled with the newest
@@ -238,7 +239,9 @@ static int flush_progress(struct stream *s, int64_t now)
                         continue;
                 slot->pending = false;
                 slot->sent_ms = now;
-                int r = send_progress(s, s->last_id, slot->job_id);
+                int r = send_progress(s, s->last_id, slot->job_id, slot->latest);
+                event_data_unref(slot->latest);
+                slot->latest = NULL;
                 if (r < 0)
                         return r;
         }
@@ -259,20 +262,26 @@ static int64_t next_due(const struct stream *s)
 
 static int on_job(struct stream *s, const struct event *e)
 {
-        struct job *j;
-        int r = load_job(s, e->job_id, &j);
+        struct job *j = NULL;
+        int r = 0;
 
-        if (r == -ENOENT) {
-                s->done = s->job_id[0] != '\0'; /* the job stream's job was deleted */
-                return 0;
+        if (!e->data || !e->data->job) { /* no copy (out of memory): the job as stored */
+                r = load_job(s, e->job_id, &j);
+                if (r == -ENOENT) {
+                        s->done = s->job_id[0] != '\0'; /* the job stream's job was deleted */
+                        return 0;
+                }
+                if (r < 0)
+                        return r;
         }
-        if (r < 0)
-                return r;
-        r = send_job(s, e->id, j);
+        r = send_job(s, e->id, j ? j : e->data->job);
         job_free(j);
         for (size_t i = 0; i < SSE_PROGRESS_SLOTS; i++) /* the job object carries its progress */
-                if (strcmp(s->slots[i].job_id, e->job_id) == 0)
+                if (strcmp(s->slots[i].job_id, e->job_id) == 0) {
                         s->slots[i].pending = false;
+                        event_data_unref(s->slots[i].latest);
+                        s->slots[i].latest = NULL;
+                }
         if (e->terminal && s->job_id[0])
                 s->done = true;
         return r;
@@ -305,6 +314,7 @@ static int stream_fill(struct stream *s)
                 r = on_event(s, &ev[i]);
                 s->last_id = ev[i].id;
         }
+        events_release(ev, n);
         /* a short batch saw every match up to top: the rest were other jobs' */
         if (r >= 0 && n < SSE_BATCH && top > s->last_id)
                 s->last_id = top;
@@ -469,6 +479,8 @@ static void stream_free(void *cls)
         x->nstreams--;
         pthread_mutex_unlock(&x->lock);
         request_store_release(s->h, s->store);
+        for (size_t i = 0; i < SSE_PROGRESS_SLOTS; i++)
+                event_data_unref(s->slots[i].latest);
         free(s->out);
         free(s);
 }
@@ -528,6 +540,7 @@ static int stream_open_job(struct stream *s, bool resuming)
                 struct event e;
                 size_t n = 0;
                 events_read(s->h->events, s->last_id, s->job_id, &e, 1, &n);
+                events_release(&e, n);
                 resuming = n > 0; /* replay up to the terminal event, else show the job */
         }
         if (!resuming) {

@@ -1,7 +1,7 @@
 /* system: the daemon's own resources: health, effective configuration,
- * circuits, statistics and Prometheus metrics. Everything here is a read
- * of a snapshot (sched_stats, sched_circuits, the store's counts) except
- * the circuit reset, which goes through the scheduler. */
+ * sources, circuits, statistics and Prometheus metrics. Everything here
+ * reads a scheduler snapshot (and the store's job counts), except the
+ * circuit and statistics resets, which go through the scheduler. */
 #include "autoconfig.h"
 
 #include <errno.h>
@@ -19,9 +19,18 @@
 
 enum MHD_Result system_health(struct request *rq)
 {
-        return reply_json(rq, 200,
-                          json_pack("{s:s, s:s}", "status", "ok", "version",
-                                    rq->h->version ? rq->h->version : PACKAGE_VERSION));
+        struct snapshot *snap = sched_snapshot(rq->h->sched);
+        const char *version = rq->h->version ? rq->h->version : PACKAGE_VERSION;
+        enum MHD_Result ret;
+
+        if (snap && !snap->store_ok)
+                ret = reply_json(rq, 503,
+                                 json_pack("{s:s, s:s, s:s}", "status", "unavailable", "version", version,
+                                           "reason", snap->store_error));
+        else
+                ret = reply_json(rq, 200, json_pack("{s:s, s:s}", "status", "ok", "version", version));
+        snapshot_unref(snap);
+        return ret;
 }
 
 /* ---- GET /v1/config -------------------------------------------------------- */
@@ -57,36 +66,29 @@ enum MHD_Result system_config(struct request *rq)
 
 enum MHD_Result system_circuits(struct request *rq)
 {
-        struct circuit_info *v;
-        size_t n;
-        int r = sched_circuits(rq->h->sched, &v, &n);
-
-        if (r < 0)
-                return reply_sched_error(rq, r, "circuit");
+        struct snapshot *snap = sched_snapshot(rq->h->sched);
         json_t *arr = json_array();
-        for (size_t i = 0; arr && i < n; i++)
-                if (json_array_append_new(arr, jobjson_circuit(&v[i])) < 0) {
+
+        for (size_t i = 0; arr && snap && i < snap->ncircuits; i++)
+                if (json_array_append_new(arr, jobjson_circuit(&snap->circuits[i], snap)) < 0) {
                         json_decref(arr);
                         arr = NULL;
                 }
-        circuit_infos_free(v, n);
+        snapshot_unref(snap);
         return reply_json(rq, 200, arr ? json_pack("{s:o}", "circuits", arr) : NULL);
 }
 
 enum MHD_Result system_circuit_reset(struct request *rq)
 {
         const char *source = rq->params[0];
-        struct circuit_info *v;
-        size_t n;
-        json_t *entry = NULL;
         int r = sched_circuit_reset(rq->h->sched, source);
 
-        if (r < 0 || (r = sched_circuits(rq->h->sched, &v, &n)) < 0)
+        if (r < 0)
                 return reply_sched_error(rq, r, "source");
-        for (size_t i = 0; i < n && !entry; i++)
-                if (strcmp(v[i].source, source) == 0)
-                        entry = jobjson_circuit(&v[i]);
-        circuit_infos_free(v, n);
+        struct snapshot *snap = sched_snapshot(rq->h->sched);
+        const struct src_info *c = snap ? snapshot_circuit(snap, source) : NULL;
+        json_t *entry = c ? jobjson_circuit(c, snap) : NULL;
+        snapshot_unref(snap);
         if (!entry)
                 return reply_problem(rq, 404, NULL, "no such source");
         return reply_json(rq, 200, entry);
@@ -94,7 +96,7 @@ enum MHD_Result system_circuit_reset(struct request *rq)
 
 /* ---- GET /v1/sources ----------------------------------------------------------- */
 
-static json_t *source_json(const struct source_info *si)
+static json_t *source_json(const struct snapshot_source *si)
 {
         json_t *o = json_pack("{s:s, s:s, s:i, s:f, s:i, s:b}", "name", si->name, "kind", "search",
                               "max_connections", si->max_connections, "requests_per_second",
@@ -111,19 +113,15 @@ static json_t *source_json(const struct source_info *si)
 
 enum MHD_Result system_sources(struct request *rq)
 {
-        struct source_info *v;
-        size_t n;
-        int r = sched_sources(rq->h->sched, &v, &n);
-
-        if (r < 0)
-                return reply_sched_error(rq, r, "source");
+        struct snapshot *snap = sched_snapshot(rq->h->sched);
         json_t *arr = json_array();
-        for (size_t i = 0; arr && i < n; i++)
-                if (json_array_append_new(arr, source_json(&v[i])) < 0) {
+
+        for (size_t i = 0; arr && snap && i < snap->nsources; i++)
+                if (json_array_append_new(arr, source_json(&snap->sources[i])) < 0) {
                         json_decref(arr);
                         arr = NULL;
                 }
-        source_infos_free(v, n);
+        snapshot_unref(snap);
         return reply_json(rq, 200, arr ? json_pack("{s:o}", "sources", arr) : NULL);
 }
 
@@ -140,20 +138,37 @@ static json_t *job_counts(const int64_t counts[_JOB_STATE_MAX])
         return o;
 }
 
-static json_t *source_stats_json(const struct sched_stats *st)
+static json_t *counters_json(const struct src_counters *c)
+{
+        return json_pack("{s:I, s:I, s:I, s:I, s:I}", "attempts", (json_int_t)c->attempts, "successes",
+                         (json_int_t)c->successes, "failures", (json_int_t)c->failures, "retries",
+                         (json_int_t)c->retries, "bytes", (json_int_t)c->bytes);
+}
+
+/* A source's entry: its downloads at the top level (as the totals), and
+ * both directions apart. */
+static json_t *source_stats_json(const struct src_info *si)
+{
+        json_t *o = counters_json(&si->downloads);
+        if (o && json_object_update_new(o, json_pack("{s:s, s:o, s:o}", "circuit",
+                                                     jobjson_circuit_state(si->state), "downloads",
+                                                     counters_json(&si->downloads), "listings",
+                                                     counters_json(&si->listings))) < 0) {
+                json_decref(o);
+                return NULL;
+        }
+        return o;
+}
+
+static json_t *sources_stats_json(const struct snapshot *snap)
 {
         json_t *o = json_object();
-        for (size_t i = 0; o && i < st->nsources; i++) {
-                const struct source_stats *s = &st->sources[i];
-                json_t *e = json_pack("{s:I, s:I, s:I, s:I, s:I, s:s}", "attempts", (json_int_t)s->attempts,
-                                      "successes", (json_int_t)s->successes, "failures",
-                                      (json_int_t)s->failures, "retries", (json_int_t)s->retries, "bytes",
-                                      (json_int_t)s->bytes, "circuit", s->circuit ? s->circuit : "closed");
-                if (json_object_set_new(o, s->source, e) < 0) {
+        for (size_t i = 0; o && i < snap->ncircuits; i++)
+                if (json_object_set_new(o, snap->circuits[i].name, source_stats_json(&snap->circuits[i])) <
+                    0) {
                         json_decref(o);
                         return NULL;
                 }
-        }
         return o;
 }
 
@@ -167,29 +182,39 @@ static int count_jobs(struct request *rq, int64_t counts[_JOB_STATE_MAX])
         return store_job_count_by_state(s, counts);
 }
 
-enum MHD_Result system_stats(struct request *rq)
+static enum MHD_Result reply_stats(struct request *rq)
 {
         int64_t counts[_JOB_STATE_MAX] = {0};
-        struct sched_stats st = {0};
         int r = count_jobs(rq, counts);
 
         if (r < 0)
                 return reply_store_error(rq, r, "job");
-        if ((r = sched_stats(rq->h->sched, &st)) < 0)
-                return reply_sched_error(rq, r, "statistics");
-        json_t *o = json_pack("{s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:o}", "uptime_s",
-                              (json_int_t)(st.uptime_ms / 1000), "jobs", job_counts(counts),
-                              "total_attempts", (json_int_t)st.total_attempts, "total_successes",
-                              (json_int_t)st.total_successes, "total_failures",
-                              (json_int_t)st.total_failures, "total_retries", (json_int_t)st.total_retries,
-                              "total_bytes", (json_int_t)st.total_bytes, "sources", source_stats_json(&st));
-        sched_stats_clear(&st);
+        struct snapshot *snap = sched_snapshot(rq->h->sched);
+        const struct src_counters *d = &snap->downloads;
+        json_t *o =
+                json_pack("{s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o}", "uptime_s",
+                          (json_int_t)(snap->uptime_ms / 1000), "jobs", job_counts(counts), "total_attempts",
+                          (json_int_t)d->attempts, "total_successes", (json_int_t)d->successes,
+                          "total_failures", (json_int_t)d->failures, "total_retries", (json_int_t)d->retries,
+                          "total_bytes", (json_int_t)d->bytes, "downloads", counters_json(d), "listings",
+                          counters_json(&snap->listings), "sources", sources_stats_json(snap));
+        snapshot_unref(snap);
         return reply_json(rq, 200, o);
+}
+
+enum MHD_Result system_stats(struct request *rq) { return reply_stats(rq); }
+
+enum MHD_Result system_stats_reset(struct request *rq)
+{
+        int r = sched_stats_reset(rq->h->sched);
+        if (r < 0)
+                return reply_sched_error(rq, r, "statistics");
+        return reply_stats(rq);
 }
 
 /* ---- GET /metrics ------------------------------------------------------------------------ */
 
-/* A Prometheus label value: \, " and newline escaped. */
+/* A Prometheus label value: \\, " and newline escaped. */
 static void label(FILE *f, const char *v)
 {
         for (; *v; v++) {
@@ -230,75 +255,89 @@ static void prom_number(char *buf, size_t n, double v)
 
 /* hauld_download_duration_seconds: the scheduler counts per bucket; the
  * text format wants cumulative le buckets, then _sum and _count. */
-static void duration_histogram(FILE *f, const struct sched_stats *st)
+static void duration_histogram(FILE *f, const struct snapshot *snap)
 {
         const char *name = "hauld_download_duration_seconds";
         char le[32], sum[32];
         int64_t cum = 0;
 
-        family(f, name, "histogram", "Duration of finished downloads (success or failure), seconds.");
-        for (int i = 0; i < SCHED_DURATION_BUCKETS; i++) {
-                cum += st->duration_count[i];
+        family(f, name, "histogram",
+               "Duration of finished download attempts (success or failure), seconds.");
+        for (int i = 0; i < SNAPSHOT_DURATION_BUCKETS; i++) {
+                cum += snap->duration_count[i];
                 prom_number(le, sizeof(le),
-                            i < SCHED_DURATION_BUCKETS - 1 ? sched_duration_bounds[i] : INFINITY);
+                            i < SNAPSHOT_DURATION_BUCKETS - 1 ? snapshot_duration_bounds[i] : INFINITY);
                 fprintf(f, "%s_bucket{le=\"%s\"} %lld\n", name, le, (long long)cum);
         }
-        prom_number(sum, sizeof(sum), st->duration_sum_s);
+        prom_number(sum, sizeof(sum), snap->duration_sum_s);
         fprintf(f, "%s_sum %s\n%s_count %lld\n", name, sum, name, (long long)cum);
 }
 
-static void metrics_write(FILE *f, const int64_t counts[], const struct sched_stats *st,
-                          const struct circuit_info *c, size_t nc)
+/* Successes and failures of one direction (downloads or listings) per source. */
+static void results(FILE *f, const struct snapshot *snap, const char *name, bool listings)
 {
-        family(f, "hauld_jobs", "gauge", "Jobs in the store by state.");
+        for (size_t i = 0; i < snap->ncircuits; i++) {
+                const struct src_info *si = &snap->circuits[i];
+                const struct src_counters *c = listings ? &si->listings : &si->downloads;
+                source_metric(f, name, si->name, ",result=\"success\"", c->successes);
+                source_metric(f, name, si->name, ",result=\"failure\"", c->failures);
+        }
+}
+
+static void metrics_write(FILE *f, const int64_t counts[], const struct snapshot *snap)
+{
+        family(f, "hauld_build_info", "gauge", "Always 1; the version of the running daemon.");
+        fprintf(f, "hauld_build_info{version=\"%s\"} 1\n", PACKAGE_VERSION);
+        family(f, "hauld_jobs", "gauge", "Jobs in the job table by state.");
         for (int i = 0; i < _JOB_STATE_MAX; i++)
                 fprintf(f, "hauld_jobs{state=\"%s\"} %lld\n", job_state_to_string(i), (long long)counts[i]);
-        family(f, "hauld_downloads_total", "counter", "Finished downloads by source and result.");
-        for (size_t i = 0; i < st->nsources; i++) {
-                source_metric(f, "hauld_downloads_total", st->sources[i].source, ",result=\"success\"",
-                              st->sources[i].successes);
-                source_metric(f, "hauld_downloads_total", st->sources[i].source, ",result=\"failure\"",
-                              st->sources[i].failures);
-        }
-        family(f, "hauld_download_bytes_total", "counter", "Bytes downloaded by source.");
-        for (size_t i = 0; i < st->nsources; i++)
-                source_metric(f, "hauld_download_bytes_total", st->sources[i].source, "",
-                              st->sources[i].bytes);
-        family(f, "hauld_retries_total", "counter", "Download retries by source.");
-        for (size_t i = 0; i < st->nsources; i++)
-                source_metric(f, "hauld_retries_total", st->sources[i].source, "", st->sources[i].retries);
+        family(f, "hauld_transfers_in_flight", "gauge",
+               "Requests (downloads and listing pages) in flight now.");
+        fprintf(f, "hauld_transfers_in_flight %d\n", snap->transfers);
+        family(f, "hauld_bytes_in_flight", "gauge",
+               "Body bytes received so far by the downloads in flight.");
+        fprintf(f, "hauld_bytes_in_flight %lld\n", (long long)snap->bytes_in_flight);
+        family(f, "hauld_downloads_total", "counter",
+               "Finished download attempts of media files (not listing requests) by source and result.");
+        results(f, snap, "hauld_downloads_total", false);
+        family(f, "hauld_listings_total", "counter",
+               "Finished listing (search) requests of query sources by source and result.");
+        results(f, snap, "hauld_listings_total", true);
+        family(f, "hauld_download_bytes_total", "counter", "Bytes of media files downloaded, by source.");
+        for (size_t i = 0; i < snap->ncircuits; i++)
+                source_metric(f, "hauld_download_bytes_total", snap->circuits[i].name, "",
+                              snap->circuits[i].downloads.bytes);
+        family(f, "hauld_retries_total", "counter", "Download attempts that were retries, by source.");
+        for (size_t i = 0; i < snap->ncircuits; i++)
+                source_metric(f, "hauld_retries_total", snap->circuits[i].name, "",
+                              snap->circuits[i].downloads.retries);
         family(f, "hauld_circuit_state", "gauge", "Circuit breaker state: 0 closed, 1 half-open, 2 open.");
-        for (size_t i = 0; i < nc; i++) {
-                int v = strcmp(c[i].state, "open") == 0 ? 2 : strcmp(c[i].state, "half_open") == 0 ? 1 : 0;
-                source_metric(f, "hauld_circuit_state", c[i].source, "", v);
+        for (size_t i = 0; i < snap->ncircuits; i++) {
+                enum breaker_state st = snap->circuits[i].state;
+                source_metric(f, "hauld_circuit_state", snap->circuits[i].name, "",
+                              st == BREAKER_OPEN        ? 2
+                              : st == BREAKER_HALF_OPEN ? 1
+                                                        : 0);
         }
-        duration_histogram(f, st);
+        duration_histogram(f, snap);
 }
 
 enum MHD_Result system_metrics(struct request *rq)
 {
         int64_t counts[_JOB_STATE_MAX] = {0};
-        struct sched_stats st = {0};
-        struct circuit_info *c = NULL;
-        size_t nc = 0, len = 0;
+        size_t len = 0;
         char *text = NULL;
         int r = count_jobs(rq, counts);
 
         if (r < 0)
                 return reply_store_error(rq, r, "job");
-        if ((r = sched_stats(rq->h->sched, &st)) < 0)
-                return reply_sched_error(rq, r, "statistics");
-        if ((r = sched_circuits(rq->h->sched, &c, &nc)) < 0) {
-                sched_stats_clear(&st);
-                return reply_sched_error(rq, r, "circuit");
-        }
+        struct snapshot *snap = sched_snapshot(rq->h->sched);
         FILE *f = open_memstream(&text, &len);
         if (f) {
-                metrics_write(f, counts, &st, c, nc);
+                metrics_write(f, counts, snap);
                 fclose(f);
         }
-        sched_stats_clear(&st);
-        circuit_infos_free(c, nc);
+        snapshot_unref(snap);
         if (!text)
                 return reply_problem(rq, 500, NULL, "out of memory");
         return reply_text(rq, 200, METRICS_CONTENT_TYPE, text, len);

@@ -97,6 +97,7 @@ static const struct key keys[] = {
         K("CORS_ORIGINS", K_STRING, cors_origins, 0, 0, "", check_origins),
         K("ALLOWED_HOSTS", K_STRING, allowed_hosts, 0, 0, "", check_hosts),
         K("MAX_CONCURRENT_DOWNLOADS", K_INT, max_concurrent_downloads, 1, 10000, "32", NULL),
+        K("MAX_CONCURRENT_JOBS", K_INT, max_concurrent_jobs, 1, 10000, "32", NULL),
         K("MAX_CONNECTIONS_PER_SOURCE", K_INT, max_connections_per_source, 1, 1000, "4", NULL),
         K("RETRY_BACKOFF_BASE", K_DURATION, retry_backoff_base, 0, 3600, "1", NULL),
         K("RETRY_BACKOFF_MAX", K_DURATION, retry_backoff_max, 0, DAY, "60", NULL),

@@ -31,6 +31,7 @@ struct config {
         char *cors_origins;             /* comma-separated, "" none */
         char *allowed_hosts;            /* comma-separated, "" none */
         int max_concurrent_downloads;   /* 1..10000 */
+        int max_concurrent_jobs;        /* jobs running at once, 1..10000 */
         int max_connections_per_source; /* 1..1000 */
         double retry_backoff_base;      /* s, 0..3600 */
         double retry_backoff_max;       /* s, 0..86400 */

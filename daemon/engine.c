@@ -48,6 +48,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/fs.h"
 #include "common/sha256.h"
 #include "common/str.h"
 #include "daemon/content.h"
@@ -62,6 +63,7 @@
 #define WRITEBACK_EVERY (4 * 1024 * 1024)      /* start write-back of a part after this many bytes */
 #define RECV_BUFFER     (128 * 1024)           /* libcurl's receive buffer: 16 KiB meant 8x the syscalls */
 #define SPARE_HANDLES   64                     /* easy handles kept for reuse */
+#define SPEED_SAMPLE_MS 1000                   /* a transfer's speed is sampled this often */
 
 struct engine {
         CURLM *multi;
@@ -79,14 +81,23 @@ struct xfer {
         struct engine *e;
         CURL *easy;
         void *userdata;
-        int dir_fd;
-        int part_fd;              /* -1 until the body is accepted */
-        char part[64];            /* ".N.part": the body so far */
-        bool keep_part;           /* leave the part for a later attempt to resume */
-        int64_t unflushed;        /* bytes written since write-back was last started */
-        int64_t resume_from;      /* bytes already in the part, asked for with Range; 0: none */
-        char *validator;          /* sent as If-Range when resuming */
-        char etag[VALIDATOR_MAX]; /* of the current answer */
+        int base_fd;                /* DOWNLOAD_DIR (not owned) */
+        char *subdir;               /* the folder under base_fd; NULL: base_fd itself */
+        int dir_fd;                 /* the folder, owned; -1 until it exists */
+        int part_fd;                /* -1 until the body is accepted */
+        int64_t request_timeout_ms; /* REQUEST_TIMEOUT of this transfer */
+        int64_t stall_ms;           /* STALL_TIMEOUT of this transfer */
+        bool resumed;               /* the answer continued the part (206 at resume_from) */
+        int64_t expected;           /* whole body size from the answer; -1 unknown */
+        int64_t speed_ms;           /* monotonic start of the speed sample */
+        int64_t speed_bytes;        /* bytes at speed_ms */
+        int64_t speed_bps;          /* the last sample's speed */
+        char part[64];              /* ".N.part": the body so far */
+        bool keep_part;             /* leave the part for a later attempt to resume */
+        int64_t unflushed;          /* bytes written since write-back was last started */
+        int64_t resume_from;        /* bytes already in the part, asked for with Range; 0: none */
+        char *validator;            /* sent as If-Range when resuming */
+        char etag[VALIDATOR_MAX];   /* of the current answer */
         char last_modified[VALIDATOR_MAX];
         int64_t range_start; /* Content-Range start of the current answer; -1: none */
         char *url;
@@ -136,6 +147,9 @@ static void xfer_free(struct xfer *x)
                 if (!x->keep_part)
                         unlinkat(x->dir_fd, x->part, 0);
         }
+        if (x->dir_fd >= 0)
+                close(x->dir_fd);
+        free(x->subdir);
         free(x->validator);
         sha256_free(x->sha);
         curl_slist_free_all(x->headers);
@@ -181,6 +195,13 @@ static void write_validator(struct xfer *x)
 /* The body was accepted: open the part file and write what we held back. */
 static int open_part(struct xfer *x)
 {
+        if (x->dir_fd < 0) {
+                int r = x->subdir ? fs_mkdirat_p(x->base_fd, x->subdir, &x->dir_fd) : 0;
+                if (!x->subdir && (x->dir_fd = fcntl(x->base_fd, F_DUPFD_CLOEXEC, 0)) < 0)
+                        r = -errno;
+                if (r < 0)
+                        return r;
+        }
         for (int tries = 0; tries < 2; tries++) {
                 x->part_fd = openat(x->dir_fd, x->part, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                                     0640);
@@ -197,8 +218,19 @@ static int open_part(struct xfer *x)
 
 static void drop_part(struct xfer *x)
 {
-        unlinkat(x->dir_fd, x->part, 0);
+        if (x->dir_fd >= 0)
+                unlinkat(x->dir_fd, x->part, 0);
         x->resume_from = 0;
+}
+
+/* The transfer's folder when it exists already (a part to resume may be
+ * there); else it is made with the first body byte. */
+static void open_dir(struct xfer *x)
+{
+        if (!x->subdir)
+                x->dir_fd = fcntl(x->base_fd, F_DUPFD_CLOEXEC, 0);
+        else
+                x->dir_fd = openat(x->base_fd, x->subdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 }
 
 /* A part from an earlier attempt with a validator: ask for the rest. */
@@ -208,6 +240,8 @@ static void prepare_resume(struct xfer *x)
         struct stat st = {0};
         ssize_t n = -1;
 
+        if (x->dir_fd < 0)
+                return;
         int fd = openat(x->dir_fd, x->part, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
         if (fd < 0) {
                 if (errno != ENOENT)
@@ -366,6 +400,7 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
                                 drop_part(x);
                                 return 0;
                         }
+                        x->resumed = true;
                 }
         }
         if (x->bytes + (int64_t)len > x->e->opts.max_file_size) {
@@ -442,17 +477,24 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
         const struct engine_opts *o = &x->e->opts;
         int64_t now = clock_mono_ms();
 
+        if (dltotal > 0)
+                x->expected = (int64_t)dltotal + (x->resumed ? x->resume_from : 0);
+        if (now - x->speed_ms >= SPEED_SAMPLE_MS) {
+                x->speed_bps = (x->bytes - x->speed_bytes) * 1000 / (now - x->speed_ms);
+                x->speed_ms = now;
+                x->speed_bytes = x->bytes;
+        }
         if (dlnow != x->last_dlnow) {
                 x->last_dlnow = dlnow;
                 x->last_data_ms = now;
-        } else if (now - x->last_data_ms > o->request_timeout_ms) {
+        } else if (now - x->last_data_ms > x->request_timeout_ms) {
                 return xfer_abort_with(x, RC_TIMEOUT, "no data for %.1f s (REQUEST_TIMEOUT)",
                                        (double)(now - x->last_data_ms) / 1000.0);
         }
         if (dltotal > o->max_file_size)
                 return xfer_abort_with(x, RC_TOO_LARGE, "Content-Length %lld exceeds MAX_FILE_SIZE",
                                        (long long)dltotal);
-        if (o->min_speed > 0 && now - x->window_ms >= o->stall_ms) {
+        if (o->min_speed > 0 && now - x->window_ms >= x->stall_ms) {
                 int64_t speed = (int64_t)(dlnow - x->window_bytes) * 1000 / (now - x->window_ms);
                 if (speed < o->min_speed)
                         return xfer_abort_with(x, RC_STALLED,
@@ -543,7 +585,7 @@ static int setup_easy(struct xfer *x)
         curl_easy_setopt(c, CURLOPT_MAXREDIRS, (long)MAX_REDIRECTS);
         curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)o->request_timeout_ms);
+        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)x->request_timeout_ms);
         curl_easy_setopt(c, CURLOPT_USERAGENT, PACKAGE_NAME "/" PACKAGE_VERSION);
         curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o->max_file_size);
         curl_easy_setopt(c, CURLOPT_BUFFERSIZE, (long)RECV_BUFFER);
@@ -573,7 +615,12 @@ int engine_start(struct engine *e, const struct xfer_request *req, struct xfer *
                 return -ENOMEM;
         x->e = e;
         x->part_fd = -1;
-        x->dir_fd = req->dir_fd;
+        x->dir_fd = -1;
+        x->base_fd = req->dir_fd;
+        x->expected = -1;
+        x->request_timeout_ms =
+                req->request_timeout_ms > 0 ? req->request_timeout_ms : e->opts.request_timeout_ms;
+        x->stall_ms = req->stall_ms > 0 ? req->stall_ms : e->opts.stall_ms;
         x->userdata = req->userdata;
         x->retry_after_ms = -1;
         x->abort_rc = RC_OK;
@@ -581,6 +628,7 @@ int engine_start(struct engine *e, const struct xfer_request *req, struct xfer *
         x->range_start = -1;
         x->url = strdup(req->url);
         x->name_hint = str_dup(req->name_hint);
+        x->subdir = str_dup(req->subdir);
         x->to_memory = req->to_memory;
         for (size_t i = 0; i < req->nheaders; i++) {
                 struct curl_slist *l = curl_slist_append(x->headers, req->headers[i]);
@@ -588,17 +636,19 @@ int engine_start(struct engine *e, const struct xfer_request *req, struct xfer *
                         goto fail;
                 x->headers = l;
         }
-        if (!x->url || (req->name_hint && !x->name_hint))
+        if (!x->url || (req->name_hint && !x->name_hint) || (req->subdir && !x->subdir))
                 goto fail;
         r = sha256_new(&x->sha);
         if (r < 0)
                 goto fail;
-        if (!req->to_memory)
+        if (!req->to_memory) {
+                open_dir(x);
                 prepare_resume(x);
+        }
         r = setup_easy(x);
         if (r < 0)
                 goto fail;
-        x->started_ms = x->last_data_ms = x->window_ms = clock_mono_ms();
+        x->started_ms = x->last_data_ms = x->window_ms = x->speed_ms = clock_mono_ms();
         if (curl_multi_add_handle(e->multi, x->easy) != CURLM_OK) {
                 r = -EIO;
                 goto fail;
@@ -626,24 +676,38 @@ void engine_abort_keep(struct engine *e, struct xfer *x)
         engine_abort(e, x);
 }
 
-void engine_clean_parts(int dir_fd)
+void engine_clean_parts(int base_fd, const char *subdir)
 {
-        int fd = dup(dir_fd);
-        DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+        int dir_fd = subdir ? openat(base_fd, subdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                            : fcntl(base_fd, F_DUPFD_CLOEXEC, 0);
+        DIR *d = dir_fd >= 0 ? fdopendir(dir_fd) : NULL;
         struct dirent *de;
 
         if (!d) {
-                if (fd >= 0)
-                        close(fd);
+                if (dir_fd >= 0)
+                        close(dir_fd);
                 return;
         }
         while ((de = readdir(d))) {
                 unsigned n;
                 char kind[8];
                 if (sscanf(de->d_name, ".%u.%7s", &n, kind) == 2 && strcmp(kind, "part") == 0)
-                        unlinkat(dir_fd, de->d_name, 0);
+                        unlinkat(dirfd(d), de->d_name, 0);
         }
         closedir(d);
+        if (!subdir)
+                return;
+        /* empty folders go: "JOB/SOURCE", then "JOB" (rmdir refuses a folder that is not empty) */
+        char *p = strdup(subdir);
+        while (p && *p) {
+                if (unlinkat(base_fd, p, AT_REMOVEDIR) < 0)
+                        break;
+                char *slash = strrchr(p, '/');
+                if (!slash)
+                        break;
+                *slash = '\0';
+        }
+        free(p);
 }
 
 static enum retry_class classify_curl(struct xfer *x, CURLcode cc)
@@ -678,6 +742,9 @@ static enum retry_class finish_body(struct xfer *x, struct xfer_result *res)
                 return x->abort_rc;
         res->part_fd = x->part_fd; /* the committer flushes and closes it */
         x->part_fd = -1;
+        res->dir_fd = x->dir_fd;
+        x->dir_fd = -1;
+        res->resumed_from = x->resumed ? x->resume_from : 0;
         fremovexattr(res->part_fd, XATTR_VALIDATOR);
         sha256_final_hex(x->sha, res->sha256);
         snprintf(res->part, sizeof(res->part), "%s", x->part);
@@ -704,7 +771,7 @@ static enum retry_class finish_body(struct xfer *x, struct xfer_result *res)
 
 static void finish(struct engine *e, struct xfer *x, CURLcode cc)
 {
-        struct xfer_result res = {.retry_after_ms = x->retry_after_ms, .part_fd = -1};
+        struct xfer_result res = {.retry_after_ms = x->retry_after_ms, .part_fd = -1, .dir_fd = -1};
         int64_t now = clock_mono_ms();
 
         res.http_status = (int)http_status(x);
@@ -765,6 +832,39 @@ int engine_poll(struct engine *e, int timeout_ms)
 
 void engine_wakeup(struct engine *e) { curl_multi_wakeup(e->multi); }
 int engine_running(const struct engine *e) { return e->running; }
+
+void engine_progress(const struct engine *e, const struct xfer *x, struct xfer_progress *ret)
+{
+        (void)e;
+        *ret = (struct xfer_progress){.bytes = x->bytes, .expected = x->expected, .speed_bps = x->speed_bps};
+}
+
+static int ops_start(void *e, const struct xfer_request *req, struct xfer **ret)
+{
+        return engine_start(e, req, ret);
+}
+
+static void ops_abort(void *e, struct xfer *x, bool keep_part)
+{
+        if (keep_part)
+                engine_abort_keep(e, x);
+        else
+                engine_abort(e, x);
+}
+
+static int ops_running(const void *e) { return engine_running(e); }
+
+static void ops_progress(const void *e, const struct xfer *x, struct xfer_progress *ret)
+{
+        engine_progress(e, x, ret);
+}
+
+const struct engine_ops engine_ops = {
+        .start = ops_start,
+        .abort = ops_abort,
+        .running = ops_running,
+        .progress = ops_progress,
+};
 
 void engine_configure(struct engine *e, const struct engine_opts *opts)
 {

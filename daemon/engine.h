@@ -36,11 +36,15 @@ struct engine_opts {
 
 struct xfer_request {
         const char *url;
-        int dir_fd;            /* directory the file lands in; not owned */
-        int part_id;           /* names the part file ".<part_id>.part" */
-        const char *name_hint; /* requested file name, or NULL */
-        bool to_memory;        /* a listing page: body kept in memory, not sniffed */
-        char *const *headers;  /* extra request headers "Name: value", or NULL */
+        int dir_fd;                 /* DOWNLOAD_DIR; not owned */
+        const char *subdir;         /* the folder under dir_fd the file lands in ("JOB/SOURCE"), made when
+                                       the first body byte is written; NULL: dir_fd itself */
+        int part_id;                /* names the part file ".<part_id>.part" */
+        int64_t request_timeout_ms; /* this request's REQUEST_TIMEOUT; 0: the engine's */
+        int64_t stall_ms;           /* this request's STALL_TIMEOUT; 0: the engine's */
+        const char *name_hint;      /* requested file name, or NULL */
+        bool to_memory;             /* a listing page: body kept in memory, not sniffed */
+        char *const *headers;       /* extra request headers "Name: value", or NULL */
         size_t nheaders;
         void *userdata;
 };
@@ -55,11 +59,20 @@ struct xfer_result {
         char content_type[128]; /* sniffed MIME type, "" unknown */
         char sha256[65];        /* of the body, when rc == RC_OK */
         char name[256];         /* proposed final name, when rc == RC_OK */
-        char part[64];          /* part file in dir_fd, when rc == RC_OK */
+        char part[64];          /* part file in its folder, when rc == RC_OK */
         int part_fd;            /* its open fd, when rc == RC_OK: the receiver owns it */
+        int dir_fd;             /* its folder, when rc == RC_OK: the receiver owns it */
+        int64_t resumed_from;   /* bytes of an earlier attempt's part that this one continued */
         char message[256];      /* human-readable reason when rc != RC_OK */
         const char *body;       /* to_memory: the body (NUL-terminated), valid in the callback */
         size_t body_len;
+};
+
+/* A transfer's bytes so far. */
+struct xfer_progress {
+        int64_t bytes;     /* body bytes in its part (a resumed part's included) */
+        int64_t expected;  /* the whole body's size when the answer says it; -1 unknown */
+        int64_t speed_bps; /* over the last few seconds */
 };
 
 /* Called from engine_perform() once per finished transfer; the xfer is
@@ -82,8 +95,9 @@ void engine_abort(struct engine *e, struct xfer *x);
 /* The same, keeping the part file so that a later attempt resumes it with
  * Range and If-Range (used when the daemon stops). */
 void engine_abort_keep(struct engine *e, struct xfer *x);
-/* Remove every part file left in a directory whose transfers are over. */
-void engine_clean_parts(int dir_fd);
+/* Remove every part file left in dir_fd's subdir (transfers over), then
+ * the subdir and its parent when they are empty. */
+void engine_clean_parts(int dir_fd, const char *subdir);
 /* Wait for network activity, a wakeup or timeout_ms; no callbacks run. */
 int engine_poll(struct engine *e, int timeout_ms);
 /* Make progress and report finished transfers through the done callback. */
@@ -91,6 +105,17 @@ int engine_perform(struct engine *e);
 /* Interrupt engine_poll() from another thread. */
 void engine_wakeup(struct engine *e);
 int engine_running(const struct engine *e);
+void engine_progress(const struct engine *e, const struct xfer *x, struct xfer_progress *ret);
+
+/* The engine as the scheduler's transfers use it (tests put a fake one in
+ * its place). */
+struct engine_ops {
+        int (*start)(void *engine, const struct xfer_request *req, struct xfer **ret);
+        void (*abort)(void *engine, struct xfer *x, bool keep_part);
+        int (*running)(const void *engine);
+        void (*progress)(const void *engine, const struct xfer *x, struct xfer_progress *ret);
+};
+extern const struct engine_ops engine_ops;
 
 /* Is addr (a struct sockaddr) loopback, private, link-local, CGNAT,
  * multicast or reserved? */

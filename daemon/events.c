@@ -35,6 +35,39 @@ struct event_bus {
         int calling; /* publishers calling watchers now */
 };
 
+struct event_data *event_data_new(void)
+{
+        struct event_data *d = calloc(1, sizeof(*d));
+        if (d)
+                atomic_init(&d->refs, 1);
+        return d;
+}
+
+static struct event_data *data_ref(struct event_data *d)
+{
+        if (d)
+                atomic_fetch_add(&d->refs, 1);
+        return d;
+}
+
+void event_data_unref(struct event_data *d)
+{
+        if (!d || atomic_fetch_sub(&d->refs, 1) != 1)
+                return;
+        job_free(d->job);
+        item_clear(&d->item);
+        src_info_clear(&d->circuit);
+        free(d);
+}
+
+void events_release(struct event *v, size_t n)
+{
+        for (size_t i = 0; i < n; i++) {
+                event_data_unref(v[i].data);
+                v[i].data = NULL;
+        }
+}
+
 int events_new(struct event_bus **ret)
 {
         struct event_bus *b = calloc(1, sizeof(*b));
@@ -51,6 +84,8 @@ void events_free(struct event_bus *b)
 {
         if (!b)
                 return;
+        for (size_t i = 0; i < EVENTS_RING; i++)
+                event_data_unref(b->ring[i].data);
         pthread_cond_destroy(&b->idle);
         pthread_mutex_destroy(&b->lock);
         free(b);
@@ -73,12 +108,15 @@ void events_publish(struct event_bus *b, struct event *e)
 
         pthread_mutex_lock(&b->lock);
         e->id = b->next_id++;
+        struct event_data *old = b->ring[e->id % EVENTS_RING].data;
         b->ring[e->id % EVENTS_RING] = *e;
+        e->data = NULL; /* the ring's now */
         if (b->count < EVENTS_RING)
                 b->count++;
         nw = watchers_snapshot(b, w);
         b->calling++;
         pthread_mutex_unlock(&b->lock);
+        event_data_unref(old);
 
         for (size_t i = 0; i < nw; i++)
                 w[i].fn(w[i].ud);
@@ -106,8 +144,10 @@ int events_read(struct event_bus *b, uint64_t after_id, const char *job_id, stru
         uint64_t id = after_id >= b->next_id ? b->next_id : after_id < oldest ? oldest : after_id + 1;
         for (; id < b->next_id && n < max; id++) {
                 const struct event *e = &b->ring[id % EVENTS_RING];
-                if (event_matches(e, job_id))
-                        ret[n++] = *e;
+                if (event_matches(e, job_id)) {
+                        ret[n] = *e;
+                        data_ref(ret[n++].data);
+                }
         }
         pthread_mutex_unlock(&b->lock);
         *ret_n = n;

@@ -9,10 +9,11 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "common/str.h"
 #include "daemon/job.h"
 
 static const char *const job_states[] = {"queued", "running",   "succeeded", "partial",
-                                         "failed", "cancelled", "timed_out"};
+                                         "failed", "cancelled", "timed_out", "paused"};
 static const char *const item_states[] = {"pending", "running", "succeeded", "failed", "skipped"};
 static const char *const source_states[] = {"pending", "listing",   "downloading", "done",
                                             "failed",  "timed_out", "skipped"};
@@ -32,7 +33,10 @@ int item_state_from_string(const char *s) { return lookup(item_states, _ITEM_STA
 const char *source_state_to_string(enum source_state s) { return source_states[s]; }
 int source_state_from_string(const char *s) { return lookup(source_states, _SRC_STATE_MAX, s); }
 
-bool job_state_is_terminal(enum job_state s) { return s != JOB_QUEUED && s != JOB_RUNNING; }
+bool job_state_is_terminal(enum job_state s)
+{
+        return s != JOB_QUEUED && s != JOB_RUNNING && s != JOB_PAUSED;
+}
 
 static const char crockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
@@ -76,16 +80,19 @@ bool job_id_valid(const char *id)
         return true;
 }
 
+/* code and the arguments may point into *e itself: the new strings are
+ * made before the old ones go. */
 void job_error_set(struct job_error *e, const char *code, const char *fmt, ...)
 {
         char buf[512];
         va_list ap;
 
-        job_error_clear(e);
-        e->code = strdup(code);
         va_start(ap, fmt);
         vsnprintf(buf, sizeof(buf), fmt, ap);
         va_end(ap);
+        char *c = strdup(code);
+        job_error_clear(e);
+        e->code = c;
         e->message = strdup(buf);
 }
 
@@ -104,6 +111,7 @@ void item_clear(struct item *it)
         free(it->content_type);
         free(it->path);
         free(it->sha256);
+        free(it->node);
         job_error_clear(&it->error);
         memset(it, 0, sizeof(*it));
 }
@@ -149,4 +157,74 @@ void jobs_free(struct job **jobs, size_t n)
         for (size_t i = 0; i < n; i++)
                 job_free(jobs[i]);
         free(jobs);
+}
+
+/* str_dup that notes a failure in *oom. */
+static char *dup_or(const char *s, bool *oom)
+{
+        char *d = str_dup(s);
+        if (s && !d)
+                *oom = true;
+        return d;
+}
+
+static void error_copy(struct job_error *dst, const struct job_error *src, bool *oom)
+{
+        dst->code = dup_or(src->code, oom);
+        dst->message = dup_or(src->message, oom);
+}
+
+int job_dup(const struct job *j, struct job **ret)
+{
+        struct job *c = calloc(1, sizeof(*c));
+        bool oom = false;
+
+        if (!c)
+                return -ENOMEM;
+        *c = *j;
+        c->query = dup_or(j->query, &oom);
+        c->label = dup_or(j->label, &oom);
+        c->idempotency_key = dup_or(j->idempotency_key, &oom);
+        c->request_hash = dup_or(j->request_hash, &oom);
+        error_copy(&c->error, &j->error, &oom);
+        c->sources = j->nsources ? calloc(j->nsources, sizeof(char *)) : NULL;
+        c->per_source = j->nper_source ? calloc(j->nper_source, sizeof(*c->per_source)) : NULL;
+        if ((j->nsources && !c->sources) || (j->nper_source && !c->per_source)) {
+                c->nsources = c->sources ? j->nsources : 0;
+                c->nper_source = c->per_source ? j->nper_source : 0;
+                oom = true;
+        }
+        for (size_t i = 0; c->sources && i < j->nsources; i++)
+                c->sources[i] = dup_or(j->sources[i], &oom);
+        for (size_t i = 0; c->per_source && i < j->nper_source; i++) {
+                c->per_source[i] = j->per_source[i];
+                c->per_source[i].source = dup_or(j->per_source[i].source, &oom);
+                error_copy(&c->per_source[i].error, &j->per_source[i].error, &oom);
+        }
+        if (oom) {
+                job_free(c);
+                return -ENOMEM;
+        }
+        *ret = c;
+        return 0;
+}
+
+int item_copy(struct item *dst, const struct item *src)
+{
+        bool oom = false;
+
+        *dst = *src;
+        dst->source = dup_or(src->source, &oom);
+        dst->url = dup_or(src->url, &oom);
+        dst->filename = dup_or(src->filename, &oom);
+        dst->content_type = dup_or(src->content_type, &oom);
+        dst->path = dup_or(src->path, &oom);
+        dst->sha256 = dup_or(src->sha256, &oom);
+        dst->node = dup_or(src->node, &oom);
+        error_copy(&dst->error, &src->error, &oom);
+        if (oom) {
+                item_clear(dst);
+                return -ENOMEM;
+        }
+        return 0;
 }

@@ -24,6 +24,7 @@ enum job_state {
         JOB_FAILED,
         JOB_CANCELLED,
         JOB_TIMED_OUT,
+        JOB_PAUSED, /* put aside by request; not terminal */
         _JOB_STATE_MAX
 };
 enum item_state { ITEM_PENDING, ITEM_RUNNING, ITEM_SUCCEEDED, ITEM_FAILED, ITEM_SKIPPED, _ITEM_STATE_MAX };
@@ -46,6 +47,23 @@ struct job_error {
 struct progress {
         int64_t total, pending, running, succeeded, failed, skipped;
         int64_t bytes;
+};
+
+/* What a running job shows between two writes: its counters plus the
+ * bytes of transfers in flight. */
+struct job_live {
+        struct progress progress; /* counters; bytes includes items in flight */
+        int64_t bytes_expected;   /* of all items, when every size is known; -1 unknown */
+        int64_t speed_bps;        /* bytes per second over the last seconds */
+        double eta_s;             /* seconds to go at that speed; -1 unknown */
+};
+
+/* One item in flight. */
+struct item_live {
+        int index;
+        int64_t bytes;          /* so far */
+        int64_t bytes_expected; /* -1 unknown */
+        int64_t speed_bps;
 };
 
 /* One (job, source) entry of per_source. */
@@ -71,6 +89,17 @@ struct item {
         int64_t duration_ms;
         int64_t speed_bps;
         struct job_error error;
+        char *node;           /* the node whose DOWNLOAD_DIR holds the file; NULL: this one */
+        int64_t resumed_from; /* bytes the successful attempt resumed from (Range); 0: from the start */
+};
+
+/* A job's own limits, over the settings and the source file; 0 (and -1
+ * for max_retries): not set. */
+struct job_limits {
+        double source_timeout;  /* s */
+        double request_timeout; /* s */
+        double stall_timeout;   /* s */
+        int max_retries;        /* retries of one download */
 };
 
 struct job {
@@ -89,6 +118,7 @@ struct job {
         struct job_source *per_source;
         size_t nper_source;
         struct job_error error;
+        struct job_limits limits;
         char *idempotency_key; /* NULL: none */
         char *request_hash;    /* hex SHA-256 of the request body, with idempotency_key */
 };
@@ -114,3 +144,6 @@ void items_free(struct item *items, size_t n);
 void job_source_clear(struct job_source *s);
 void job_free(struct job *j);
 void jobs_free(struct job **jobs, size_t n);
+/* Deep copies (for events that carry the object as it was). */
+int job_dup(const struct job *j, struct job **ret);
+int item_copy(struct item *dst, const struct item *src);

@@ -1,279 +1,905 @@
-/* sched: the job state machine, on one thread of its own.
+/* sched: the loop. One thread owns the running jobs (jobrun), the state of
+ * every source (srctab), the requests in flight (xfers, over the engine)
+ * and the store connection that writes them; work.c decides what a job's
+ * groups start and what their outcomes mean.
  *
- * Owns: the jobs being run (loaded from the store when claimed), their
- * (job, source) units, the transfers in flight, the per-source circuit
- * breakers and statistics, and the engine. Only this thread writes jobs
- * after they are inserted; the API reads them from the store and asks for
- * changes through commands that this thread carries out between two polls.
+ * A turn: take the engine's and the committer's outcomes and settle them;
+ * carry out the API's commands; claim queued jobs; run the timers
+ * (deadlines, retries, sources that may admit again); start what the
+ * limits allow, jobs by priority; end the jobs that are done; write every
+ * change of the turn in one transaction; then publish the events of what
+ * was written and, at most every SNAPSHOT_EVERY_MS, a snapshot for the
+ * API. Only the fill step starts work: outcomes only record and mark.
  *
- * This file holds the loop, the API's commands and snapshots, and the
- * start and stop of the whole; sched_job.c keeps the jobs and their items,
- * sched_unit.c runs units and transfers, sched_list.c keeps per-source
- * state and lists query sources (their shared state: sched-internal.h).
- *
- * Invariant: everything that changed in one loop turn is committed at its
- * end, and its events are published after that commit.
- *
- * `lock` guards everything here; the thread drops it only to wait in
- * engine_poll(), so API calls wait at most one loop turn. */
+ * Invariants:
+ * - events are published only after the commit that holds their change;
+ * - a finished job stays in memory until its end is written, so a failing
+ *   job table delays the record, never loses it; writes are retried with
+ *   backoff and the failure is logged once per change of state;
+ * - other threads touch only the command queue (cmd_lock), the wake flag
+ *   and the snapshot hub. */
 #include "autoconfig.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "common/clock.h"
 #include "common/fs.h"
+#include "common/human.h"
 #include "common/log.h"
 #include "common/str.h"
-#include "daemon/breaker.h"
 #include "daemon/commit.h"
 #include "daemon/config.h"
-#include "daemon/engine.h"
 #include "daemon/events.h"
+#include "daemon/jobrun.h"
 #include "daemon/notify.h"
-#include "daemon/retry.h"
-#include "daemon/sched-internal.h"
 #include "daemon/sched.h"
 #include "daemon/sources.h"
+#include "daemon/srctab.h"
 #include "daemon/store.h"
+#include "daemon/work.h"
+#include "daemon/xfers.h"
 
-#define STATUS_EVERY_MS   5000  /* how often STATUS= is refreshed for systemd */
-#define PROGRESS_EVERY_MS 250   /* at most 4 progress events a second per job */
-#define PRUNE_EVERY_MS    60000 /* prune at least this often (and twice per JOB_RETENTION) */
+#define POLL_MAX_MS        1000  /* longest wait in the engine when no timer is due sooner */
+#define FLUSH_EVERY_MS     50    /* item changes are committed at least this often */
+#define PROGRESS_EVERY_MS  250   /* at most 4 progress events a second per job */
+#define SNAPSHOT_EVERY_MS  100   /* a new snapshot for the API at most this often */
+#define STATUS_EVERY_MS    5000  /* STATUS= for systemd */
+#define PRUNE_EVERY_MS     60000 /* jobs past JOB_RETENTION, idle sources */
+#define STORE_RETRY_MIN_MS 100   /* a failed write is tried again after this, doubling */
+#define STORE_RETRY_MAX_MS 5000
+#define IDLE_SOURCE_MS     600000 /* URL sources and hosts idle this long are forgotten */
+#define MAX_OPEN_FACTOR    8      /* a circuit's open time grows to at most this many times its setting */
 
-const double sched_duration_bounds[SCHED_DURATION_BUCKETS - 1] = {0.05, 0.1, 0.25, 0.5, 1,  2.5,
-                                                                  5,    10,  30,   60,  300};
+enum cmd_type {
+        CMD_CANCEL,
+        CMD_RETRY,
+        CMD_DELETE,
+        CMD_PAUSE,
+        CMD_RESUME,
+        CMD_RESET,
+        CMD_STATS_RESET,
+        CMD_CONFIG
+};
 
-/* ---- commands from the API ------------------------------------------------------- */
+struct cmd {
+        enum cmd_type type;
+        const char *arg;
+        const struct config *cfg;         /* CMD_CONFIG */
+        const struct source_set *sources; /* CMD_CONFIG */
+        int result;
+        bool done;
+        struct cmd *next;
+};
 
-static struct rjob *active_job(struct sched *s, const char *id)
+/* A job in memory with what the loop keeps of it. */
+struct running {
+        struct jobrun *jr;
+        int64_t progress_ms; /* monotonic, last progress event */
+        bool progress_due;   /* its counters or bytes changed since */
+        int64_t speed_ms;    /* monotonic start of its speed sample */
+        int64_t speed_bytes; /* bytes at speed_ms */
+        int64_t speed_bps;   /* the last sample's speed */
+};
+
+struct sched {
+        const struct config *cfg;
+        const struct source_set *sources;
+        struct event_bus *events; /* may be NULL */
+        struct sched_hooks hooks;
+        struct store *store;
+        struct engine *engine; /* NULL when a hook's engine is used */
+        struct committer *committer;
+        struct srctab *srcs;
+        struct xfers *xfers;
+        struct work_env env;
+        struct snapshot_hub *hub;
+        int dl_fd;
+
+        pthread_t thread;
+        bool thread_running;
+        pthread_mutex_t cmd_lock; /* guards cmds and stopping */
+        pthread_cond_t cmd_done;
+        struct cmd *cmds, *cmds_tail;
+        bool stopping;
+        atomic_bool wake; /* new jobs may be queued */
+
+        /* the loop's own */
+        struct running *jobs; /* priority high to low, then oldest first */
+        size_t njobs, cjobs;
+        uint64_t runs;
+        bool maybe_queued;
+        int64_t started_ms, last_flush_ms, last_snapshot_ms, last_prune_ms, last_status_ms;
+        int64_t last_watchdog_ms, watchdog_ms;
+        bool flush_now, snapshot_now;
+        bool store_failing;
+        int64_t store_retry_ms, store_backoff_ms;
+        int64_t duration_count[SNAPSHOT_DURATION_BUCKETS];
+        double duration_sum_s;
+};
+
+/* ---- clocks ---------------------------------------------------------------------------- */
+
+static int64_t mono(struct sched *s)
 {
-        for (struct rjob *rj = s->jobs; rj; rj = rj->next)
-                if (strcmp(rj->job->id, id) == 0)
-                        return rj;
+        return s->hooks.mono_ms ? s->hooks.mono_ms(s->hooks.ud) : clock_mono_ms();
+}
+static int64_t wall(struct sched *s)
+{
+        return s->hooks.wall_ms ? s->hooks.wall_ms(s->hooks.ud) : clock_wall_ms();
+}
+
+static double rand01(void *ud)
+{
+        struct sched *s = ud;
+        if (s->hooks.rand01)
+                return s->hooks.rand01(s->hooks.ud);
+        return (double)random() / ((double)RAND_MAX + 1.0);
+}
+
+/* ---- the jobs in memory ------------------------------------------------------------------ */
+
+static struct running *find_job(struct sched *s, const char *id)
+{
+        for (size_t i = 0; i < s->njobs; i++)
+                if (strcmp(jobrun_id(s->jobs[i].jr), id) == 0)
+                        return &s->jobs[i];
         return NULL;
 }
 
-/* A job that sits in the store only: load it whole, change it, write it. */
-static int stored_job_change(struct sched *s, const char *id, enum cmd_type type)
+static bool runs_before(const struct job *a, const struct job *b)
 {
-        struct rjob *rj;
-        int r = rjob_load(s, id, &rj);
+        return a->priority > b->priority || (a->priority == b->priority && a->seq < b->seq);
+}
+
+static int job_add(struct sched *s, struct jobrun *jr, int64_t now)
+{
+        if (s->njobs == s->cjobs) {
+                size_t c = s->cjobs ? 2 * s->cjobs : 16;
+                struct running *v = realloc(s->jobs, c * sizeof(*v));
+                if (!v)
+                        return -ENOMEM;
+                s->jobs = v;
+                s->cjobs = c;
+        }
+        size_t at = s->njobs;
+        while (at > 0 && runs_before(jobrun_job(jr), jobrun_job(s->jobs[at - 1].jr)))
+                at--;
+        memmove(&s->jobs[at + 1], &s->jobs[at], (s->njobs - at) * sizeof(*s->jobs));
+        s->jobs[at] = (struct running){.jr = jr, .progress_ms = now - PROGRESS_EVERY_MS, .speed_ms = now};
+        s->njobs++;
+        return 0;
+}
+
+static void job_remove(struct sched *s, size_t i)
+{
+        struct jobrun *jr = s->jobs[i].jr;
+        xfers_forget(s->xfers, jr);
+        jobrun_free(jr);
+        memmove(&s->jobs[i], &s->jobs[i + 1], (s->njobs - i - 1) * sizeof(*s->jobs));
+        s->njobs--;
+}
+
+/* ---- events ------------------------------------------------------------------------------- */
+
+static void publish(struct sched *s, enum event_type type, const char *job_id, int item, bool terminal,
+                    const char *source, struct event_data *d)
+{
+        struct event e = {.type = type, .item = item, .terminal = terminal, .data = d};
+        if (!s->events) {
+                event_data_unref(d);
+                return;
+        }
+        snprintf(e.job_id, sizeof(e.job_id), "%s", job_id ? job_id : "");
+        snprintf(e.source, sizeof(e.source), "%s", source ? source : "");
+        events_publish(s->events, &e);
+}
+
+static void live_of(struct sched *s, struct running *r, struct job_live *ret);
+
+static void job_event(struct jobrun *jr, enum jobrun_event ev, int item, void *ud)
+{
+        struct sched *s = ud;
+        struct running *r = find_job(s, jobrun_id(jr));
+        struct event_data *d;
+        const struct job *j = jobrun_job(jr);
+
+        switch (ev) {
+        case JOBRUN_EV_JOB:
+                d = event_data_new();
+                if (d && job_dup(j, &d->job) < 0) {
+                        event_data_unref(d);
+                        d = NULL;
+                }
+                publish(s, EVENT_JOB, j->id, -1, job_state_is_terminal(j->state), NULL, d);
+                if (r)
+                        r->progress_due = false; /* the job object carries its progress */
+                break;
+        case JOBRUN_EV_ITEM:
+        case JOBRUN_EV_RETRY:
+                d = event_data_new();
+                if (d && item_copy(&d->item, jobrun_item(jr, item)) < 0) {
+                        free(d);
+                        d = NULL;
+                }
+                if (d && ev == JOBRUN_EV_RETRY) {
+                        const struct item *it = jobrun_item(jr, item);
+                        d->retry_set = true;
+                        d->retry =
+                                (struct event_retry){.attempt = it->attempts,
+                                                     .delay_ms = jobrun_item_run(jr, item)->retry_delay_ms};
+                        snprintf(d->retry.reason, sizeof(d->retry.reason), "%s",
+                                 it->error.code ? it->error.code : "");
+                }
+                publish(s, EVENT_ITEM, j->id, item, false, NULL, d);
+                break;
+        case JOBRUN_EV_PROGRESS:
+                if (r)
+                        r->progress_due = true;
+                break;
+        }
+}
+
+/* Coalesced progress: at most one per job every PROGRESS_EVERY_MS, while
+ * its counters change or its transfers move. Returns ms until one is due. */
+static int64_t progress_events(struct sched *s, int64_t now)
+{
+        int64_t next = POLL_MAX_MS;
+
+        for (size_t i = 0; i < s->njobs; i++) {
+                struct running *r = &s->jobs[i];
+                if (jobrun_job(r->jr)->state != JOB_RUNNING)
+                        continue;
+                bool moving = xfers_of(s->xfers, r->jr) > 0;
+                if (!r->progress_due && !moving)
+                        continue;
+                int64_t due = r->progress_ms + PROGRESS_EVERY_MS;
+                if (now < due) {
+                        if (due - now < next)
+                                next = due - now;
+                        continue;
+                }
+                struct event_data *d = event_data_new();
+                if (d)
+                        live_of(s, r, &d->live);
+                publish(s, EVENT_PROGRESS, jobrun_id(r->jr), -1, false, NULL, d);
+                r->progress_due = false;
+                r->progress_ms = now;
+                if (moving && PROGRESS_EVERY_MS < next)
+                        next = PROGRESS_EVERY_MS;
+        }
+        return next;
+}
+
+static void circuit_event(const struct src *src, void *ud)
+{
+        struct sched *s = ud;
+        struct event_data *d = event_data_new();
+
+        if (d && srctab_info(s->srcs, src, mono(s), &d->circuit) < 0) {
+                free(d);
+                d = NULL;
+        }
+        publish(s, EVENT_CIRCUIT, NULL, -1, false, src_name(src), d);
+        s->snapshot_now = true;
+}
+
+/* ---- writing ---------------------------------------------------------------------------------- */
+
+static void store_failed(struct sched *s, int r, int64_t now)
+{
+        if (!s->store_failing)
+                log_error("sched: the job table cannot be written (%s); the changes are kept and written "
+                          "when it can be again",
+                          strerror(-r));
+        s->store_failing = true;
+        s->store_backoff_ms = s->store_backoff_ms ? s->store_backoff_ms * 2 : STORE_RETRY_MIN_MS;
+        if (s->store_backoff_ms > STORE_RETRY_MAX_MS)
+                s->store_backoff_ms = STORE_RETRY_MAX_MS;
+        s->store_retry_ms = now + s->store_backoff_ms;
+        s->snapshot_now = true;
+}
+
+static void store_recovered(struct sched *s)
+{
+        if (s->store_failing)
+                log_info("sched: the job table is written again; every kept change has landed");
+        s->store_failing = false;
+        s->store_backoff_ms = 0;
+        s->snapshot_now = true;
+}
+
+/* Write every dirty job in one transaction; on success publish their
+ * events and forget the ended ones. */
+static int flush(struct sched *s, int64_t now)
+{
+        bool any = false;
+        int r;
+
+        for (size_t i = 0; i < s->njobs && !any; i++)
+                any = jobrun_dirty(s->jobs[i].jr);
+        if (!any)
+                return 0;
+        r = store_begin(s->store);
+        for (size_t i = 0; i < s->njobs && r >= 0; i++)
+                if (jobrun_dirty(s->jobs[i].jr))
+                        r = jobrun_write(s->jobs[i].jr, s->store);
+        if (r >= 0)
+                r = store_commit(s->store);
+        if (r < 0) {
+                store_rollback(s->store); /* also after a failed COMMIT, or the next BEGIN fails */
+                store_failed(s, r, now);
+                return r;
+        }
+        store_recovered(s);
+        s->last_flush_ms = now;
+        s->flush_now = false;
+        for (size_t i = 0; i < s->njobs; i++) {
+                jobrun_written(s->jobs[i].jr);
+                jobrun_drain_events(s->jobs[i].jr, job_event, s);
+        }
+        for (size_t i = s->njobs; i-- > 0;) {
+                enum job_state st = jobrun_job(s->jobs[i].jr)->state;
+                if (st != JOB_RUNNING) {
+                        job_remove(s, i);
+                        s->snapshot_now = true;
+                }
+        }
+        return 0;
+}
+
+/* Item changes go in batches at most FLUSH_EVERY_MS apart; a job's own
+ * change (start, end, command) at once; after a failure, on its backoff.
+ * Returns ms until the next write is due. */
+static int64_t flush_paced(struct sched *s, int64_t now)
+{
+        bool dirty = false;
+
+        for (size_t i = 0; i < s->njobs && !dirty; i++)
+                dirty = jobrun_dirty(s->jobs[i].jr);
+        if (!dirty)
+                return POLL_MAX_MS;
+        if (s->store_failing && now < s->store_retry_ms)
+                return s->store_retry_ms - now;
+        if (!s->store_failing && !s->flush_now && now - s->last_flush_ms < FLUSH_EVERY_MS)
+                return FLUSH_EVERY_MS - (now - s->last_flush_ms);
+        if (flush(s, now) < 0)
+                return s->store_retry_ms - now;
+        return POLL_MAX_MS;
+}
+
+/* ---- logging a job's start and end ------------------------------------------------------------- */
+
+static void log_start(struct sched *s, struct jobrun *jr)
+{
+        const struct job *j = jobrun_job(jr);
+        const struct config *c = s->cfg;
+        char srcs[512] = "";
+        size_t o = 0;
+
+        for (size_t i = 0; j->query && i < j->nsources && o < sizeof(srcs); i++)
+                o += (size_t)snprintf(srcs + o, sizeof(srcs) - o, "%s%s", i ? ", " : "", j->sources[i]);
+        if (j->query)
+                log_info("job %s: === JOB START === | Query: %s | Sources: [%s] | Max: %d | Items: %lld%s%s",
+                         j->id, j->query, srcs, j->max, (long long)j->progress.total,
+                         *j->label ? " | Label: " : "", j->label);
+        else
+                log_info("job %s: === JOB START === | URLs: %lld on %zu host%s | Max: %d%s%s", j->id,
+                         (long long)j->progress.total, jobrun_ngroups(jr),
+                         jobrun_ngroups(jr) == 1 ? "" : "s", j->max, *j->label ? " | Label: " : "",
+                         j->label);
+        log_info("job %s: CONFIG: MAX_CONCURRENT_SOURCES=%d, SOURCE_TIMEOUT=%gs, GLOBAL_TIMEOUT=%gs", j->id,
+                 c->max_concurrent_sources,
+                 j->limits.source_timeout > 0 ? j->limits.source_timeout : c->source_timeout, j->timeout);
+        log_info("job %s: CONFIG: REQUEST_TIMEOUT=%gs, MAX_RETRIES_PER_SOURCE=%d, MAX_RETRIES_PER_ITEM=%d",
+                 j->id, j->limits.request_timeout > 0 ? j->limits.request_timeout : c->request_timeout,
+                 j->limits.max_retries >= 0 ? j->limits.max_retries : c->max_retries_per_source,
+                 c->max_retries_per_item);
+        log_info("job %s: CONFIG: MIN_DOWNLOAD_SPEED=%lld bytes/s, STALL_TIMEOUT=%gs", j->id,
+                 (long long)c->min_download_speed,
+                 j->limits.stall_timeout > 0 ? j->limits.stall_timeout : c->stall_timeout);
+        log_info("job %s: CONFIG: CIRCUIT_BREAKER_THRESHOLD=%d, CIRCUIT_BREAKER_TIMEOUT=%gs", j->id,
+                 c->circuit_breaker_threshold, c->circuit_breaker_timeout);
+}
+
+/* "a, b" of the groups for which ok(js) holds; "none" when none. */
+static void source_list(struct jobrun *jr, bool (*ok)(const struct job_source *), char *buf, size_t size)
+{
+        size_t o = 0;
+
+        buf[0] = '\0';
+        for (size_t g = 0; g < jobrun_ngroups(jr) && o < size; g++) {
+                const struct job_source *js = jobrun_source(jr, (int)g);
+                if (ok(js))
+                        o += (size_t)snprintf(buf + o, size - o, "%s%s", o ? ", " : "", js->source);
+        }
+        if (!buf[0])
+                snprintf(buf, size, "none");
+}
+
+static bool source_ok(const struct job_source *js) { return js->succeeded > 0; }
+
+static bool source_failed(const struct job_source *js)
+{
+        return js->succeeded == 0 &&
+               (js->failed > 0 || js->state == SRC_FAILED || js->state == SRC_TIMED_OUT);
+}
+
+static void log_end(struct sched *s, struct jobrun *jr, int64_t now)
+{
+        const struct job *j = jobrun_job(jr);
+        int64_t images = 0, videos = 0, attempts = 0, retries = 0;
+        char ok[512], bad[512], n1[HUMAN_MAX], n2[HUMAN_MAX], n3[HUMAN_MAX];
+
+        for (size_t i = 0; i < jobrun_nitems(jr); i++) {
+                const struct item *it = jobrun_item(jr, (int)i);
+                if (it->state != ITEM_SUCCEEDED || !it->content_type)
+                        continue;
+                images += str_startswith(it->content_type, "image/");
+                videos += str_startswith(it->content_type, "video/");
+        }
+        for (size_t g = 0; g < jobrun_ngroups(jr); g++) {
+                attempts += jobrun_source(jr, (int)g)->attempts;
+                retries += jobrun_source(jr, (int)g)->retries;
+        }
+        source_list(jr, source_ok, ok, sizeof(ok));
+        source_list(jr, source_failed, bad, sizeof(bad));
+        log_info("job %s: === JOB COMPLETE === %s | Downloaded: %lld | Images: %lld | Videos: %lld | in "
+                 "%s%s%s",
+                 j->id, job_state_to_string(j->state), (long long)j->progress.succeeded, (long long)images,
+                 (long long)videos, human_secs(j->started_at ? wall(s) - j->started_at : 0, n1, sizeof(n1)),
+                 j->error.code ? " | " : "", j->error.code ? j->error.message : "");
+        log_info("job %s: STATISTICS | Success: %s | Failed: %s", j->id, ok, bad);
+        log_info("job %s: DOWNLOAD STATS | Attempts: %lld, Successes: %lld, Failures: %lld, Skipped: %lld, "
+                 "Retries: %lld",
+                 j->id, (long long)attempts, (long long)j->progress.succeeded, (long long)j->progress.failed,
+                 (long long)j->progress.skipped, (long long)retries);
+        log_info("job %s: DOWNLOAD STATS | Total Bytes: %s (%s)", j->id,
+                 human_count(j->progress.bytes, n1, sizeof(n1)),
+                 human_mb(j->progress.bytes, n2, sizeof(n2)));
+        for (size_t g = 0; g < jobrun_ngroups(jr); g++) {
+                const struct job_source *js = jobrun_source(jr, (int)g);
+                struct src_info si;
+                const char *circuit = "CLOSED";
+                if (srctab_info(s->srcs, jobrun_group(jr, (int)g)->src, now, &si) == 0) {
+                        circuit = si.state == BREAKER_OPEN        ? "OPEN"
+                                  : si.state == BREAKER_HALF_OPEN ? "HALF_OPEN"
+                                                                  : "CLOSED";
+                        src_info_clear(&si);
+                }
+                log_info("job %s: SOURCE STATS | %s: Attempts=%lld, Success=%lld, Fail=%lld, Bytes=%s, "
+                         "Circuit=%s",
+                         j->id, js->source, (long long)js->attempts, (long long)js->succeeded,
+                         (long long)js->failed, human_count(js->bytes, n3, sizeof(n3)), circuit);
+        }
+}
+
+/* End job r now with st (code NULL: the error its items add up to). */
+static void job_end(struct sched *s, struct running *r, int st, const char *code, const char *msg,
+                    int64_t now)
+{
+        struct jobrun *jr = r->jr;
+
+        work_end(&s->env, jr, st < 0 ? JOB_SUCCEEDED : (enum job_state)st, code, msg, now);
+        if (st < 0)
+                st = (int)jobrun_outcome(jr, &code, &msg);
+        jobrun_set_state(jr, (enum job_state)st, code, msg, wall(s));
+        s->flush_now = true;
+        log_end(s, jr, now);
+}
+
+/* ---- commands from the API ----------------------------------------------------------------------- */
+
+/* A job that sits in the store only: load it, change it, write it. */
+static int stored_change(struct sched *s, const char *id, enum cmd_type type)
+{
+        struct jobrun *jr;
+        int r = jobrun_load(s->store, id, ++s->runs, &jr);
+
         if (r < 0)
                 return r;
-        struct job *j = rj->job;
-        bool terminal = job_state_is_terminal(j->state);
-
-        if (type == CMD_CANCEL) {
+        enum job_state st = jobrun_job(jr)->state;
+        bool terminal = job_state_is_terminal(st);
+        switch (type) {
+        case CMD_CANCEL:
                 if (terminal) {
                         r = -EBUSY;
                         goto out;
                 }
-                rjob_finish(s, rj, JOB_CANCELLED, "cancelled", "cancelled by request");
-        } else if (type == CMD_DELETE) {
-                r = terminal ? store_job_delete(s->store, id) : -EBUSY;
-                goto out;
-        } else if (type == CMD_RETRY) {
+                jobrun_skip_all(jr, "cancelled", "cancelled by request");
+                jobrun_set_state(jr, JOB_CANCELLED, "cancelled", "cancelled by request", wall(s));
+                break;
+        case CMD_RETRY:
                 if (!terminal) {
                         r = -EBUSY;
                         goto out;
                 }
-                for (size_t i = 0; i < rj->nitems; i++) {
-                        struct item *it = &rj->items[i];
-                        if (it->state != ITEM_FAILED && it->state != ITEM_SKIPPED)
-                                continue;
-                        if (it->error.code && strcmp(it->error.code, "duplicate") == 0)
-                                continue;
-                        job_error_clear(&it->error);
-                        it->attempts = 0;
-                        rjob_item_set(rj, (int)i, ITEM_PENDING);
-                }
-                for (size_t u = 0; u < j->nper_source; u++) {
-                        j->per_source[u].state = SRC_PENDING;
-                        job_error_clear(&j->per_source[u].error);
-                }
-                j->state = JOB_QUEUED;
-                j->finished_at = 0;
-                job_error_clear(&j->error);
+                jobrun_reset_failed(jr);
+                jobrun_set_state(jr, JOB_QUEUED, NULL, NULL, 0);
                 s->maybe_queued = true;
-                sched_emit(s, EVENT_JOB, j->id, -1, false, NULL);
+                break;
+        case CMD_DELETE:
+                r = terminal ? store_job_delete(s->store, id) : -EBUSY;
+                goto out;
+        case CMD_PAUSE:
+                if (st != JOB_QUEUED) {
+                        r = -EBUSY;
+                        goto out;
+                }
+                jobrun_set_state(jr, JOB_PAUSED, NULL, NULL, 0);
+                break;
+        case CMD_RESUME:
+                if (st != JOB_PAUSED) {
+                        r = -EBUSY;
+                        goto out;
+                }
+                jobrun_set_state(jr, JOB_QUEUED, NULL, NULL, 0);
+                s->maybe_queued = true;
+                break;
+        default:
+                r = -EINVAL;
+                goto out;
         }
-        r = sched_flush_list(s, rj); /* the answer tells whether the change was written */
+        r = store_begin(s->store);
+        if (r >= 0)
+                r = jobrun_write(jr, s->store);
+        if (r >= 0)
+                r = store_commit(s->store);
+        if (r < 0) {
+                store_rollback(s->store);
+                r = -EIO;
+                goto out;
+        }
+        jobrun_written(jr);
+        jobrun_drain_events(jr, job_event, s);
 out:
-        rjob_free(rj);
+        jobrun_free(jr);
         return r;
 }
 
-static int run_cmd(struct sched *s, struct cmd *c)
+/* A change of a job in memory, written before the answer. */
+static int active_change(struct sched *s, struct running *r, enum cmd_type type, int64_t now)
 {
-        if (c->type == CMD_RESET) {
-                for (struct src *p = s->srcs; p; p = p->next)
-                        if (strcmp(p->name, c->arg) == 0) {
-                                breaker_reset(p->breaker);
-                                sched_emit(s, EVENT_CIRCUIT, NULL, -1, false, p->name);
-                                log_info("CIRCUIT closed for %s (reset by request)", p->name);
-                                return 0;
-                        }
-                return -ENOENT;
+        struct jobrun *jr = r->jr;
+
+        if (jobrun_job(jr)->state != JOB_RUNNING)
+                return -EBUSY; /* ended, its record not written yet */
+        if (type == CMD_CANCEL) {
+                log_info("job %s: cancelled by request", jobrun_id(jr));
+                job_end(s, r, JOB_CANCELLED, "cancelled", "cancelled by request", now);
+        } else if (type == CMD_PAUSE) {
+                log_info("job %s: paused by request; %lld items left", jobrun_id(jr),
+                         (long long)(jobrun_job(jr)->progress.total - jobrun_job(jr)->progress.succeeded));
+                work_park(&s->env, jr, JOB_PAUSED, now);
+        } else
+                return -EBUSY;
+        return flush(s, now) < 0 ? -EIO : 0;
+}
+
+static int run_cmd(struct sched *s, struct cmd *c, int64_t now)
+{
+        struct src *src;
+
+        switch (c->type) {
+        case CMD_RESET:
+                if (!(src = srctab_find(s->srcs, c->arg)))
+                        return -ENOENT;
+                srctab_reset_circuit(s->srcs, src);
+                log_info("CIRCUIT BREAKER closed for %s (reset by request)", c->arg);
+                return 0;
+        case CMD_STATS_RESET:
+                srctab_reset_stats(s->srcs);
+                memset(s->duration_count, 0, sizeof(s->duration_count));
+                s->duration_sum_s = 0;
+                log_info("sched: statistics reset by request");
+                return 0;
+        case CMD_CONFIG:
+                return 0; /* applied by the caller */
+        default:
+                break;
         }
         if (!job_id_valid(c->arg))
                 return -ENOENT;
-        struct rjob *rj = active_job(s, c->arg);
-        if (!rj)
-                return stored_job_change(s, c->arg, c->type);
-        if (c->type != CMD_CANCEL)
-                return -EBUSY;
-        log_info("job %s: cancelled by request", rj->job->id);
-        rjob_finish(s, rj, JOB_CANCELLED, "cancelled", "cancelled by request");
-        return 0;
+        struct running *r = find_job(s, c->arg);
+        if (!r)
+                return stored_change(s, c->arg, c->type);
+        if (c->type == CMD_CANCEL || c->type == CMD_PAUSE)
+                return active_change(s, r, c->type, now);
+        return -EBUSY;
 }
 
-static void run_cmds(struct sched *s)
+static void apply_config(struct sched *s, const struct config *cfg, const struct source_set *sources);
+
+static void run_cmds(struct sched *s, int64_t now)
 {
+        pthread_mutex_lock(&s->cmd_lock);
         while (s->cmds) {
                 struct cmd *c = s->cmds;
                 s->cmds = c->next;
                 if (!s->cmds)
                         s->cmds_tail = NULL;
-                c->result = run_cmd(s, c);
-                sched_reap_jobs(s);
+                pthread_mutex_unlock(&s->cmd_lock);
+                if (c->type == CMD_CONFIG)
+                        apply_config(s, c->cfg, c->sources);
+                int r = run_cmd(s, c, now);
+                s->snapshot_now = true;
+                pthread_mutex_lock(&s->cmd_lock);
+                c->result = r;
                 c->done = true;
         }
         pthread_cond_broadcast(&s->cmd_done);
+        pthread_mutex_unlock(&s->cmd_lock);
 }
 
-static int submit(struct sched *s, enum cmd_type type, const char *arg)
-{
-        struct cmd c = {.type = type, .arg = arg};
+static void publish_snapshot(struct sched *s, int64_t now);
 
-        pthread_mutex_lock(&s->lock);
+static int submit(struct sched *s, struct cmd *c)
+{
+        pthread_mutex_lock(&s->cmd_lock);
         if (s->stopping) {
-                pthread_mutex_unlock(&s->lock);
+                pthread_mutex_unlock(&s->cmd_lock);
                 return -ESHUTDOWN;
         }
-        /* c lives on this stack until the scheduler marks it done below */
         if (s->cmds_tail)
-                s->cmds_tail->next = &c; // cppcheck-suppress autoVariables
+                s->cmds_tail->next = c;
         else
-                s->cmds = &c; // cppcheck-suppress autoVariables
-        s->cmds_tail = &c;    // cppcheck-suppress autoVariables
-        engine_wakeup(s->engine);
-        while (!c.done)
-                pthread_cond_wait(&s->cmd_done, &s->lock);
-        pthread_mutex_unlock(&s->lock);
-        return c.result;
+                s->cmds = c;
+        s->cmds_tail = c;
+        if (!s->thread_running) { /* tests: no thread, the caller's turn does it */
+                pthread_mutex_unlock(&s->cmd_lock);
+                int64_t now = mono(s);
+                run_cmds(s, now);
+                publish_snapshot(s, now);
+                return c->result;
+        }
+        if (s->engine)
+                engine_wakeup(s->engine);
+        while (!c->done)
+                pthread_cond_wait(&s->cmd_done, &s->cmd_lock);
+        pthread_mutex_unlock(&s->cmd_lock);
+        return c->result;
 }
 
-int sched_cancel(struct sched *s, const char *id) { return submit(s, CMD_CANCEL, id); }
-int sched_retry(struct sched *s, const char *id) { return submit(s, CMD_RETRY, id); }
-int sched_delete(struct sched *s, const char *id) { return submit(s, CMD_DELETE, id); }
-int sched_circuit_reset(struct sched *s, const char *source) { return submit(s, CMD_RESET, source); }
+static int command(struct sched *s, enum cmd_type type, const char *arg)
+{
+        struct cmd c = {.type = type, .arg = arg};
+        return submit(s, &c);
+}
+
+int sched_cancel(struct sched *s, const char *id) { return command(s, CMD_CANCEL, id); }
+int sched_retry(struct sched *s, const char *id) { return command(s, CMD_RETRY, id); }
+int sched_delete(struct sched *s, const char *id) { return command(s, CMD_DELETE, id); }
+int sched_pause(struct sched *s, const char *id) { return command(s, CMD_PAUSE, id); }
+int sched_resume(struct sched *s, const char *id) { return command(s, CMD_RESUME, id); }
+int sched_circuit_reset(struct sched *s, const char *source) { return command(s, CMD_RESET, source); }
+int sched_stats_reset(struct sched *s) { return command(s, CMD_STATS_RESET, NULL); }
 
 void sched_wake(struct sched *s)
 {
-        pthread_mutex_lock(&s->lock);
-        s->maybe_queued = true;
-        engine_wakeup(s->engine);
-        pthread_mutex_unlock(&s->lock);
+        atomic_store(&s->wake, true);
+        if (s->engine)
+                engine_wakeup(s->engine);
 }
 
-/* ---- snapshots -------------------------------------------------------------------- */
+struct snapshot *sched_snapshot(struct sched *s) { return snapshot_hub_get(s->hub); }
 
-int sched_circuits(struct sched *s, struct circuit_info **ret, size_t *ret_n)
+/* ---- claiming jobs -------------------------------------------------------------------------------------
+ */
+
+static void claim(struct sched *s, int64_t now)
 {
-        size_t n = 0, i = 0;
-        int64_t now = clock_mono_ms(), wall = clock_wall_ms();
+        char(*ids)[JOB_ID_LEN + 1] = NULL;
+        size_t n = 0, room = (size_t)s->cfg->max_concurrent_jobs;
 
-        pthread_mutex_lock(&s->lock);
-        for (struct src *p = s->srcs; p; p = p->next)
-                n++;
-        struct circuit_info *c = calloc(n ? n : 1, sizeof(*c));
-        if (!c) {
-                pthread_mutex_unlock(&s->lock);
-                return -ENOMEM;
-        }
-        for (struct src *p = s->srcs; p; p = p->next, i++) {
-                struct breaker_info bi;
-                breaker_get_info(p->breaker, now, &bi);
-                c[n - 1 - i] = (struct circuit_info){
-                        .source = strdup(p->name),
-                        .state = breaker_state_to_string(bi.state),
-                        .consecutive_failures = bi.consecutive_failures,
-                        .threshold = bi.threshold,
-                        .trips = bi.trips,
-                        .opened_at = bi.opened_at_ms ? wall - (now - bi.opened_at_ms) : 0,
-                        .retry_at = bi.retry_at_ms ? wall + (bi.retry_at_ms - now) : 0,
-                        .last_error = str_dup(p->last_error),
-                };
-        }
-        pthread_mutex_unlock(&s->lock);
-        *ret = c;
-        *ret_n = n;
-        return 0;
-}
-
-void circuit_infos_free(struct circuit_info *c, size_t n)
-{
-        if (!c)
+        if (atomic_exchange(&s->wake, false))
+                s->maybe_queued = true;
+        if (!s->maybe_queued || s->njobs >= room || s->store_failing)
                 return;
-        for (size_t i = 0; i < n; i++) {
-                free(c[i].source);
-                free(c[i].last_error);
+        int r = store_job_next_queued(s->store, room - s->njobs, &ids, &n);
+        if (r < 0) {
+                log_error("sched: reading queued jobs: %s", strerror(-r));
+                return;
         }
-        free(c);
+        if (n < room - s->njobs)
+                s->maybe_queued = false;
+        for (size_t i = 0; i < n; i++) {
+                struct jobrun *jr;
+                if (find_job(s, ids[i]))
+                        continue;
+                r = jobrun_load(s->store, ids[i], ++s->runs, &jr);
+                if (r < 0) {
+                        log_error("job %s: cannot load: %s", ids[i], strerror(-r));
+                        continue;
+                }
+                jobrun_begin(jr, wall(s), now);
+                if (work_begin(&s->env, jr, now) < 0 || job_add(s, jr, now) < 0) {
+                        log_error("job %s: cannot start: out of memory", ids[i]);
+                        jobrun_free(jr);
+                        continue;
+                }
+                log_start(s, jr);
+                s->flush_now = true;
+        }
+        free(ids);
 }
 
-int sched_stats(struct sched *s, struct sched_stats *ret)
-{
-        struct sched_stats st = {0};
-        size_t n = 0, i = 0;
-        int64_t now = clock_mono_ms();
+/* ---- one turn ------------------------------------------------------------------------------------------
+ */
 
-        pthread_mutex_lock(&s->lock);
-        for (struct src *p = s->srcs; p; p = p->next)
-                n++;
-        st.sources = calloc(n ? n : 1, sizeof(*st.sources));
-        if (!st.sources) {
-                pthread_mutex_unlock(&s->lock);
+static void duration_record(struct sched *s, int64_t ms)
+{
+        double secs = (double)ms / 1000.0;
+        size_t b = 0;
+
+        while (b < SNAPSHOT_DURATION_BUCKETS - 1 && secs > snapshot_duration_bounds[b])
+                b++;
+        s->duration_count[b]++;
+        s->duration_sum_s += secs;
+}
+
+static void settle(struct sched *s, int64_t now)
+{
+        struct outcome *list = xfers_take(s->xfers);
+
+        for (struct outcome *o = list; o; o = o->next) {
+                if (o->kind == OUTCOME_DOWNLOAD)
+                        duration_record(s, o->res.duration_ms);
+                work_apply(&s->env, o->tags.job, o, now);
+        }
+        outcome_free(list);
+}
+
+/* Deadlines and the jobs' timers; returns ms until the next one. */
+static int64_t timers(struct sched *s, int64_t now)
+{
+        int64_t next = srctab_next_wake(s->srcs, now);
+
+        srctab_tick(s->srcs, now);
+        for (size_t i = 0; i < s->njobs; i++) {
+                struct running *r = &s->jobs[i];
+                if (jobrun_job(r->jr)->state != JOB_RUNNING)
+                        continue;
+                if (now >= jobrun_deadline(r->jr)) {
+                        char m[128];
+                        snprintf(m, sizeof(m), "the job's timeout (%g s) passed",
+                                 jobrun_job(r->jr)->timeout);
+                        log_warning("job %s: TIMEOUT job: %s", jobrun_id(r->jr), m);
+                        job_end(s, r, JOB_TIMED_OUT, "job_timeout", m, now);
+                        continue;
+                }
+                if (jobrun_deadline(r->jr) < next)
+                        next = jobrun_deadline(r->jr);
+                int64_t t = work_timers(&s->env, r->jr, now);
+                if (t < next)
+                        next = t;
+        }
+        return next == INT64_MAX ? POLL_MAX_MS : next - now;
+}
+
+static void fill(struct sched *s, int64_t now)
+{
+        bool stopping;
+
+        pthread_mutex_lock(&s->cmd_lock);
+        stopping = s->stopping;
+        pthread_mutex_unlock(&s->cmd_lock);
+        if (stopping)
+                return;
+        for (size_t i = 0; i < s->njobs; i++)
+                if (jobrun_job(s->jobs[i].jr)->state == JOB_RUNNING &&
+                    !work_fill(&s->env, s->jobs[i].jr, now))
+                        break;
+}
+
+static void finish(struct sched *s, int64_t now)
+{
+        for (size_t i = 0; i < s->njobs; i++) {
+                struct running *r = &s->jobs[i];
+                if (jobrun_job(r->jr)->state != JOB_RUNNING)
+                        continue;
+                if (jobrun_max_reached(r->jr) || work_done(r->jr))
+                        job_end(s, r, -1, NULL, NULL, now);
+        }
+}
+
+/* ---- the snapshot ----------------------------------------------------------------------------------------
+ */
+
+struct live_walk {
+        struct snapshot_job *sj;
+        size_t cap;
+        int64_t bytes, expected, speed;
+        bool expected_known;
+};
+
+static void live_item(int item, const struct xfer_progress *p, void *ud)
+{
+        struct live_walk *w = ud;
+
+        w->bytes += p->bytes;
+        w->speed += p->speed_bps;
+        if (p->expected < 0)
+                w->expected_known = false;
+        else
+                w->expected += p->expected;
+        if (w->sj && w->sj->nitems < w->cap)
+                w->sj->items[w->sj->nitems++] =
+                        (struct item_live){item, p->bytes, p->expected, p->speed_bps};
+}
+
+/* The job's counters with the bytes of its transfers in flight; speed as
+ * the sum of its transfers' speeds; expected bytes when every item's size
+ * is known, an estimate from the sizes seen for the ETA otherwise. */
+static void live_walk(struct sched *s, struct running *r, struct live_walk *w, struct job_live *ret)
+{
+        const struct job *j = jobrun_job(r->jr);
+        int64_t done_items = j->progress.succeeded, pending = j->progress.pending;
+
+        w->expected_known = true;
+        xfers_progress(s->xfers, r->jr, live_item, w);
+        *ret = (struct job_live){.progress = j->progress, .bytes_expected = -1, .eta_s = -1};
+        ret->progress.bytes = j->progress.bytes + w->bytes;
+        ret->speed_bps = w->speed;
+        int64_t committing = j->progress.running - xfers_of(s->xfers, r->jr);
+        if (w->expected_known && pending == 0 && committing <= 0)
+                ret->bytes_expected = j->progress.bytes + w->expected;
+        int64_t estimate = ret->bytes_expected;
+        if (estimate < 0 && done_items > 0)
+                estimate = j->progress.bytes / done_items *
+                           (j->progress.total - j->progress.failed - j->progress.skipped);
+        if (estimate >= ret->progress.bytes && ret->speed_bps > 0)
+                ret->eta_s = (double)(estimate - ret->progress.bytes) / (double)ret->speed_bps;
+}
+
+static void live_of(struct sched *s, struct running *r, struct job_live *ret)
+{
+        struct live_walk w = {0};
+        live_walk(s, r, &w, ret);
+}
+
+static int snapshot_jobs(struct sched *s, struct snapshot *snap)
+{
+        snap->jobs = calloc(s->njobs ? s->njobs : 1, sizeof(*snap->jobs));
+        if (!snap->jobs)
                 return -ENOMEM;
+        for (size_t i = 0; i < s->njobs; i++) {
+                struct running *r = &s->jobs[i];
+                if (jobrun_job(r->jr)->state != JOB_RUNNING)
+                        continue;
+                struct snapshot_job *sj = &snap->jobs[snap->njobs++];
+                int n = xfers_of(s->xfers, r->jr);
+                snprintf(sj->id, sizeof(sj->id), "%s", jobrun_id(r->jr));
+                sj->items = n > 0 ? calloc((size_t)n, sizeof(*sj->items)) : NULL;
+                struct live_walk w = {.sj = sj, .cap = sj->items ? (size_t)n : 0};
+                live_walk(s, r, &w, &sj->live);
+                snap->bytes_in_flight += w.bytes;
         }
-        st.nsources = n;
-        st.uptime_ms = now - s->started_ms;
-        memcpy(st.duration_count, s->duration_count, sizeof(st.duration_count));
-        st.duration_sum_s = s->duration_sum_s;
-        for (struct src *p = s->srcs; p; p = p->next, i++) {
-                st.sources[n - 1 - i] = (struct source_stats){
-                        .source = strdup(p->name),
-                        .attempts = p->attempts,
-                        .successes = p->successes,
-                        .failures = p->failures,
-                        .retries = p->retries,
-                        .bytes = p->bytes,
-                        .circuit = breaker_state_to_string(breaker_state(p->breaker, now)),
-                };
-                st.total_attempts += p->attempts;
-                st.total_successes += p->successes;
-                st.total_failures += p->failures;
-                st.total_retries += p->retries;
-                st.total_bytes += p->bytes;
-        }
-        pthread_mutex_unlock(&s->lock);
-        *ret = st;
+        /* by id, for snapshot_job()'s binary search */
+        for (size_t i = 1; i < snap->njobs; i++)
+                for (size_t k = i; k > 0 && strcmp(snap->jobs[k - 1].id, snap->jobs[k].id) > 0; k--) {
+                        struct snapshot_job t = snap->jobs[k];
+                        snap->jobs[k] = snap->jobs[k - 1];
+                        snap->jobs[k - 1] = t;
+                }
         return 0;
 }
 
-int sched_sources(struct sched *s, struct source_info **ret, size_t *ret_n)
+static int snapshot_sources(struct sched *s, struct snapshot *snap)
 {
-        pthread_mutex_lock(&s->lock);
         size_t n = s->sources ? sources_count(s->sources) : 0;
-        struct source_info *v = calloc(n ? n : 1, sizeof(*v));
-        for (size_t i = 0; v && i < n; i++) {
+
+        snap->sources = calloc(n ? n : 1, sizeof(*snap->sources));
+        if (!snap->sources)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
                 const struct source_def *d = sources_at(s->sources, i);
-                v[i] = (struct source_info){
+                struct snapshot_source *o = &snap->sources[snap->nsources++];
+                *o = (struct snapshot_source){
                         .name = strdup(d->name),
                         .available = d->available,
                         .unavailable_reason = str_dup(d->unavailable_reason),
@@ -282,43 +908,128 @@ int sched_sources(struct sched *s, struct source_info **ret, size_t *ret_n)
                         .requests_per_second = d->requests_per_second,
                         .per_page = d->per_page,
                 };
+                if (!o->name)
+                        return -ENOMEM;
         }
-        pthread_mutex_unlock(&s->lock);
-        if (!v)
-                return -ENOMEM;
-        *ret = v;
-        *ret_n = n;
         return 0;
 }
 
-void source_infos_free(struct source_info *v, size_t n)
+static void publish_snapshot(struct sched *s, int64_t now)
 {
-        if (!v)
+        struct snapshot *snap = snapshot_new();
+
+        if (!snap)
                 return;
-        for (size_t i = 0; i < n; i++) {
-                free(v[i].name);
-                free(v[i].unavailable_reason);
+        snap->wall_ms = wall(s);
+        snap->mono_ms = now;
+        snap->uptime_ms = now - s->started_ms;
+        snap->store_ok = !s->store_failing;
+        if (s->store_failing)
+                snprintf(snap->store_error, sizeof(snap->store_error),
+                         "the job table cannot be written; changes are kept and retried");
+        snap->accepting = !s->store_failing;
+        memcpy(snap->duration_count, s->duration_count, sizeof(snap->duration_count));
+        snap->duration_sum_s = s->duration_sum_s;
+        snap->transfers = xfers_running(s->xfers);
+        if (srctab_export(s->srcs, now, &snap->circuits, &snap->ncircuits, &snap->downloads,
+                          &snap->listings) < 0 ||
+            snapshot_jobs(s, snap) < 0 || snapshot_sources(s, snap) < 0) {
+                snapshot_unref(snap);
+                return; /* the older one stays */
         }
-        free(v);
+        snapshot_hub_put(s->hub, snap);
+        s->last_snapshot_ms = now;
+        s->snapshot_now = false;
 }
 
-bool sched_source_known(struct sched *s, const char *name)
+/* ---- housekeeping
+ * ------------------------------------------------------------------------------------------ */
+
+static void prune(struct sched *s, int64_t now)
 {
-        pthread_mutex_lock(&s->lock);
-        bool known = s->sources && sources_find(s->sources, name);
-        pthread_mutex_unlock(&s->lock);
-        return known;
+        int64_t n = 0, every = (int64_t)(s->cfg->job_retention * 1000 / 2);
+
+        if (every <= 0 || every > PRUNE_EVERY_MS)
+                every = PRUNE_EVERY_MS;
+        if (s->last_prune_ms && now - s->last_prune_ms < every)
+                return;
+        s->last_prune_ms = now;
+        size_t gone = srctab_prune(s->srcs, now);
+        if (gone > 0)
+                log_debug("sched: forgot %zu idle sources and hosts", gone);
+        if (s->cfg->job_retention <= 0 || s->store_failing)
+                return;
+        int r = store_job_prune(s->store, wall(s) - (int64_t)(s->cfg->job_retention * 1000), &n);
+        if (r < 0)
+                log_error("sched: pruning old jobs: %s", strerror(-r));
+        else if (n > 0)
+                log_info("sched: pruned %lld job%s older than JOB_RETENTION (their files stay)",
+                         (long long)n, n == 1 ? "" : "s");
 }
 
-void sched_stats_clear(struct sched_stats *st)
+static void report_status(struct sched *s, int64_t now)
 {
-        for (size_t i = 0; i < st->nsources; i++)
-                free(st->sources[i].source);
-        free(st->sources);
-        memset(st, 0, sizeof(*st));
+        if (s->watchdog_ms > 0 && now - s->last_watchdog_ms >= s->watchdog_ms / 2) {
+                notify_send("WATCHDOG=1");
+                s->last_watchdog_ms = now;
+        }
+        if (now - s->last_status_ms < STATUS_EVERY_MS)
+                return;
+        s->last_status_ms = now;
+        int64_t counts[_JOB_STATE_MAX] = {0};
+        if (!s->store_failing && store_job_count_by_state(s->store, counts) == 0)
+                notify_send("STATUS=%lld running, %lld queued, %d transfers", (long long)counts[JOB_RUNNING],
+                            (long long)counts[JOB_QUEUED], xfers_running(s->xfers));
+        else
+                notify_send("STATUS=%zu running, %d transfers; the job table cannot be read or written",
+                            s->njobs, xfers_running(s->xfers));
 }
 
-/* ---- the loop --------------------------------------------------------------------- */
+int64_t sched_turn(struct sched *s)
+{
+        int64_t now = mono(s);
+
+        if (s->engine)
+                engine_perform(s->engine);
+        settle(s, now);
+        run_cmds(s, now);
+        claim(s, now);
+        int64_t timeout = timers(s, now);
+        fill(s, now);
+        finish(s, now);
+        int64_t t = flush_paced(s, now);
+        if (t < timeout)
+                timeout = t;
+        srctab_drain_changed(s->srcs, circuit_event, s);
+        t = progress_events(s, now);
+        if (t < timeout)
+                timeout = t;
+        if (s->snapshot_now || now - s->last_snapshot_ms >= SNAPSHOT_EVERY_MS)
+                publish_snapshot(s, now);
+        prune(s, now);
+        report_status(s, now);
+        if (s->watchdog_ms > 0 && timeout > s->watchdog_ms / 2)
+                timeout = s->watchdog_ms / 2;
+        if (atomic_load(&s->wake) && s->njobs < (size_t)s->cfg->max_concurrent_jobs)
+                timeout = 0;
+        return timeout < 0 ? 0 : timeout;
+}
+
+/* ---- lifecycle
+ * ---------------------------------------------------------------------------------------------- */
+
+static void srctab_opts_from(const struct config *cfg, struct srctab_opts *o)
+{
+        *o = (struct srctab_opts){
+                .threshold = cfg->circuit_breaker_threshold,
+                .open_ms = (int64_t)(cfg->circuit_breaker_timeout * 1000),
+                .open_growth = 2,
+                .max_open_ms = (int64_t)(cfg->circuit_breaker_timeout * 1000) * MAX_OPEN_FACTOR,
+                .host_connections = cfg->max_connections_per_source,
+                .default_source_connections = cfg->max_connections_per_source,
+                .idle_prune_ms = IDLE_SOURCE_MS,
+        };
+}
 
 static void engine_opts_from(const struct config *cfg, struct engine_opts *o)
 {
@@ -333,195 +1044,128 @@ static void engine_opts_from(const struct config *cfg, struct engine_opts *o)
         };
 }
 
-static void policy_from(const struct config *cfg, struct retry_policy *p)
+/* Every configured query source is known (and listed in /v1/circuits)
+ * from the start, with its limits. */
+static void known_sources(struct sched *s)
 {
-        *p = (struct retry_policy){
-                .max_retries = cfg->max_retries_per_item,
-                .backoff_base_ms = (int64_t)(cfg->retry_backoff_base * 1000),
-                .backoff_max_ms = (int64_t)(cfg->retry_backoff_max * 1000),
-        };
-}
-
-static void report_status(struct sched *s, int64_t now)
-{
-        if (s->watchdog_ms > 0 && now - s->last_watchdog_ms >= s->watchdog_ms / 2) {
-                notify_send("WATCHDOG=1");
-                s->last_watchdog_ms = now;
-        }
-        if (now - s->last_status_ms < STATUS_EVERY_MS)
-                return;
-        s->last_status_ms = now;
-        int64_t counts[_JOB_STATE_MAX] = {0};
-        if (store_job_count_by_state(s->store, counts) == 0)
-                notify_send("STATUS=%lld running, %lld queued, %d transfers", (long long)counts[JOB_RUNNING],
-                            (long long)counts[JOB_QUEUED], engine_running(s->engine));
-}
-
-/* At most one progress event per job every PROGRESS_EVERY_MS; returns ms
- * until one is due. */
-static int64_t progress_events(struct sched *s, int64_t now)
-{
-        int64_t next = POLL_MAX_MS;
-
-        for (struct rjob *rj = s->jobs; rj; rj = rj->next) {
-                if (!rj->progress_changed)
-                        continue;
-                int64_t due = rj->last_progress_ms + PROGRESS_EVERY_MS;
-                if (now >= due) {
-                        sched_emit(s, EVENT_PROGRESS, rj->job->id, -1, false, NULL);
-                        rj->progress_changed = false;
-                        rj->last_progress_ms = now;
-                } else if (due - now < next) {
-                        next = due - now;
-                }
-        }
-        return next;
-}
-
-static void prune(struct sched *s, int64_t now)
-{
-        int64_t n = 0;
-
-        int64_t every = (int64_t)(s->cfg->job_retention * 1000 / 2);
-
-        if (every > PRUNE_EVERY_MS)
-                every = PRUNE_EVERY_MS;
-        if (s->cfg->job_retention <= 0 || (s->last_prune_ms && now - s->last_prune_ms < every))
-                return;
-        s->last_prune_ms = now;
-        int r = store_job_prune(s->store, clock_wall_ms() - (int64_t)(s->cfg->job_retention * 1000), &n);
-        if (r < 0)
-                log_error("sched: pruning old jobs: %s", strerror(-r));
-        else if (n > 0)
-                log_info("sched: pruned %lld job%s older than JOB_RETENTION (their files stay)",
-                         (long long)n, n == 1 ? "" : "s");
-}
-
-/* Put every unfinished item back to pending and its job to queued. */
-static void park_jobs(struct sched *s)
-{
-        committer_wait_idle(s->committer);
-        sched_apply_commits(s);
-        for (struct rjob *rj = s->jobs; rj; rj = rj->next) {
-                while (rj->slots) {
-                        int item = rj->slots->item;
-                        engine_abort_keep(s->engine, rj->slots->x);
-                        rj->slots->x = NULL;
-                        sched_slot_abort(s, rj->slots);
-                        if (item >= 0)
-                                rjob_item_set(rj, item, ITEM_PENDING);
-                }
-                for (size_t u = 0; u < rj->nunits; u++) {
-                        struct unit *un = &rj->units[u];
-                        if (un->phase == UNIT_DONE)
-                                continue;
-                        rj->job->per_source[u].state = SRC_PENDING;
-                }
-                rj->job->state = JOB_QUEUED;
-                rj->job_dirty = true;
-                log_info("job %s: parked with %lld items left; it resumes at the next start", rj->job->id,
-                         (long long)rj->job->progress.pending);
-        }
-        sched_flush(s);
-        while (s->jobs) {
-                struct rjob *rj = s->jobs;
-                s->jobs = rj->next;
-                rjob_free(rj);
+        size_t n = s->sources ? sources_count(s->sources) : 0;
+        for (size_t i = 0; i < n; i++) {
+                const struct source_def *d = sources_at(s->sources, i);
+                struct src *src = srctab_source(s->srcs, d->name, true);
+                if (src)
+                        srctab_set_limits(s->srcs, src, d->max_connections, d->requests_per_second);
         }
 }
 
-static void *loop(void *arg)
+static void apply_config(struct sched *s, const struct config *cfg, const struct source_set *sources)
 {
-        struct sched *s = arg;
-        int64_t timeout = 0;
+        struct srctab_opts so;
+        struct engine_opts eo;
 
-        pthread_mutex_lock(&s->lock);
-        while (!s->stopping) {
-                pthread_mutex_unlock(&s->lock);
-                engine_poll(s->engine, (int)timeout);
-                pthread_mutex_lock(&s->lock);
-                if (s->stopping)
-                        break;
-                if (s->reconfigured) { /* the engine is this thread's, even for its options */
-                        struct engine_opts o;
-                        engine_opts_from(s->cfg, &o);
-                        engine_configure(s->engine, &o);
-                        s->reconfigured = false;
-                }
-                engine_perform(s->engine);
-                sched_apply_commits(s);
-                run_cmds(s);
-                int64_t now = clock_mono_ms();
-                sched_claim_jobs(s, now);
-                timeout = sched_run_timers(s, now);
-                sched_start_work(s, now);
-                sched_reap_jobs(s);
-                int64_t next_progress = progress_events(s, now);
-                if (next_progress < timeout)
-                        timeout = next_progress;
-                int64_t next_flush = sched_flush_paced(s, now);
-                if (next_flush < timeout)
-                        timeout = next_flush;
-                prune(s, now);
-                report_status(s, now);
-                if (s->watchdog_ms > 0 && timeout > s->watchdog_ms / 2)
-                        timeout = s->watchdog_ms / 2;
-                if (s->cmds || (s->maybe_queued && s->units_running < s->cfg->max_concurrent_sources &&
-                                !sched_units_waiting(s)))
-                        timeout = 0;
+        s->cfg = cfg;
+        s->sources = sources;
+        s->env.cfg = cfg;
+        s->env.sources = sources;
+        srctab_opts_from(cfg, &so);
+        srctab_configure(s->srcs, &so);
+        known_sources(s);
+        if (s->engine) {
+                engine_opts_from(cfg, &eo);
+                engine_configure(s->engine, &eo);
         }
-        park_jobs(s);
-        run_cmds(s); /* answer commands that came in meanwhile */
-        pthread_mutex_unlock(&s->lock);
-        return NULL;
-}
-
-/* ---- lifecycle ------------------------------------------------------------------ */
-
-static void wake_engine(void *ud)
-{
-        struct sched *s = ud;
-        engine_wakeup(s->engine);
+        s->maybe_queued = true;
 }
 
 void sched_reconfigure(struct sched *s, const struct config *cfg, const struct source_set *sources)
 {
-        pthread_mutex_lock(&s->lock);
-        s->cfg = cfg;
-        s->sources = sources;
-        s->reconfigured = true; /* the loop applies it: engine_poll() runs without the lock */
-        policy_from(cfg, &s->policy);
-        for (struct src *p = s->srcs; p; p = p->next)
-                breaker_configure(p->breaker, cfg->circuit_breaker_threshold,
-                                  (int64_t)(cfg->circuit_breaker_timeout * 1000));
-        s->maybe_queued = true;
-        engine_wakeup(s->engine);
-        pthread_mutex_unlock(&s->lock);
+        struct cmd c = {.type = CMD_CONFIG, .cfg = cfg, .sources = sources};
+        submit(s, &c);
+}
+
+static void wake_engine(void *ud)
+{
+        struct sched *s = ud;
+        if (s->engine)
+                engine_wakeup(s->engine);
 }
 
 static void sched_free(struct sched *s)
 {
         if (!s)
                 return;
-        committer_free(s->committer);
+        committer_free(s->committer); /* finishes what was submitted */
+        xfers_free(s->xfers);
         engine_free(s->engine);
+        for (size_t i = 0; i < s->njobs; i++)
+                jobrun_free(s->jobs[i].jr);
+        free(s->jobs);
+        srctab_free(s->srcs);
         store_close(s->store);
+        snapshot_hub_free(s->hub);
         if (s->dl_fd >= 0)
                 close(s->dl_fd);
-        sched_srcs_free(s->srcs);
-        free(s->pending);
-        pthread_mutex_destroy(&s->lock);
+        pthread_mutex_destroy(&s->cmd_lock);
         pthread_cond_destroy(&s->cmd_done);
         free(s);
 }
 
-int sched_start(const struct config *cfg, const struct source_set *sources, struct event_bus *events,
-                struct sched **ret)
+static int open_download_dir(struct sched *s)
+{
+        int r = fs_mkdir_p(s->cfg->download_dir);
+        if (r >= 0) {
+                s->dl_fd = open(s->cfg->download_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                r = s->dl_fd < 0 ? -errno : 0;
+        }
+        if (r < 0)
+                log_error("sched: cannot open DOWNLOAD_DIR %s: %s", s->cfg->download_dir, strerror(-r));
+        return r;
+}
+
+static int open_store(struct sched *s)
+{
+        int64_t recovered = 0;
+        int r = store_open(s->cfg->store, &s->store);
+
+        if (r < 0) {
+                log_error("sched: cannot open the job table %s: %s", s->cfg->store, strerror(-r));
+                return r;
+        }
+        store_set_sync(s->store, false); /* see store_set_sync(): files are flushed first */
+        r = store_recover(s->store, &recovered);
+        if (r < 0) {
+                log_error("sched: recovering the job table: %s", strerror(-r));
+                return r;
+        }
+        if (recovered > 0)
+                log_info("sched: %lld job%s interrupted by the last stop will resume", (long long)recovered,
+                         recovered == 1 ? "" : "s");
+        return 0;
+}
+
+static int make_engine(struct sched *s)
+{
+        struct engine_opts eo;
+        int r = xfers_new(s->hooks.engine_ops ? s->hooks.engine_ops : &engine_ops, s->hooks.engine, s->srcs,
+                          s->committer, &s->xfers);
+
+        if (r < 0 || s->hooks.engine_ops)
+                return r;
+        engine_opts_from(s->cfg, &eo);
+        r = engine_new(&eo, xfers_on_done, s->xfers, &s->engine);
+        if (r < 0) {
+                log_error("sched: cannot start the transfer engine: %s", strerror(-r));
+                return r;
+        }
+        xfers_set_engine(s->xfers, s->engine);
+        return 0;
+}
+
+int sched_new(const struct config *cfg, const struct source_set *sources, struct event_bus *events,
+              const struct sched_hooks *hooks, struct sched **ret)
 {
         struct sched *s = calloc(1, sizeof(*s));
-        struct engine_opts o;
-        int64_t recovered = 0;
-        int r;
+        struct srctab_opts so;
+        int r = -ENOMEM;
 
         if (!s)
                 return -ENOMEM;
@@ -529,51 +1173,37 @@ int sched_start(const struct config *cfg, const struct source_set *sources, stru
         s->sources = sources;
         s->events = events;
         s->dl_fd = -1;
+        if (hooks)
+                s->hooks = *hooks;
         s->maybe_queued = true;
-        s->started_ms = clock_mono_ms();
         s->watchdog_ms = notify_watchdog_ms();
-        pthread_mutex_init(&s->lock, NULL);
+        pthread_mutex_init(&s->cmd_lock, NULL);
         pthread_cond_init(&s->cmd_done, NULL);
-        policy_from(cfg, &s->policy);
-        srandom((unsigned)clock_wall_ms());
-
-        r = store_open(cfg->store, &s->store);
-        if (r < 0) {
-                log_error("sched: cannot open the job table %s: %s", cfg->store, strerror(-r));
+        atomic_init(&s->wake, false);
+        s->started_ms = mono(s);
+        srandom((unsigned)wall(s));
+        srctab_opts_from(cfg, &so);
+        if (!(s->srcs = srctab_new(&so)) || snapshot_hub_new(&s->hub) < 0)
                 goto fail;
-        }
-        store_set_sync(s->store, false); /* see store_set_sync(): files are flushed first */
-        r = store_recover(s->store, &recovered);
-        if (r < 0) {
-                log_error("sched: recovering the job table: %s", strerror(-r));
+        known_sources(s);
+        if ((r = open_store(s)) < 0 || (r = open_download_dir(s)) < 0)
                 goto fail;
-        }
-        if (recovered > 0)
-                log_info("sched: %lld job%s interrupted by the last stop will resume", (long long)recovered,
-                         recovered == 1 ? "" : "s");
-        r = fs_mkdir_p(cfg->download_dir);
-        if (r >= 0) {
-                s->dl_fd = open(cfg->download_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-                r = s->dl_fd < 0 ? -errno : 0;
-        }
-        if (r < 0) {
-                log_error("sched: cannot open DOWNLOAD_DIR %s: %s", cfg->download_dir, strerror(-r));
-                goto fail;
-        }
-        engine_opts_from(cfg, &o);
-        r = engine_new(&o, sched_on_done, s, &s->engine);
-        if (r < 0) {
-                log_error("sched: cannot start the transfer engine: %s", strerror(-r));
-                goto fail;
-        }
         r = committer_new(wake_engine, s, &s->committer);
         if (r < 0) {
                 log_error("sched: cannot start the committer: %s", strerror(-r));
                 goto fail;
         }
-        r = -pthread_create(&s->thread, NULL, loop, s);
-        if (r < 0)
+        if ((r = make_engine(s)) < 0)
                 goto fail;
+        s->env = (struct work_env){.cfg = cfg,
+                                   .sources = sources,
+                                   .srcs = s->srcs,
+                                   .xfers = s->xfers,
+                                   .dl_fd = s->dl_fd,
+                                   .file_lines = true,
+                                   .rand01 = rand01,
+                                   .rand_ud = s};
+        publish_snapshot(s, s->started_ms);
         *ret = s;
         return 0;
 fail:
@@ -581,14 +1211,89 @@ fail:
         return r;
 }
 
+static void *loop(void *arg)
+{
+        struct sched *s = arg;
+        int64_t timeout = 0;
+
+        for (;;) {
+                pthread_mutex_lock(&s->cmd_lock);
+                bool stop = s->stopping;
+                pthread_mutex_unlock(&s->cmd_lock);
+                if (stop)
+                        break;
+                engine_poll(s->engine, (int)timeout);
+                timeout = sched_turn(s);
+        }
+        return NULL;
+}
+
+int sched_run(struct sched *s)
+{
+        int r = -pthread_create(&s->thread, NULL, loop, s);
+        if (r == 0)
+                s->thread_running = true;
+        return r;
+}
+
+int sched_start(const struct config *cfg, const struct source_set *sources, struct event_bus *events,
+                struct sched **ret)
+{
+        struct sched *s;
+        int r = sched_new(cfg, sources, events, NULL, &s);
+
+        if (r < 0)
+                return r;
+        r = sched_run(s);
+        if (r < 0) {
+                sched_free(s);
+                return r;
+        }
+        *ret = s;
+        return 0;
+}
+
+/* Put every unfinished job back to queued: parts kept, files with the
+ * committer found in place by the next start. */
+static void park_all(struct sched *s)
+{
+        int64_t now = mono(s);
+
+        committer_wait_idle(s->committer);
+        settle(s, now);
+        for (size_t i = 0; i < s->njobs; i++) {
+                struct jobrun *jr = s->jobs[i].jr;
+                if (jobrun_job(jr)->state != JOB_RUNNING)
+                        continue;
+                work_park(&s->env, jr, JOB_QUEUED, now);
+                log_info("job %s: parked with %lld items left; it resumes at the next start", jobrun_id(jr),
+                         (long long)jobrun_job(jr)->progress.pending);
+        }
+        if (flush(s, now) < 0)
+                log_error("sched: the last changes could not be written; the next start redoes them");
+}
+
 void sched_stop(struct sched *s)
 {
         if (!s)
                 return;
-        pthread_mutex_lock(&s->lock);
+        pthread_mutex_lock(&s->cmd_lock);
         s->stopping = true;
-        engine_wakeup(s->engine);
-        pthread_mutex_unlock(&s->lock);
-        pthread_join(s->thread, NULL);
+        pthread_mutex_unlock(&s->cmd_lock);
+        if (s->thread_running) {
+                if (s->engine)
+                        engine_wakeup(s->engine);
+                pthread_join(s->thread, NULL);
+                s->thread_running = false;
+        }
+        park_all(s);
+        pthread_mutex_lock(&s->cmd_lock); /* commands that came meanwhile: shutting down */
+        for (struct cmd *c = s->cmds; c; c = c->next) {
+                c->result = -ESHUTDOWN;
+                c->done = true;
+        }
+        s->cmds = s->cmds_tail = NULL;
+        pthread_cond_broadcast(&s->cmd_done);
+        pthread_mutex_unlock(&s->cmd_lock);
         sched_free(s);
 }

@@ -140,7 +140,7 @@ enum {
 #define STATE_PAGE(p)                                                                                       \
         "SELECT seq FROM (SELECT seq FROM jobs WHERE state = " p " AND seq < ?1 "                           \
         "ORDER BY seq DESC LIMIT ?2)"
-_Static_assert(_JOB_STATE_MAX == 7, "Q_JOB_LIST_STATES has one STATE_PAGE per job state");
+_Static_assert(_JOB_STATE_MAX == 8, "Q_JOB_LIST_STATES has one STATE_PAGE per job state");
 _Static_assert(_ITEM_STATE_MAX == 5, "Q_ITEM_LIST has one parameter per item state");
 
 enum query {
@@ -187,7 +187,7 @@ static const char *const queries[_Q_MAX] = {
         [Q_JOB_LIST_STATES] = "SELECT " JOB_COLS " FROM jobs WHERE seq IN ("
                 STATE_PAGE("?3") " UNION ALL " STATE_PAGE("?4") " UNION ALL " STATE_PAGE("?5") " UNION ALL "
                 STATE_PAGE("?6") " UNION ALL " STATE_PAGE("?7") " UNION ALL " STATE_PAGE("?8") " UNION ALL "
-                STATE_PAGE("?9") ") ORDER BY seq DESC LIMIT ?2",
+                STATE_PAGE("?9") " UNION ALL " STATE_PAGE("?10") ") ORDER BY seq DESC LIMIT ?2",
         [Q_JOB_UPDATE] =
                 "UPDATE jobs SET state = ?2, started_at = ?10, finished_at = ?11, deadline_at = ?12,"
                 " total = ?13, pending = ?14, running = ?15, succeeded = ?16, failed = ?17,"
@@ -367,6 +367,7 @@ static int job_read(sqlite3_stmt *st, struct job **ret)
 
         if (!j)
                 return -ENOMEM;
+        j->limits.max_retries = -1;
         r = job_state_from_string(col_text(st, JC_STATE));
         if (r < 0 || strlen(id) > JOB_ID_LEN) {
                 r = -EIO;

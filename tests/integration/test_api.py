@@ -368,7 +368,7 @@ class Streams(hauldtest.HauldTestCase):
         sock.close()
         return status
 
-    daemon_env = {"MAX_RETRIES_PER_ITEM": "0"}
+    daemon_env = {"MAX_RETRIES_PER_SOURCE": "0", "MAX_RETRIES_PER_ITEM": "0"}
 
     def job_urls(self, n=4, size=150000, drip=300000):
         return [self.file_url("s%d.png" % i, size=size, seed=i, drip=drip) for i in range(n)]
@@ -465,7 +465,7 @@ class Streams(hauldtest.HauldTestCase):
             self.assertGreaterEqual(stamps[i + 4] - stamps[i], 0.9, stamps)
 
     def test_all_jobs_stream_has_circuit_events(self):
-        d = self.new_daemon({"CIRCUIT_BREAKER_THRESHOLD": "2", "MAX_RETRIES_PER_ITEM": "0",
+        d = self.new_daemon({"CIRCUIT_BREAKER_THRESHOLD": "2", "MAX_RETRIES_PER_ITEM": "0", "MAX_RETRIES_PER_SOURCE": "0",
                              "MAX_CONNECTIONS_PER_SOURCE": "1"})
         got = []
 
@@ -549,7 +549,7 @@ class Limits(hauldtest.HauldTestCase):
 
 
 class Ssrf(hauldtest.HauldTestCase):
-    daemon_env = {"ALLOW_PRIVATE_ADDRESSES": "false", "MAX_RETRIES_PER_ITEM": "0"}
+    daemon_env = {"ALLOW_PRIVATE_ADDRESSES": "false", "MAX_RETRIES_PER_SOURCE": "0", "MAX_RETRIES_PER_ITEM": "0"}
 
     # A redirect from an allowed host into loopback is not tested: no host
     # this test can serve resolves to a public address. The engine checks
@@ -597,7 +597,7 @@ class Dashboard(hauldtest.HauldTestCase):
 class TerminalCache(hauldtest.HauldTestCase):
     """GET /v1/jobs/{id} keeps the text of terminal jobs; it must never
     outlive a retry or a delete."""
-    daemon_env = {"MAX_RETRIES_PER_ITEM": "0", "CIRCUIT_BREAKER_THRESHOLD": "100"}
+    daemon_env = {"MAX_RETRIES_PER_SOURCE": "0", "MAX_RETRIES_PER_ITEM": "0", "CIRCUIT_BREAKER_THRESHOLD": "100"}
 
     def test_get_after_retry_is_not_the_cached_terminal_job(self):
         d = self.daemon

@@ -18,7 +18,8 @@ import hauldtest
 FAST = {
     "RETRY_BACKOFF_BASE": "0.1",
     "RETRY_BACKOFF_MAX": "5",
-    "MAX_RETRIES_PER_ITEM": "2",
+    "MAX_RETRIES_PER_SOURCE": "2",
+    "MAX_RETRIES_PER_ITEM": "0",
     "REQUEST_TIMEOUT": "10",
 }
 
@@ -89,7 +90,9 @@ class ContentAndBreaker(hauldtest.HauldTestCase):
 
     def test_invalid_content_counts_for_breaker_without_retry(self):
         urls = [self.file_url("page%d.png" % i, type="html", key="h%d" % i) for i in range(3)]
-        job = self.run_job({"urls": urls})
+        # the circuit's next probe (60 s) comes after the job's deadline: the
+        # third URL is skipped at once rather than waiting for it
+        job = self.run_job({"urls": urls, "timeout": 20})
         self.assertEqual(job["state"], "failed", job)
         items = self.items(job["id"])
         for it in items[:2]:
@@ -174,7 +177,7 @@ class Redirects(hauldtest.HauldTestCase):
 
 
 class Retention(hauldtest.HauldTestCase):
-    daemon_env = dict(FAST, JOB_RETENTION="1", MAX_CONCURRENT_SOURCES="1")
+    daemon_env = dict(FAST, JOB_RETENTION="1", MAX_CONCURRENT_JOBS="1")
 
     def test_finished_job_is_pruned_and_its_file_stays(self):
         job = self.run_job({"urls": [self.file_url("kept.png", size=4000, seed=2)]})
@@ -346,7 +349,8 @@ class BigJob(hauldtest.HauldTestCase):
 
 
 class Priority(hauldtest.HauldTestCase):
-    daemon_env = dict(FAST, MAX_CONCURRENT_SOURCES="1", MAX_CONNECTIONS_PER_SOURCE="2")
+    # one job at a time: a queued job waits, and the queue is taken by priority
+    daemon_env = dict(FAST, MAX_CONCURRENT_JOBS="1", MAX_CONNECTIONS_PER_SOURCE="2")
 
     def test_high_priority_overtakes_a_queued_big_job(self):
         d = self.daemon
@@ -369,7 +373,7 @@ class Priority(hauldtest.HauldTestCase):
 
 
 class Unresolvable(hauldtest.HauldTestCase):
-    daemon_env = dict(FAST, MAX_RETRIES_PER_ITEM="2")
+    daemon_env = dict(FAST, MAX_RETRIES_PER_SOURCE="2")
 
     def check(self, d):
         t0 = time.monotonic()
@@ -378,7 +382,7 @@ class Unresolvable(hauldtest.HauldTestCase):
         self.assertEqual(job["error"]["code"], "all_failed", job)
         (it,) = self.items(job["id"], daemon=d)
         self.assert_item_error(it, "connect")
-        self.assertEqual(it["attempts"], 3, it)  # 1 + MAX_RETRIES_PER_ITEM
+        self.assertEqual(it["attempts"], 3, it)  # 1 + MAX_RETRIES_PER_SOURCE
         self.assertEqual(job["per_source"][0]["source"], "nonexistent.invalid", job)
         self.assertEqual(job["per_source"][0]["retries"], 2, job)
         self.assertLess(time.monotonic() - t0, 30)

@@ -9,7 +9,8 @@ import hauldtest
 FAST = {
     "RETRY_BACKOFF_BASE": "0.1",
     "RETRY_BACKOFF_MAX": "5",
-    "MAX_RETRIES_PER_ITEM": "2",
+    "MAX_RETRIES_PER_SOURCE": "2",  # 3 attempts of each request
+    "MAX_RETRIES_PER_ITEM": "0",  # and no further rounds
     "REQUEST_TIMEOUT": "10",
     "CIRCUIT_BREAKER_THRESHOLD": "3",
     "CIRCUIT_BREAKER_TIMEOUT": "60",
@@ -65,7 +66,7 @@ class Retries(hauldtest.HauldTestCase):
         self.assertEqual(it["attempts"], 2)
 
     def test_503_with_retry_after_is_rate_limited_and_not_counted(self):
-        d = self.new_daemon(dict(FAST, CIRCUIT_BREAKER_THRESHOLD="1", MAX_RETRIES_PER_ITEM="0"))
+        d = self.new_daemon(dict(FAST, CIRCUIT_BREAKER_THRESHOLD="1", MAX_RETRIES_PER_SOURCE="0"))
         job = self.run_job({"urls": [self.origin.url("/busy", status=503, retry_after=1)]}, daemon=d)
         (it,) = self.items(job["id"], daemon=d)
         self.assert_item_error(it, "rate_limited")
@@ -137,7 +138,7 @@ class Stalls(hauldtest.HauldTestCase):
 
 
 class RequestTimeout(hauldtest.HauldTestCase):
-    daemon_env = dict(FAST, REQUEST_TIMEOUT="1", MAX_RETRIES_PER_ITEM="1")
+    daemon_env = dict(FAST, REQUEST_TIMEOUT="1", MAX_RETRIES_PER_SOURCE="1")
 
     def test_no_first_byte_is_timeout(self):
         job = self.run_job({"urls": [self.file_url("late.png", delay=4)]})
@@ -150,12 +151,14 @@ class Breakers(hauldtest.HauldTestCase):
     daemon_env = dict(FAST, MAX_CONNECTIONS_PER_SOURCE="1")
 
     def test_dead_source_opens_while_healthy_source_finishes(self):
+        # the circuit opens for 60 s, longer than the job has left: its
+        # waiting items are skipped at once instead of holding the job
         dead = hauldtest.FakeOrigin().start()
         self.addCleanup(dead.stop)
         dead_urls = [dead.url("/d%d" % i, status=500) for i in range(10)]
         good_urls = [self.file_url("g%d.png" % i, seed=i) for i in range(10)]
         mixed = [u for pair in zip(dead_urls, good_urls) for u in pair]
-        job = self.run_job({"urls": mixed, "max": 100})
+        job = self.run_job({"urls": mixed, "timeout": 20})
         self.assertEqual(job["state"], "partial", job)
         by_source = {ps["source"]: ps for ps in job["per_source"]}
         good, bad = by_source[source_of(self.origin)], by_source[source_of(dead)]
@@ -163,13 +166,20 @@ class Breakers(hauldtest.HauldTestCase):
         self.assertEqual(good["circuit"], "closed")
         self.assertEqual(bad["circuit"], "open")
         self.assertEqual(bad["succeeded"], 0)
-        # the threshold's worth of attempts, then nothing more
+        # the threshold's worth of URLs, then nothing more
         self.assertEqual(dead.count(), 3)
         items = self.items(job["id"])
-        skipped = [it for it in items if it["error"] and it["error"]["code"] == "circuit_open"]
-        self.assertGreaterEqual(len(skipped), 8)
-        for it in skipped:
+        never = [it for it in items if it["error"] and it["error"]["code"] == "circuit_open"]
+        self.assertEqual(len(never), 7)
+        for it in never:
             self.assertEqual(it["state"], "skipped")
+            self.assertEqual(it["attempts"], 0)
+            self.assertIn("after the job's timeout", it["error"]["message"])
+        tried = [it for it in items if it["source"] == source_of(dead) and it["attempts"] > 0]
+        self.assertEqual(len(tried), 3)
+        for it in tried:  # the real error stays, with why it was not tried again
+            self.assertEqual(it["error"]["code"], "http_5xx", it)
+            self.assertIn("circuit", it["error"]["message"])
         st, _h, data = self.daemon.get("/v1/circuits")
         (c,) = [c for c in data["circuits"] if c["source"] == source_of(dead)]
         self.assertEqual(c["state"], "open")
@@ -189,10 +199,10 @@ class Breakers(hauldtest.HauldTestCase):
         self.assertEqual(s_good["bytes"], 10 * 1024)
         self.assertEqual(stats["total_attempts"], 13)
         self.assertEqual(stats["total_successes"], 10)
-        self.assertGreaterEqual(stats["total_retries"], 1)
+        self.assertEqual(stats["total_retries"], 0)  # the retries waited for the circuit: none was made
 
         # a new job against the open circuit is skipped without a request
-        job = self.run_job({"urls": [dead.url("/again", status=500)]})
+        job = self.run_job({"urls": [dead.url("/again", status=500)], "timeout": 20})
         (it,) = self.items(job["id"])
         self.assert_item_error(it, "circuit_open", state="skipped")
         self.assertEqual(dead.count(), 3)
@@ -207,7 +217,7 @@ class Breakers(hauldtest.HauldTestCase):
 
     def test_half_open_probe_closes_circuit(self):
         d = self.new_daemon(dict(FAST, MAX_CONNECTIONS_PER_SOURCE="1", CIRCUIT_BREAKER_THRESHOLD="2",
-                                 CIRCUIT_BREAKER_TIMEOUT="1", MAX_RETRIES_PER_ITEM="0"))
+                                 CIRCUIT_BREAKER_TIMEOUT="1", MAX_RETRIES_PER_SOURCE="0"))
         job = self.run_job({"urls": [self.origin.url("/e%d" % i, status=500) for i in range(2)]}, daemon=d)
         st, _h, data = d.get("/v1/circuits")
         self.assertEqual(data["circuits"][0]["state"], "open")
@@ -219,7 +229,7 @@ class Breakers(hauldtest.HauldTestCase):
 
     def test_aborted_half_open_probe_lets_the_next_probe_go(self):
         d = self.new_daemon(dict(FAST, MAX_CONNECTIONS_PER_SOURCE="1", CIRCUIT_BREAKER_THRESHOLD="2",
-                                 CIRCUIT_BREAKER_TIMEOUT="1", MAX_RETRIES_PER_ITEM="0"))
+                                 CIRCUIT_BREAKER_TIMEOUT="1", MAX_RETRIES_PER_SOURCE="0"))
         self.run_job({"urls": [self.origin.url("/e%d" % i, status=500) for i in range(2)]}, daemon=d)
         time.sleep(1.2)
         # the probe hangs and its job is cancelled: it gave no verdict
@@ -253,12 +263,13 @@ class Deadlines(hauldtest.HauldTestCase):
         self.assertEqual(job["per_source"][0]["state"], "timed_out")
 
     def test_source_deadline_spares_other_sources(self):
-        d = self.new_daemon(dict(FAST, SOURCE_TIMEOUT="2"))
+        # explicit URLs have a source deadline only when the job sets one
         other = hauldtest.FakeOrigin().start()
         self.addCleanup(other.stop)
         urls = [self.file_url("late%d.png" % i, delay=20) for i in range(2)] + \
                [other.url("/file/fine.png", size=1024)]
-        job = self.run_job({"urls": urls}, daemon=d, timeout=20)
+        d = self.daemon
+        job = self.run_job({"urls": urls, "source_timeout": 2}, daemon=d, timeout=20)
         self.assertEqual(job["state"], "partial", job)
         by_source = {ps["source"]: ps for ps in job["per_source"]}
         self.assertEqual(by_source[source_of(self.origin)]["state"], "timed_out")

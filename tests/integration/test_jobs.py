@@ -89,7 +89,8 @@ class UrlJobs(hauldtest.HauldTestCase):
         self.assertEqual(self.origin.count(), 3)
 
     def test_priority_then_age(self):
-        d = self.new_daemon({"MAX_CONCURRENT_SOURCES": "1", "MAX_CONNECTIONS_PER_SOURCE": "1"})
+        # one job at a time: the queue is taken by priority, then age
+        d = self.new_daemon({"MAX_CONCURRENT_JOBS": "1"})
         blocker = d.post_job({"urls": [self.file_url("slow.png", delay=1)]})
         low = d.post_job({"urls": [self.file_url("low.png")], "priority": -5})
         first = d.post_job({"urls": [self.file_url("first.png")], "priority": 5})
@@ -217,8 +218,10 @@ class Validation(hauldtest.HauldTestCase):
                     "created_at", "started_at", "finished_at", "deadline_at", "progress",
                     "per_source", "error"):
             self.assertIn(key, job)
-        self.assertEqual(job["max"], 50)
+        self.assertEqual(job["max"], 1)  # a URL job: every URL it names
         self.assertEqual(job["timeout"], 300)
+        for key in ("bytes_expected", "speed_bps", "eta_s"):
+            self.assertIn(key, job["progress"])
 
 
 if __name__ == "__main__":

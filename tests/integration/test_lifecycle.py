@@ -308,11 +308,12 @@ class Reload(LifecycleCase):
 
     def config_daemon(self):
         d = self.unstarted_daemon(self.daemon_env)
-        path = self.write_config(d, "MAX_RETRIES_PER_ITEM=0\nCIRCUIT_BREAKER_THRESHOLD=100\n")
+        path = self.write_config(d, "MAX_RETRIES_PER_ITEM=0\nMAX_RETRIES_PER_SOURCE=0\n"
+                                   "CIRCUIT_BREAKER_THRESHOLD=100\n")
         d.args = ["--config", path]  # the later --config wins over the harness's /dev/null
         d.start()
         self.assertEqual(self.attempts_of_a_503(d, "a"), 1)
-        self.write_config(d, "MAX_RETRIES_PER_ITEM=1\nCIRCUIT_BREAKER_THRESHOLD=100\n")
+        self.write_config(d, "MAX_RETRIES_PER_ITEM=1\nMAX_RETRIES_PER_SOURCE=0\nCIRCUIT_BREAKER_THRESHOLD=100\n")
         n = self.log_count(d, "config: reloaded")
         d.reload()
         self.wait_reloaded(d, "config: reloaded", n)
@@ -322,7 +323,7 @@ class Reload(LifecycleCase):
         d = self.config_daemon()
         pid = d.proc.pid
         self.assertEqual(self.attempts_of_a_503(d, "b"), 2)  # the reload took
-        self.write_config(d, "MAX_RETRIES_PER_ITEM=banana\nCIRCUIT_BREAKER_THRESHOLD=100\n")
+        self.write_config(d, "MAX_RETRIES_PER_ITEM=banana\nMAX_RETRIES_PER_SOURCE=0\nCIRCUIT_BREAKER_THRESHOLD=100\n")
         n = self.log_count(d, "config: reload failed; the previous settings stay")
         d.reload()
         self.wait_reloaded(d, "config: reload failed; the previous settings stay", n)

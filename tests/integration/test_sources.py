@@ -11,7 +11,7 @@ FAST = {
     "RETRY_BACKOFF_BASE": "0.05",
     "RETRY_BACKOFF_MAX": "1",
     "MAX_RETRIES_PER_SOURCE": "2",
-    "MAX_RETRIES_PER_ITEM": "1",
+    "MAX_RETRIES_PER_ITEM": "0",
 }
 
 

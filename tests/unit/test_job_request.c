@@ -154,11 +154,26 @@ END_TEST
 START_TEST(test_defaults)
 {
         assert_valid("{\"urls\":[\"https://example.com/a.jpg\"]}");
-        ck_assert_int_eq(res.job->max, JOB_DEFAULT_MAX);
-        ck_assert_int_eq(res.job->max, 50);
+        ck_assert_int_eq(res.job->max, 1); /* every URL given */
         ck_assert_int_eq(res.job->priority, 0);
         ck_assert(res.job->timeout == 0); /* the handler fills GLOBAL_JOB_TIMEOUT */
         ck_assert_str_eq(res.job->label, "");
+        ck_assert(res.job->limits.source_timeout == 0 && res.job->limits.stall_timeout == 0);
+        ck_assert_int_eq(res.job->limits.max_retries, -1);
+        result_clear();
+        assert_valid("{\"query\":\"cats\",\"sources\":[\"s\"]}");
+        ck_assert_int_eq(res.job->max, JOB_DEFAULT_MAX);
+        result_clear();
+        assert_valid("{\"query\":\"cats\",\"sources\":[\"s\"],\"urls\":[\"https://a.com/1\",\"https://a.com/"
+                     "2\"]}");
+        ck_assert_int_eq(res.job->max, JOB_DEFAULT_MAX + 2);
+        result_clear();
+        assert_valid("{\"urls\":[\"https://example.com/a.jpg\"],\"max\":7,\"source_timeout\":5,"
+                     "\"request_timeout\":0.5,\"stall_timeout\":10,\"max_retries\":0}");
+        ck_assert_int_eq(res.job->max, 7);
+        ck_assert(res.job->limits.source_timeout == 5 && res.job->limits.request_timeout == 0.5);
+        ck_assert(res.job->limits.stall_timeout == 10);
+        ck_assert_int_eq(res.job->limits.max_retries, 0);
         result_clear();
 }
 END_TEST
@@ -194,6 +209,12 @@ START_TEST(test_max_limits)
         ck_assert_int_eq(res.job->max, 10000);
         assert_invalid("{\"urls\":[\"https://e.com/a\"],\"max\":10001}", "max");
         assert_invalid("{\"urls\":[\"https://e.com/a\"],\"max\":-1}", "max");
+        assert_invalid("{\"urls\":[\"https://e.com/a\"],\"source_timeout\":0.5}", "source_timeout");
+        assert_invalid("{\"urls\":[\"https://e.com/a\"],\"source_timeout\":86401}", "source_timeout");
+        assert_invalid("{\"urls\":[\"https://e.com/a\"],\"request_timeout\":0.05}", "request_timeout");
+        assert_invalid("{\"urls\":[\"https://e.com/a\"],\"stall_timeout\":\"5\"}", "stall_timeout");
+        assert_invalid("{\"urls\":[\"https://e.com/a\"],\"max_retries\":101}", "max_retries");
+        assert_invalid("{\"urls\":[\"https://e.com/a\"],\"max_retries\":-1}", "max_retries");
         assert_invalid("{\"urls\":[\"https://e.com/a\"],\"max\":99999999999999999}", "max");
         result_clear();
 }
@@ -533,9 +554,23 @@ END_TEST
 
 /* ---- jobjson --------------------------------------------------------------- */
 
-static const char *open_for_b(const char *source, void *ud)
+/* A snapshot in which b.com's circuit is open and job id runs with live bytes. */
+static struct snapshot *snap_b_open(const char *id)
 {
-        return strcmp(source, "b.com") == 0 ? "open" : NULL;
+        struct snapshot *snap = snapshot_new();
+        ck_assert_ptr_nonnull(snap);
+        snap->circuits = calloc(2, sizeof(*snap->circuits));
+        snap->ncircuits = 2;
+        snap->circuits[0] = (struct src_info){.name = strdup("a.com"), .state = BREAKER_CLOSED};
+        snap->circuits[1] = (struct src_info){.name = strdup("b.com"), .state = BREAKER_OPEN};
+        snap->jobs = calloc(1, sizeof(*snap->jobs));
+        snap->njobs = 1;
+        snprintf(snap->jobs[0].id, sizeof(snap->jobs[0].id), "%s", id);
+        snap->jobs[0].live = (struct job_live){.progress = {.total = 3, .running = 1, .bytes = 5000},
+                                               .bytes_expected = 9000,
+                                               .speed_bps = 1000,
+                                               .eta_s = 4.0};
+        return snap;
 }
 
 START_TEST(test_jobjson_round_trip)
@@ -549,8 +584,10 @@ START_TEST(test_jobjson_round_trip)
         j->progress.pending = 2;
         j->progress.succeeded = 1;
 
-        struct jobjson_opts opts = {.circuit = open_for_b};
-        json_t *o = jobjson_job(j, &opts);
+        struct snapshot *snap = snap_b_open(j->id);
+        bool all_closed = true;
+        json_t *o = jobjson_job(j, snap, &all_closed);
+        ck_assert(!all_closed);
         ck_assert_ptr_nonnull(o);
         char *text = json_dumps(o, JOBJSON_DUMP_FLAGS);
         json_decref(o);
@@ -562,7 +599,9 @@ START_TEST(test_jobjson_round_trip)
         ck_assert_str_eq(json_string_value(json_object_get(back, "state")), "queued");
         ck_assert(json_is_null(json_object_get(back, "query")));
         ck_assert_int_eq(json_array_size(json_object_get(back, "sources")), 0);
-        ck_assert_int_eq(json_integer_value(json_object_get(back, "max")), 50);
+        ck_assert_int_eq(json_integer_value(json_object_get(back, "max")), 3);
+        ck_assert(json_is_null(json_object_get(back, "source_timeout")));
+        ck_assert(json_is_null(json_object_get(back, "max_retries")));
         ck_assert_int_eq(json_integer_value(json_object_get(back, "timeout")), 300);
         ck_assert_str_eq(json_string_value(json_object_get(back, "label")), "l");
         ck_assert_str_eq(json_string_value(json_object_get(back, "created_at")), "2026-11-30T10:00:00.123Z");
@@ -584,15 +623,29 @@ START_TEST(test_jobjson_round_trip)
         ck_assert_str_eq(json_string_value(json_object_get(json_array_get(per, 1), "circuit")), "open");
         ck_assert_str_eq(json_string_value(json_object_get(json_array_get(per, 0), "state")), "pending");
         ck_assert(json_is_null(json_object_get(json_array_get(per, 0), "error")));
+        ck_assert(json_is_null(json_object_get(pr, "bytes_expected"))); /* queued: not known */
+        ck_assert(json_is_null(json_object_get(pr, "eta_s")));
         json_decref(back);
         free(text);
 
-        /* without options every circuit is closed */
-        o = jobjson_job(j, NULL);
+        /* without a snapshot every circuit is closed */
+        o = jobjson_job(j, NULL, &all_closed);
+        ck_assert(!all_closed);
         ck_assert_str_eq(json_string_value(json_object_get(
                                  json_array_get(json_object_get(o, "per_source"), 1), "circuit")),
                          "closed");
         json_decref(o);
+
+        /* running: the snapshot's live progress */
+        j->state = JOB_RUNNING;
+        o = jobjson_job(j, snap, NULL);
+        pr = json_object_get(o, "progress");
+        ck_assert_int_eq(json_integer_value(json_object_get(pr, "bytes")), 5000);
+        ck_assert_int_eq(json_integer_value(json_object_get(pr, "bytes_expected")), 9000);
+        ck_assert_int_eq(json_integer_value(json_object_get(pr, "speed_bps")), 1000);
+        ck_assert(json_real_value(json_object_get(pr, "eta_s")) == 4.0);
+        json_decref(o);
+        snapshot_unref(snap);
         result_clear();
 }
 END_TEST
@@ -610,7 +663,10 @@ START_TEST(test_jobjson_percent)
         ck_assert(jobjson_percent(&p) == 0.0);
         p.skipped = 5;
         ck_assert(jobjson_percent(&p) == 0.1);
-        json_t *o = jobjson_progress(&(struct progress){0});
+        struct job j = {.state = JOB_SUCCEEDED, .progress = {.bytes = 77}};
+        json_t *o = jobjson_progress(&j);
+        ck_assert_int_eq(json_integer_value(json_object_get(o, "bytes_expected")),
+                         77); /* ended: all known */
         char *t = json_dumps(o, JOBJSON_DUMP_FLAGS);
         ck_assert_ptr_nonnull(strstr(t, "\"percent\":0.0"));
         free(t);
@@ -621,7 +677,7 @@ END_TEST
 START_TEST(test_jobjson_item)
 {
         assert_valid("{\"urls\":[\"https://a.com/1\",\"https://a.com/1\"]}");
-        json_t *o = jobjson_item(&res.items[1]);
+        json_t *o = jobjson_item(&res.items[1], NULL);
         ck_assert_int_eq(json_integer_value(json_object_get(o, "index")), 1);
         ck_assert_str_eq(json_string_value(json_object_get(o, "state")), "skipped");
         ck_assert_str_eq(json_string_value(json_object_get(o, "source")), "a.com");
@@ -633,8 +689,17 @@ START_TEST(test_jobjson_item)
         ck_assert_str_eq(json_string_value(json_object_get(err, "message")), "same URL as item 0");
         ck_assert_ptr_null(json_object_get(o, "filename"));
         json_decref(o);
-        o = jobjson_item(&res.items[0]);
+        o = jobjson_item(&res.items[0], NULL);
         ck_assert(json_is_null(json_object_get(o, "error")));
+        ck_assert(json_is_null(json_object_get(o, "bytes_expected")));
+        json_decref(o);
+        /* in flight: its live bytes */
+        res.items[0].state = ITEM_RUNNING;
+        struct item_live live = {.index = 0, .bytes = 100, .bytes_expected = 400, .speed_bps = 50};
+        o = jobjson_item(&res.items[0], &live);
+        ck_assert_int_eq(json_integer_value(json_object_get(o, "bytes")), 100);
+        ck_assert_int_eq(json_integer_value(json_object_get(o, "bytes_expected")), 400);
+        ck_assert_int_eq(json_integer_value(json_object_get(o, "speed_bps")), 50);
         json_decref(o);
         result_clear();
 }
