@@ -815,8 +815,15 @@ START_TEST(test_user_agent)
         ck_assert_uint_eq(strlen(c.user_agent), 256); /* unchanged by failures */
 
         static const char *const bad[] = {
-                "",        "bot/1\r\nX-Injected: 1", "bot/1\n", "bot/1\r", "bot\t1", "bot/1\x7f",
-                "b\xc3\xa9/1", " bot/1",                 "bot/1 ",
+                "",
+                "bot/1\r\nX-Injected: 1",
+                "bot/1\n",
+                "bot/1\r",
+                "bot\t1",
+                "bot/1\x7f",
+                "b\xc3\xa9/1",
+                " bot/1",
+                "bot/1 ",
         };
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
                 ck_assert_msg(config_set(&c, "USER_AGENT", bad[i], &err) == -EINVAL, "accepted %zu", i);

@@ -279,7 +279,8 @@ static const struct bad_case {
         {"src.json", false, "{\"download_hosts\": \"a.example\"}", "download_hosts", "array"},
         {"src.json", false, "{\"download_hosts\": [5]}", "download_hosts[0]", "string"},
         {"src.json", false, "{\"download_hosts\": [\"\"]}", "download_hosts[0]", "host name"},
-        {"src.json", false, "{\"download_hosts\": [\"ok.example\", \"*\"]}", "download_hosts[1]", "host name"},
+        {"src.json", false, "{\"download_hosts\": [\"ok.example\", \"*\"]}", "download_hosts[1]",
+         "host name"},
         {"src.json", false, "{\"download_hosts\": [\"*.org\"]}", "download_hosts[0]", "host name"},
         {"src.json", false, "{\"download_hosts\": [\"*.0.0.1\"]}", "download_hosts[0]", "host name"},
         {"src.json", false, "{\"download_hosts\": [\"*.*.example.org\"]}", "download_hosts[0]", "host name"},
@@ -293,14 +294,16 @@ static const struct bad_case {
         {"src.json", false, "{\"download_hosts\": [\"ex ample.org\"]}", "download_hosts[0]", "host name"},
         {"src.json", false, "{\"download_hosts\": [\"ex_ample.org\"]}", "download_hosts[0]", "host name"},
         {"src.json", false, "{\"download_hosts\": [\"[::1]\"]}", "download_hosts[0]", "host name"},
-        {"src.json", false, "{\"download_hosts\": [\"a.example.org:443\"]}", "download_hosts[0]", "host name"},
+        {"src.json", false, "{\"download_hosts\": [\"a.example.org:443\"]}", "download_hosts[0]",
+         "host name"},
         {"src.json", false, "{\"download_hosts\": [\"https://a.example.org\"]}", "download_hosts[0]",
          "host name"},
         {"src.json", false, "{\"download_hosts\": [\"a.example.org/x\"]}", "download_hosts[0]", "host name"},
         {"src.json", false, "{\"download_hosts\": [\"u@a.example.org\"]}", "download_hosts[0]", "host name"},
-        {"src.json", false, "{\"download_hosts\": [\"b\\u00fccher.example\"]}", "download_hosts[0]", "host name"},
-        {"src.json", false, "{\"download_hosts\": [\"A.Example.org\", \"a.example.ORG\"]}", "download_hosts[1]",
-         "twice"},
+        {"src.json", false, "{\"download_hosts\": [\"b\\u00fccher.example\"]}", "download_hosts[0]",
+         "host name"},
+        {"src.json", false, "{\"download_hosts\": [\"A.Example.org\", \"a.example.ORG\"]}",
+         "download_hosts[1]", "twice"},
 };
 
 static char *bad_body(const struct bad_case *c)
@@ -478,8 +481,8 @@ START_TEST(test_load_host_limits)
 
         memset(label, 'l', 63);
         label[63] = '\0';
-        ck_assert_int_ge(asprintf(&extra, "\"download_hosts\": [\"%s.example\", \"*.%s.example\"]", label, label),
-                         0);
+        ck_assert_int_ge(
+                asprintf(&extra, "\"download_hosts\": [\"%s.example\", \"*.%s.example\"]", label, label), 0);
         b = body_with(extra);
         free(extra);
         ck_assert_uint_eq(load_one(b)->ndownload_hosts, 2);
@@ -660,8 +663,8 @@ static char *url_of(const char *name, const char *query, int page)
 
 static void unset_example_secrets(void)
 {
-        static const char *const names[] = {"PIXABAY_KEY", "GOOGLE_CSE_KEY", "GOOGLE_CSE_CX", "OPENVERSE_TOKEN",
-                                            "WIKIMEDIA_USER_AGENT"};
+        static const char *const names[] = {"PIXABAY_KEY", "GOOGLE_CSE_KEY", "GOOGLE_CSE_CX",
+                                            "OPENVERSE_TOKEN", "WIKIMEDIA_USER_AGENT"};
         for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
                 unsetenv(names[i]);
 }
@@ -732,7 +735,8 @@ START_TEST(test_examples_load)
         ck_assert_ptr_nonnull(strstr(url, "gsrlimit=20"));
         ck_assert_ptr_nonnull(strstr(url, "gsrnamespace=6"));
         free(url);
-        ck_assert_ptr_null(one_download_header(d, "https://upload.wikimedia.org/wikipedia/commons/a/ab/X.jpg"));
+        ck_assert_ptr_null(
+                one_download_header(d, "https://upload.wikimedia.org/wikipedia/commons/a/ab/X.jpg"));
 
         /* Pixabay: a key, 100 requests a minute, queries of 100 characters,
          * 500 results a query, 400 past the last page */
@@ -756,7 +760,8 @@ START_TEST(test_examples_load)
         setenv("GOOGLE_CSE_KEY", "k2", 1);
         setenv("GOOGLE_CSE_CX", "c:x", 1);
         setenv("OPENVERSE_TOKEN", "tok", 1);
-        setenv("WIKIMEDIA_USER_AGENT", "acme-media-fetcher/1.0 (https://acme.example/bot; ops@acme.example)", 1);
+        setenv("WIKIMEDIA_USER_AGENT", "acme-media-fetcher/1.0 (https://acme.example/bot; ops@acme.example)",
+               1);
         load_examples();
         ck_assert(sources_find(set, "pixabay")->available);
         ck_assert(sources_find(set, "google-cse")->available);
@@ -778,7 +783,8 @@ START_TEST(test_examples_load)
 
         d = sources_find(set, "wikimedia-commons");
         char *ua = one_download_header(d, "https://upload.wikimedia.org/wikipedia/commons/a/ab/X.jpg");
-        ck_assert_str_eq(ua, "User-Agent: acme-media-fetcher/1.0 (https://acme.example/bot; ops@acme.example)");
+        ck_assert_str_eq(ua,
+                         "User-Agent: acme-media-fetcher/1.0 (https://acme.example/bot; ops@acme.example)");
         free(ua);
         ck_assert_ptr_null(one_download_header(d, "https://upload.wikimedia.org.example/X.jpg"));
         ck_assert_ptr_null(one_download_header(d, "https://commons.wikimedia.org/wiki/File:X.jpg"));
@@ -805,9 +811,11 @@ START_TEST(test_examples_read_provider_pages)
         load_examples();
 
         d = sources_find(set, "openverse");
-        pg = parse_ok(d, "{\"result_count\": 21, \"page_count\": 2, \"page_size\": 20, \"page\": 2, "
-                         "\"results\": [{\"id\": \"a\", \"title\": \"cat\", \"url\": \"https://live.example/c.jpg\", "
-                         "\"thumbnail\": \"https://api.openverse.org/v1/images/a/thumb/\"}]}");
+        pg = parse_ok(
+                d,
+                "{\"result_count\": 21, \"page_count\": 2, \"page_size\": 20, \"page\": 2, "
+                "\"results\": [{\"id\": \"a\", \"title\": \"cat\", \"url\": \"https://live.example/c.jpg\", "
+                "\"thumbnail\": \"https://api.openverse.org/v1/images/a/thumb/\"}]}");
         ck_assert_uint_eq(pg.n, 1);
         ck_assert_str_eq(pg.urls[0], "https://live.example/c.jpg");
         ck_assert_int_eq(pg.total, 21);
@@ -816,11 +824,13 @@ START_TEST(test_examples_read_provider_pages)
         sources_page_clear(&pg);
 
         d = sources_find(set, "wikimedia-commons");
-        pg = parse_ok(d, "{\"batchcomplete\": \"\", \"continue\": {\"gsroffset\": 20, \"continue\": \"gsroffset||\"}, "
-                         "\"query\": {\"pages\": {\"7\": {\"pageid\": 7, \"ns\": 6, \"title\": \"File:A.jpg\", "
-                         "\"index\": 1, \"imagerepository\": \"local\", \"imageinfo\": [{\"url\": "
-                         "\"https://upload.wikimedia.org/wikipedia/commons/a/a1/A.jpg\", \"descriptionurl\": "
-                         "\"https://commons.wikimedia.org/wiki/File:A.jpg\"}]}}}}");
+        pg = parse_ok(d,
+                      "{\"batchcomplete\": \"\", \"continue\": {\"gsroffset\": 20, \"continue\": "
+                      "\"gsroffset||\"}, "
+                      "\"query\": {\"pages\": {\"7\": {\"pageid\": 7, \"ns\": 6, \"title\": \"File:A.jpg\", "
+                      "\"index\": 1, \"imagerepository\": \"local\", \"imageinfo\": [{\"url\": "
+                      "\"https://upload.wikimedia.org/wikipedia/commons/a/a1/A.jpg\", \"descriptionurl\": "
+                      "\"https://commons.wikimedia.org/wiki/File:A.jpg\"}]}}}}");
         ck_assert_uint_eq(pg.n, 1);
         ck_assert_int_eq(pg.total, -1);
         ck_assert_int_eq(sources_listing_next(d, 1, 1, pg.total, pg.results, 200), LIST_MORE);
@@ -841,16 +851,18 @@ START_TEST(test_examples_read_provider_pages)
         ck_assert_int_eq(sources_listing_next(d, 1, 0, -1, 0, 400), LIST_FAILED); /* a bad key */
 
         d = sources_find(set, "google-cse");
-        pg = parse_ok(d, "{\"kind\": \"customsearch#search\", \"queries\": {\"request\": [{\"totalResults\": "
-                         "\"12300\", \"count\": 10, \"startIndex\": 91}]}, \"searchInformation\": "
-                         "{\"searchTime\": 0.2, \"totalResults\": \"12300\"}, \"items\": [{\"kind\": "
-                         "\"customsearch#result\", \"link\": \"https://img.example/91.jpg\", \"mime\": "
-                         "\"image/jpeg\"}]}");
+        pg = parse_ok(d,
+                      "{\"kind\": \"customsearch#search\", \"queries\": {\"request\": [{\"totalResults\": "
+                      "\"12300\", \"count\": 10, \"startIndex\": 91}]}, \"searchInformation\": "
+                      "{\"searchTime\": 0.2, \"totalResults\": \"12300\"}, \"items\": [{\"kind\": "
+                      "\"customsearch#result\", \"link\": \"https://img.example/91.jpg\", \"mime\": "
+                      "\"image/jpeg\"}]}");
         ck_assert_uint_eq(pg.n, 1);
         ck_assert_int_eq(pg.total, 12300);
         ck_assert_int_eq(sources_listing_next(d, 10, 91, pg.total, pg.results, 200), LIST_RESULT_LIMIT);
         sources_page_clear(&pg);
-        pg = parse_ok(d, "{\"kind\": \"customsearch#search\", \"searchInformation\": {\"totalResults\": \"0\"}}");
+        pg = parse_ok(
+                d, "{\"kind\": \"customsearch#search\", \"searchInformation\": {\"totalResults\": \"0\"}}");
         ck_assert_uint_eq(pg.results, 0);
         ck_assert_int_eq(pg.total, 0);
         ck_assert_int_eq(sources_listing_next(d, 1, 0, pg.total, pg.results, 200), LIST_EXHAUSTED);
@@ -1128,11 +1140,10 @@ END_TEST
 
 /* ---- download headers ------------------------------------------------- */
 
-static const char dl_json[] =
-        "{\"search_url\": \"" GOOD_URL "\", \"items\": \"\", \"url\": \"\", "
-        "\"headers\": {\"User-Agent\": \"acme/1.0 (ops@acme.example)\", "
-        "\"Authorization\": \"Bearer {env:HAULD_TEST_TOKEN}\"}, "
-        "\"download_hosts\": [\"upload.example.org\", \"*.cdn.example.net\"]}";
+static const char dl_json[] = "{\"search_url\": \"" GOOD_URL "\", \"items\": \"\", \"url\": \"\", "
+                              "\"headers\": {\"User-Agent\": \"acme/1.0 (ops@acme.example)\", "
+                              "\"Authorization\": \"Bearer {env:HAULD_TEST_TOKEN}\"}, "
+                              "\"download_hosts\": [\"upload.example.org\", \"*.cdn.example.net\"]}";
 
 START_TEST(test_download_headers)
 {
@@ -1168,7 +1179,7 @@ START_TEST(test_download_headers)
                 "https://127.0.0.1/x",
         };
         static const char *const bad[] = {
-                "ftp://upload.example.org/a", "upload.example.org/a", "not a url", "",
+                "ftp://upload.example.org/a",       "upload.example.org/a", "not a url", "",
                 "https://upload.example.org%2fx/a",
         };
         const struct source_def *d;
@@ -1215,8 +1226,9 @@ START_TEST(test_download_headers_secrets)
         ck_assert_uint_eq(n, 0);
 
         /* an optional one unset: its header is left out there too */
-        b = body_with("\"headers\": {\"Authorization\": \"Bearer {env?:HAULD_TEST_TOKEN}\", \"X-A\": \"a\"}, "
-                      "\"download_hosts\": [\"upload.example.org\"]");
+        b = body_with(
+                "\"headers\": {\"Authorization\": \"Bearer {env?:HAULD_TEST_TOKEN}\", \"X-A\": \"a\"}, "
+                "\"download_hosts\": [\"upload.example.org\"]");
         d = load_one(b);
         free(b);
         ck_assert_int_eq(sources_download_headers(d, "https://upload.example.org/a", &h, &n), 0);
@@ -1507,7 +1519,8 @@ START_TEST(test_page_total_and_results)
                                                   cases[i].total),
                                          0);
                 else
-                        body = strdup("{\"results\": [{\"url\": 5}, {\"url\": \"https://a.example/1\"}, {}]}");
+                        body = strdup(
+                                "{\"results\": [{\"url\": 5}, {\"url\": \"https://a.example/1\"}, {}]}");
                 pg = parse_ok(d, body);
                 ck_assert_msg(pg.total == cases[i].want, "%s: total %lld", cases[i].total,
                               (long long)pg.total);
@@ -1572,7 +1585,8 @@ START_TEST(test_listing_end_signals)
         /* the total, counted or by position */
         ck_assert_int_eq(sources_listing_next(d, 2, 20, 25, 10, 200), LIST_MORE);
         ck_assert_int_eq(sources_listing_next(d, 3, 25, 25, 5, 200), LIST_EXHAUSTED);
-        ck_assert_int_eq(sources_listing_next(d, 3, 22, 25, 2, 200), LIST_EXHAUSTED); /* 3 pages of 10 >= 25 */
+        ck_assert_int_eq(sources_listing_next(d, 3, 22, 25, 2, 200),
+                         LIST_EXHAUSTED); /* 3 pages of 10 >= 25 */
         ck_assert_int_eq(sources_listing_next(d, 2, 20, 21, 10, 200), LIST_MORE);
         ck_assert_int_eq(sources_listing_next(d, 1, 10, 0, 10, 200), LIST_EXHAUSTED);
         ck_assert_int_eq(sources_listing_next(d, 1, 10, 10, 10, 200), LIST_EXHAUSTED);
