@@ -268,6 +268,23 @@ static void parse_sources(struct parse *p, json_t *root)
         }
 }
 
+/* Each query source may accept fewer characters than JOB_QUERY_MAX. */
+static void check_query_length(struct parse *p)
+{
+        const char *q = p->job->query;
+        size_t n;
+
+        if (!q || !p->hooks || !p->hooks->source_max_query_length)
+                return;
+        n = utf8_chars(q);
+        for (size_t i = 0; i < p->job->nsources; i++) {
+                int max = p->hooks->source_max_query_length(p->job->sources[i], p->hooks->userdata);
+                if (max > 0 && n > (size_t)max)
+                        bad(p, "query", "is %zu characters; source %s accepts at most %d", n,
+                            p->job->sources[i], max);
+        }
+}
+
 /* ---- urls -------------------------------------------------------------- */
 
 static void url_error(struct parse *p, const char *field, int r)
@@ -400,6 +417,7 @@ static void parse_fields(struct parse *p, json_t *root)
         check_keys(p, root, "", allowed);
         parse_text(p, root, "query", 1, JOB_QUERY_MAX, &j->query);
         parse_sources(p, root);
+        check_query_length(p);
         parse_urls(p, root);
         /* max: the URLs given (all of them), plus JOB_DEFAULT_MAX from a query */
         size_t dflt = p->nitems + (json_object_get(root, "query") ? JOB_DEFAULT_MAX : 0);

@@ -22,6 +22,11 @@ struct job_request_hooks {
         /* Is name a configured query source? NULL: every name is (the
          * sources module does not exist yet; GET /v1/sources will back it). */
         bool (*source_known)(const char *name, void *userdata);
+        /* The most characters a query may have for the query source name
+         * (its max_query_length), 0 when it sets no limit or is unknown.
+         * NULL: no source limits the query beyond JOB_QUERY_MAX. A longer
+         * query is refused with an error naming "query". */
+        int (*source_max_query_length)(const char *name, void *userdata);
         void *userdata;
 };
 

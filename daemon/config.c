@@ -34,6 +34,7 @@
 #define DIR_MAX           1024 /* bytes of a path setting: leaves PATH_MAX room for <job>/<source>/<name> */
 #define TOKEN_MAX         4096 /* bytes of the API token file */
 #define UNIX_PATH_MAX     (sizeof(((struct sockaddr_un *)0)->sun_path) - 1)
+#define USER_AGENT_MAX    256 /* bytes of USER_AGENT */
 
 enum kind {
         K_INT,      /* int, decimal */
@@ -69,6 +70,7 @@ static const char *check_store(const char *v);
 static const char *check_origins(const char *v);
 static const char *check_hosts(const char *v);
 static const char *check_accept(const char *v);
+static const char *check_user_agent(const char *v);
 
 /* clang-format off */
 #define K(n, k, f, lo, hi, d, chk) {n, k, offsetof(struct config, f), lo, hi, d, chk}
@@ -104,6 +106,7 @@ static const struct key keys[] = {
         K("MAX_FILE_SIZE", K_SIZE, max_file_size, 1, TIB, "2G", NULL),
         K("ACCEPT_CONTENT", K_STRING, accept_content, 0, 0, "image,video", check_accept),
         K("ALLOW_PRIVATE_ADDRESSES", K_BOOL, allow_private_addresses, 0, 0, "false", NULL),
+        K("USER_AGENT", K_STRING, user_agent, 0, 0, PACKAGE_NAME "/" PACKAGE_VERSION, check_user_agent),
         K("MAX_REQUEST_BODY", K_SIZE, max_request_body, KIB, GIB, "1M", NULL),
         K("JOB_RETENTION", K_DURATION, job_retention, 0, 3650 * DAY, "7d", NULL),
         K("LOG_LEVEL", K_LEVEL, log_level, 0, 0, "info", NULL),
@@ -455,6 +458,21 @@ static const char *check_accept(const char *v)
                        ? "must be a comma-separated list of any, image, video, audio, text, application "
                          "or full types like application/pdf"
                        : NULL;
+}
+
+/* Sent as a header value: printable ASCII, so no CR or LF can end the
+ * line; no space at either end, which HTTP would trim. */
+static const char *check_user_agent(const char *v)
+{
+        size_t n = strlen(v);
+
+        for (size_t i = 0; i < n; i++)
+                if (v[i] < 0x20 || v[i] > 0x7e)
+                        n = 0;
+        if (n < 1 || n > USER_AGENT_MAX || v[0] == ' ' || v[n - 1] == ' ')
+                return "must be 1..256 printable ASCII characters, without control characters and not "
+                       "starting or ending with a space";
+        return NULL;
 }
 
 /* ---- setting one key ---- */

@@ -38,6 +38,7 @@ struct config {
         int64_t max_file_size;          /* bytes, 1..1T */
         char *accept_content;           /* "image,video", "any", ... */
         bool allow_private_addresses;
+        char *user_agent;         /* User-Agent of every request: 1..256 printable ASCII */
         int64_t max_request_body; /* bytes, 1K..1G */
         double job_retention;     /* s, 0..10 years; 0 keeps forever */
         int log_level;            /* enum log_level */

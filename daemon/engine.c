@@ -64,11 +64,14 @@
 #define RECV_BUFFER     (128 * 1024)           /* libcurl's receive buffer: 16 KiB meant 8x the syscalls */
 #define SPARE_HANDLES   64                     /* easy handles kept for reuse */
 #define SPEED_SAMPLE_MS 1000                   /* a transfer's speed is sampled this often */
+#define DEFAULT_USER_AGENT                                                                                  \
+        PACKAGE_NAME "/" PACKAGE_VERSION /* without opts.user_agent (USER_AGENT's default) */
 
 struct engine {
         CURLM *multi;
         struct engine_opts opts;
-        char *accept; /* own copy of opts.accept_content */
+        char *accept;     /* own copy of opts.accept_content */
+        char *user_agent; /* own copy of opts.user_agent, or DEFAULT_USER_AGENT */
         struct sniffer *sniffer;
         engine_done_fn done;
         void *ctx;
@@ -586,7 +589,7 @@ static int setup_easy(struct xfer *x)
         curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)x->request_timeout_ms);
-        curl_easy_setopt(c, CURLOPT_USERAGENT, PACKAGE_NAME "/" PACKAGE_VERSION);
+        curl_easy_setopt(c, CURLOPT_USERAGENT, e->user_agent);
         curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o->max_file_size);
         curl_easy_setopt(c, CURLOPT_BUFFERSIZE, (long)RECV_BUFFER);
         if (x->resume_from > 0) {
@@ -869,12 +872,19 @@ const struct engine_ops engine_ops = {
 void engine_configure(struct engine *e, const struct engine_opts *opts)
 {
         char *accept = strdup(opts->accept_content ? opts->accept_content : "any");
-        if (!accept)
+        char *agent = strdup(opts->user_agent ? opts->user_agent : DEFAULT_USER_AGENT);
+        if (!accept || !agent) {
+                free(accept);
+                free(agent);
                 return;
+        }
         free(e->accept);
+        free(e->user_agent);
         e->accept = accept;
+        e->user_agent = agent;
         e->opts = *opts;
         e->opts.accept_content = e->accept;
+        e->opts.user_agent = e->user_agent;
         curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, (long)opts->max_connects);
 }
 
@@ -919,5 +929,6 @@ void engine_free(struct engine *e)
                 curl_multi_cleanup(e->multi);
         sniffer_free(e->sniffer);
         free(e->accept);
+        free(e->user_agent);
         free(e);
 }

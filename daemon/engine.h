@@ -32,6 +32,8 @@ struct engine_opts {
         const char *accept_content; /* ACCEPT_CONTENT list */
         bool allow_private;         /* allow loopback/private peers */
         int max_connects;           /* connection cache size */
+        const char *user_agent;     /* User-Agent of every request (USER_AGENT); NULL: "hauld/VERSION".
+                                     * A "User-Agent" in a request's headers replaces it */
 };
 
 struct xfer_request {

@@ -1,26 +1,28 @@
-/* sources: query-source descriptions (SOURCES_DIR/NAME.json), their URL and
- * header templates, and the URLs taken from a listing page (through
- * common/jsonptr). The token bucket that paces listings is daemon/ratelimit.
+/* sources: loading the query-source descriptions (SOURCES_DIR/NAME.json)
+ * into a sorted source_set, with an error naming the file and the field of
+ * the first mistake. sources_request.c builds requests from a loaded
+ * description and sources_list.c reads its listing pages; the token bucket
+ * that paces listings is daemon/ratelimit.
  *
  * Pure: files are read, getenv() is consulted, nothing else; no network,
- * no logging, no clock. Errors go back in struct sources_error naming the
- * file and the field.
+ * no logging, no clock.
  *
- * Invariants of a loaded struct source_def: every template was scanned at
- * load, so it holds only known placeholders (search_url: {query} at least
- * once, plus {page} {per_page} {offset} {start} {env:NAME}; header values:
- * {env:NAME} only) and the expanders below need not re-check the syntax;
- * search_url is printable ASCII starting http:// or https:// with a literal
- * host; items and url are valid JSON Pointers; name equals the file stem.
- * A source_set's defs are sorted by name (strcmp), so lookups bisect.
- *
- * Percent-encoding is done here rather than with curl_easy_escape(): it is
- * a few lines, and keeps libcurl behind the engine and urlcheck. */
+ * Invariants of a loaded struct source_def: every template was scanned
+ * (sources_template_check), so it holds only known placeholders
+ * (search_url: {query} at least once, plus {page} {per_page} {offset}
+ * {start} {env:NAME}; header values: {env:NAME} and {env?:NAME}) and no
+ * control character; search_url is printable ASCII starting http:// or
+ * https:// with a literal host; items, url and total are valid JSON
+ * Pointers; download_hosts are lower-case host names or "*.suffix" with
+ * at least two labels in suffix, none twice; end_status holds distinct
+ * 4xx statuses but 408 and 429; name equals the file stem. A source_set's
+ * defs are sorted by name (strcmp), so lookups bisect. */
 #include "autoconfig.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +34,10 @@
 #include "common/jsonptr.h"
 #include "common/str.h"
 #include "daemon/job.h"
+#include "daemon/sources-internal.h"
 #include "daemon/sources.h"
+
+_Static_assert(SOURCES_POINTER_MAX == JSONPTR_MAX, "sources.h restates JSONPTR_MAX");
 
 struct source_set {
         struct source_def **defs; /* sorted by name */
@@ -76,16 +81,6 @@ static bool name_valid(const char *s, size_t len)
         return true;
 }
 
-static bool env_name_valid(const char *s, size_t len)
-{
-        if (len < 1 || len > SOURCES_ENV_NAME_MAX || (s[0] >= '0' && s[0] <= '9'))
-                return false;
-        for (size_t i = 0; i < len; i++)
-                if (!name_char(s[i]) || s[i] == '.' || s[i] == '-')
-                        return false;
-        return true;
-}
-
 /* RFC 9110 tchar. */
 static bool header_name_valid(const char *s)
 {
@@ -97,217 +92,6 @@ static bool header_name_valid(const char *s)
                 if (!name_char(s[i]) && !strchr("!#$%&'*+^`|~", s[i]))
                         return false;
         return true;
-}
-
-/* ---- templates -------------------------------------------------------- */
-
-enum placeholder { PH_QUERY, PH_PAGE, PH_PER_PAGE, PH_OFFSET, PH_START, PH_ENV };
-
-#define PH_BIT(k)     (1u << (k))
-#define PH_PAGING     (PH_BIT(PH_PAGE) | PH_BIT(PH_OFFSET) | PH_BIT(PH_START))
-#define PH_URL_ALL    (PH_BIT(PH_QUERY) | PH_BIT(PH_PER_PAGE) | PH_PAGING | PH_BIT(PH_ENV))
-#define PH_HEADER_ALL PH_BIT(PH_ENV)
-
-struct ph {
-        enum placeholder kind;
-        size_t len;                         /* bytes of "{...}" */
-        char env[SOURCES_ENV_NAME_MAX + 1]; /* PH_ENV: NAME */
-};
-
-/* The placeholder at p ('{'); -EINVAL when unterminated or unknown. */
-static int ph_parse(const char *p, struct ph *ret)
-{
-        static const struct {
-                const char *text;
-                enum placeholder kind;
-        } fixed[] = {
-                {"query", PH_QUERY},   {"page", PH_PAGE},   {"per_page", PH_PER_PAGE},
-                {"offset", PH_OFFSET}, {"start", PH_START},
-        };
-        const char *end = strchr(p, '}');
-        const char *in = p + 1;
-        size_t n;
-
-        if (!end)
-                return -EINVAL;
-        n = (size_t)(end - in);
-        ret->len = n + 2;
-        for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
-                if (strlen(fixed[i].text) == n && !memcmp(in, fixed[i].text, n)) {
-                        ret->kind = fixed[i].kind;
-                        return 0;
-                }
-        }
-        if (n <= 4 || memcmp(in, "env:", 4) || !env_name_valid(in + 4, n - 4))
-                return -EINVAL;
-        ret->kind = PH_ENV;
-        memcpy(ret->env, in + 4, n - 4);
-        ret->env[n - 4] = '\0';
-        return 0;
-}
-
-/* Scan template t; placeholders outside `allowed` and stray braces are
- * errors. *ret_seen: bits of the placeholders found. */
-static int template_check(const char *t, unsigned allowed, unsigned *ret_seen, struct sources_error *e)
-{
-        unsigned seen = 0;
-        struct ph ph;
-
-        for (const char *p = t; *p; p++) {
-                if (*p == '}')
-                        return fail_msg(e, "'}' without '{' at byte %zu", (size_t)(p - t));
-                if (*p != '{')
-                        continue;
-                if (ph_parse(p, &ph) < 0) {
-                        const char *end = strchr(p, '}');
-                        int n = end ? (int)(end - p + 1) : (int)strlen(p);
-                        return fail_msg(e, "unknown placeholder '%.*s'", n > 64 ? 64 : n, p);
-                }
-                if (!(PH_BIT(ph.kind) & allowed))
-                        return fail_msg(e, "placeholder '%.*s' is not allowed here", (int)ph.len, p);
-                seen |= PH_BIT(ph.kind);
-                p += ph.len - 1;
-        }
-        *ret_seen = seen;
-        return 0;
-}
-
-/* Name of the first {env:NAME} of t that is unset or empty, into name. */
-static bool template_env_missing(const char *t, char *name)
-{
-        struct ph ph;
-
-        for (const char *p = strchr(t, '{'); p; p = strchr(p + ph.len, '{')) {
-                if (ph_parse(p, &ph) < 0)
-                        return false; /* not reached: checked at load */
-                if (ph.kind != PH_ENV)
-                        continue;
-                const char *v = getenv(ph.env);
-                if (!v || !*v) {
-                        strcpy(name, ph.env);
-                        return true;
-                }
-        }
-        return false;
-}
-
-/* A growing NUL-terminated string of at most max bytes. */
-struct sbuf {
-        char *p;
-        size_t len, cap, max;
-};
-
-static int sbuf_add(struct sbuf *b, const char *s, size_t n)
-{
-        if (n > b->max - b->len)
-                return -E2BIG;
-        if (b->len + n + 1 > b->cap) {
-                size_t cap = b->cap ? b->cap : 128;
-                while (cap < b->len + n + 1)
-                        cap *= 2;
-                char *p = realloc(b->p, cap);
-                if (!p)
-                        return -ENOMEM;
-                b->p = p;
-                b->cap = cap;
-        }
-        memcpy(b->p + b->len, s, n);
-        b->len += n;
-        b->p[b->len] = '\0';
-        return 0;
-}
-
-static int sbuf_add_str(struct sbuf *b, const char *s) { return sbuf_add(b, s, strlen(s)); }
-
-static bool unreserved(unsigned char c)
-{
-        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-               c == '.' || c == '_' || c == '~';
-}
-
-/* RFC 3986 percent-encoding: everything but unreserved, as %XX. */
-static int sbuf_add_encoded(struct sbuf *b, const char *s)
-{
-        static const char hex[] = "0123456789ABCDEF";
-        int r = 0;
-
-        for (const unsigned char *p = (const unsigned char *)s; *p && r == 0; p++) {
-                char enc[3] = {'%', hex[*p >> 4], hex[*p & 15]};
-                r = unreserved(*p) ? sbuf_add(b, (const char *)p, 1) : sbuf_add(b, enc, 3);
-        }
-        return r;
-}
-
-static bool has_control(const char *s)
-{
-        for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-                if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
-                        return true;
-        return false;
-}
-
-/* Values of the URL placeholders; NULL for header templates. */
-struct url_vars {
-        const char *query;
-        int64_t page, per_page;
-        bool redact; /* {env:NAME} as "***" */
-};
-
-static int ph_expand(const struct ph *ph, const struct url_vars *v, struct sbuf *out)
-{
-        char num[32];
-        const char *env;
-
-        switch (ph->kind) {
-        case PH_QUERY:
-                return sbuf_add_encoded(out, v->query);
-        case PH_ENV:
-                if (v && v->redact)
-                        return sbuf_add_str(out, "***");
-                env = getenv(ph->env);
-                if (!env || !*env)
-                        return -ENOKEY;
-                if (v)
-                        return sbuf_add_encoded(out, env);
-                return has_control(env) ? -EINVAL : sbuf_add_str(out, env);
-        case PH_PAGE:
-                snprintf(num, sizeof(num), "%lld", (long long)v->page);
-                break;
-        case PH_PER_PAGE:
-                snprintf(num, sizeof(num), "%lld", (long long)v->per_page);
-                break;
-        case PH_OFFSET:
-                snprintf(num, sizeof(num), "%lld", (long long)((v->page - 1) * v->per_page));
-                break;
-        case PH_START:
-                snprintf(num, sizeof(num), "%lld", (long long)((v->page - 1) * v->per_page + 1));
-                break;
-        }
-        return sbuf_add_str(out, num);
-}
-
-/* Expand a template checked at load. v == NULL: a header value. */
-static int template_expand(const char *t, const struct url_vars *v, struct sbuf *out)
-{
-        const char *p = t;
-        struct ph ph;
-        int r = 0;
-
-        while (*p && r == 0) {
-                const char *brace = strchr(p, '{');
-                size_t lit = brace ? (size_t)(brace - p) : strlen(p);
-
-                r = sbuf_add(out, p, lit);
-                p += lit;
-                if (r < 0 || !brace)
-                        break;
-                r = ph_parse(p, &ph);
-                if (r == 0) {
-                        r = ph_expand(&ph, v, out);
-                        p += ph.len;
-                }
-        }
-        return r;
 }
 
 /* ---- one file --------------------------------------------------------- */
@@ -347,6 +131,13 @@ static int parse_name(struct source_def *d, json_t *v, struct sources_error *e)
                 r = fail_msg(e, "'%s' must be 1..%d characters of A-Z a-z 0-9 . _ - not starting with '.'",
                              d->name, SOURCES_NAME_MAX);
         return r;
+}
+
+static int template_check(const char *t, unsigned allowed, unsigned *ret_seen, struct sources_error *e)
+{
+        if (sources_template_check(t, allowed, ret_seen, e->message, sizeof(e->message)) < 0)
+                return -EINVAL;
+        return 0;
 }
 
 /* http(s)://host... with a literal host; printable ASCII only. */
@@ -446,7 +237,7 @@ static int parse_header(struct source_header *h, const char *name, json_t *v, st
         if (!h->name)
                 return -ENOMEM;
         r = json_to_str(v, SOURCES_TEMPLATE_MAX, &h->value, e);
-        if (r == 0 && has_control(h->value))
+        if (r == 0 && sources_has_control(h->value))
                 r = fail_msg(e, "must not contain control characters (CR, LF, ...)");
         if (r == 0)
                 r = template_check(h->value, PH_HEADER_ALL, &seen, e);
@@ -479,6 +270,150 @@ static int parse_headers(struct source_def *d, json_t *v, struct sources_error *
         return 0;
 }
 
+static int parse_total(struct source_def *d, json_t *v, struct sources_error *e)
+{
+        return parse_pointer(v, &d->total, e);
+}
+
+static int parse_max_pages(struct source_def *d, json_t *v, struct sources_error *e)
+{
+        return json_to_int(v, 1, SOURCES_MAX_PAGES_MAX, &d->max_pages, e);
+}
+
+static int parse_max_results(struct source_def *d, json_t *v, struct sources_error *e)
+{
+        return json_to_int(v, 1, SOURCES_MAX_RESULTS_MAX, &d->max_results, e);
+}
+
+static int parse_max_query_length(struct source_def *d, json_t *v, struct sources_error *e)
+{
+        return json_to_int(v, 1, SOURCES_QUERY_LENGTH_MAX, &d->max_query_length, e);
+}
+
+/* A status that means "past the last page": a client error, but not one
+ * that asks to wait and retry. */
+static int check_end_status(json_int_t st, struct sources_error *e)
+{
+        if (st == 408 || st == 429)
+                return fail_msg(e, "%lld asks to retry later; it cannot mean the end of the results",
+                                (long long)st);
+        if (st < 400 || st > 499)
+                return fail_msg(e, "%lld is not a 4xx status (400..499)", (long long)st);
+        return 0;
+}
+
+static int parse_end_status(struct source_def *d, json_t *v, struct sources_error *e)
+{
+        char field[sizeof(e->field)];
+        size_t i;
+        json_t *st;
+
+        if (!json_is_array(v) || json_array_size(v) > SOURCES_END_STATUS_MAX)
+                return fail_msg(e, "must be an array of at most %d HTTP statuses", SOURCES_END_STATUS_MAX);
+        memcpy(field, e->field, sizeof(field));
+        json_array_foreach(v, i, st)
+        {
+                snprintf(e->field, sizeof(e->field), "%s[%zu]", field, i);
+                if (!json_is_integer(st))
+                        return fail_msg(e, "must be an integer HTTP status, 400..499");
+                int r = check_end_status(json_integer_value(st), e);
+                if (r < 0)
+                        return r;
+                for (size_t k = 0; k < d->nend_status; k++)
+                        if (d->end_status[k] == json_integer_value(st))
+                                return fail_msg(e, "%d is given twice", d->end_status[k]);
+                d->end_status[d->nend_status++] = (int)json_integer_value(st);
+        }
+        return 0;
+}
+
+/* One DNS label: 1..63 of A-Z a-z 0-9 -, not starting or ending with '-'. */
+static bool label_valid(const char *s, size_t n)
+{
+        if (n < 1 || n > 63 || s[0] == '-' || s[n - 1] == '-')
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+                      (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+                        return false;
+        return true;
+}
+
+/* "host.example" or "*.example.org": labels, and for a wildcard at least
+ * two of them after "*." whose last is not a number (so "*.org" and
+ * "*.0.0.1" are refused). */
+static bool host_pattern_valid(const char *s)
+{
+        bool wild = !strncmp(s, "*.", 2);
+        const char *p = wild ? s + 2 : s, *last = p;
+        int labels = 0;
+
+        if (strlen(s) > SOURCES_HOST_MAX)
+                return false;
+        for (;;) {
+                size_t n = strcspn(p, ".");
+                if (!label_valid(p, n))
+                        return false;
+                labels++;
+                last = p;
+                if (!p[n])
+                        break;
+                p += n + 1;
+        }
+        return !wild || (labels >= 2 && strspn(last, "0123456789") != strlen(last));
+}
+
+static int parse_download_host(struct source_def *d, json_t *v, struct sources_error *e)
+{
+        char *host = NULL;
+        int r = json_to_str(v, SOURCES_HOST_MAX, &host, e);
+
+        if (r < 0)
+                return r;
+        if (!host_pattern_valid(host)) {
+                r = fail_msg(e,
+                             "'%.64s' must be a host name (labels of A-Z a-z 0-9 -) or *.domain.tld for "
+                             "its subdomains",
+                             host);
+                goto fail;
+        }
+        for (char *c = host; *c; c++)
+                if (*c >= 'A' && *c <= 'Z')
+                        *c = (char)(*c - 'A' + 'a');
+        for (size_t k = 0; k < d->ndownload_hosts; k++)
+                if (!strcmp(d->download_hosts[k], host)) {
+                        r = fail_msg(e, "'%s' is given twice", host);
+                        goto fail;
+                }
+        d->download_hosts[d->ndownload_hosts++] = host;
+        return 0;
+fail:
+        free(host);
+        return r;
+}
+
+static int parse_download_hosts(struct source_def *d, json_t *v, struct sources_error *e)
+{
+        char field[sizeof(e->field)];
+        size_t i;
+        json_t *h;
+
+        if (!json_is_array(v) || json_array_size(v) > SOURCES_DOWNLOAD_HOSTS_MAX)
+                return fail_msg(e, "must be an array of at most %d host names", SOURCES_DOWNLOAD_HOSTS_MAX);
+        d->download_hosts = calloc(json_array_size(v) + 1, sizeof(*d->download_hosts));
+        if (!d->download_hosts)
+                return -ENOMEM;
+        memcpy(field, e->field, sizeof(field));
+        json_array_foreach(v, i, h)
+        {
+                snprintf(e->field, sizeof(e->field), "%s[%zu]", field, i);
+                int r = parse_download_host(d, h, e);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 static const struct field {
         const char *key;
         int (*parse)(struct source_def *d, json_t *v, struct sources_error *e);
@@ -488,10 +423,16 @@ static const struct field {
         {"per_page", parse_per_page},
         {"items", parse_items},
         {"url", parse_url},
+        {"total", parse_total},
         {"allow_missing_items", parse_allow_missing},
         {"headers", parse_headers},
         {"max_connections", parse_max_connections},
         {"requests_per_second", parse_rps},
+        {"max_pages", parse_max_pages},
+        {"max_results", parse_max_results},
+        {"end_status", parse_end_status},
+        {"download_hosts", parse_download_hosts},
+        {"max_query_length", parse_max_query_length},
 };
 
 static int parse_field(struct source_def *d, const char *key, json_t *v, struct sources_error *e)
@@ -526,9 +467,9 @@ static int finish_def(struct source_def *d, const char *stem, struct sources_err
         if (!d->name && !(d->name = strdup(stem)))
                 return -ENOMEM;
         e->field[0] = '\0';
-        missing = template_env_missing(d->search_url, env);
+        missing = sources_template_env_missing(d->search_url, env);
         for (size_t i = 0; i < d->nheaders && !missing; i++)
-                missing = template_env_missing(d->headers[i].value, env);
+                missing = sources_template_env_missing(d->headers[i].value, env);
         if (missing && asprintf(&d->unavailable_reason, "environment variable %s is not set", env) < 0)
                 return -ENOMEM;
         d->available = !missing;
@@ -560,6 +501,28 @@ static int parse_def(struct source_def *d, const char *buf, size_t len, const ch
 out:
         json_decref(root);
         return r;
+}
+
+static void source_def_free(struct source_def *d)
+{
+        if (!d)
+                return;
+        for (size_t i = 0; i < d->nheaders; i++) {
+                free(d->headers[i].name);
+                free(d->headers[i].value);
+        }
+        free(d->headers);
+        free(d->name);
+        free(d->path);
+        free(d->search_url);
+        free(d->items);
+        free(d->url);
+        free(d->total);
+        for (size_t i = 0; i < d->ndownload_hosts; i++)
+                free(d->download_hosts[i]);
+        free(d->download_hosts);
+        free(d->unavailable_reason);
+        free(d);
 }
 
 /* "dir/NAME.json" -> "NAME" (malloc'd). */
@@ -607,34 +570,6 @@ fail:
         free(stem);
         source_def_free(d);
         return r;
-}
-
-int sources_load_file(const char *path, struct source_def **ret, struct sources_error *ret_err)
-{
-        struct sources_error e = {.file = ""};
-        int r = load_file(path, ret, &e);
-
-        if (r < 0 && ret_err)
-                *ret_err = e;
-        return r;
-}
-
-void source_def_free(struct source_def *d)
-{
-        if (!d)
-                return;
-        for (size_t i = 0; i < d->nheaders; i++) {
-                free(d->headers[i].name);
-                free(d->headers[i].value);
-        }
-        free(d->headers);
-        free(d->name);
-        free(d->path);
-        free(d->search_url);
-        free(d->items);
-        free(d->url);
-        free(d->unavailable_reason);
-        free(d);
 }
 
 /* ---- the directory ---------------------------------------------------- */
@@ -771,180 +706,4 @@ size_t sources_count(const struct source_set *set) { return set ? set->n : 0; }
 const struct source_def *sources_at(const struct source_set *set, size_t i)
 {
         return set && i < set->n ? set->defs[i] : NULL;
-}
-
-/* ---- requests --------------------------------------------------------- */
-
-static int build_url(const struct source_def *d, const char *query, int page, bool redact, char **ret)
-{
-        struct url_vars v = {.query = query, .page = page, .per_page = d->per_page, .redact = redact};
-        struct sbuf b = {.max = JOB_URL_MAX};
-        int r;
-
-        if (!query || page < 1)
-                return -EINVAL;
-        r = template_expand(d->search_url, &v, &b);
-        if (r < 0) {
-                free(b.p);
-                return r;
-        }
-        *ret = b.p;
-        return 0;
-}
-
-int sources_build_url(const struct source_def *d, const char *query, int page, char **ret)
-{
-        return build_url(d, query, page, false, ret);
-}
-
-int sources_build_url_redacted(const struct source_def *d, const char *query, int page, char **ret)
-{
-        return build_url(d, query, page, true, ret);
-}
-
-static int build_header(const struct source_header *h, char **ret)
-{
-        struct sbuf b = {.max = SOURCES_HEADER_LINE_MAX};
-        int r = sbuf_add_str(&b, h->name);
-
-        if (r == 0)
-                r = sbuf_add_str(&b, ": ");
-        if (r == 0)
-                r = template_expand(h->value, NULL, &b);
-        if (r < 0) {
-                free(b.p);
-                return r;
-        }
-        *ret = b.p;
-        return 0;
-}
-
-int sources_build_headers(const struct source_def *d, char ***ret, size_t *ret_n)
-{
-        char **v = NULL;
-        size_t n = 0;
-        int r = 0;
-
-        if (d->nheaders && !(v = calloc(d->nheaders, sizeof(*v))))
-                return -ENOMEM;
-        for (; n < d->nheaders; n++) {
-                r = build_header(&d->headers[n], &v[n]);
-                if (r < 0)
-                        goto fail;
-        }
-        *ret = v;
-        *ret_n = n;
-        return 0;
-fail:
-        sources_strv_free(v, n);
-        return r;
-}
-
-void sources_strv_free(char **v, size_t n)
-{
-        if (!v)
-                return;
-        for (size_t i = 0; i < n; i++)
-                free(v[i]);
-        free(v);
-}
-
-/* ---- listing pages ---------------------------------------------------- */
-
-/* http(s)://host..., no spaces or control characters, at most JOB_URL_MAX. */
-static bool result_url_ok(const char *u, size_t len)
-{
-        size_t skip;
-
-        if (len > JOB_URL_MAX)
-                return false;
-        if (!strncasecmp(u, "https://", 8))
-                skip = 8;
-        else if (!strncasecmp(u, "http://", 7))
-                skip = 7;
-        else
-                return false;
-        if (!u[skip] || strchr("/?#", u[skip]))
-                return false;
-        for (const unsigned char *p = (const unsigned char *)u; *p; p++)
-                if (*p <= 0x20 || *p == 0x7f)
-                        return false;
-        return true;
-}
-
-/* Append result's URL to urls when it has an acceptable one. */
-static int take_result(const struct source_def *d, json_t *result, char **urls, size_t *n)
-{
-        json_t *u = jsonptr_get(result, d->url);
-
-        if (!json_is_string(u) || !result_url_ok(json_string_value(u), json_string_length(u)))
-                return 0;
-        if (!(urls[*n] = strdup(json_string_value(u))))
-                return -ENOMEM;
-        (*n)++;
-        return 0;
-}
-
-static int take_results(const struct source_def *d, json_t *items, char **urls, size_t *n)
-{
-        const char *key;
-        size_t i;
-        json_t *v;
-        int r = 0;
-
-        if (json_is_array(items)) {
-                json_array_foreach(items, i, v)
-                {
-                        if (r < 0 || *n == SOURCES_PAGE_ITEMS_MAX)
-                                break;
-                        r = take_result(d, v, urls, n);
-                }
-        } else {
-                json_object_foreach(items, key, v)
-                {
-                        if (r < 0 || *n == SOURCES_PAGE_ITEMS_MAX)
-                                break;
-                        r = take_result(d, v, urls, n);
-                }
-        }
-        return r;
-}
-
-int sources_parse_page(const struct source_def *d, const char *body, size_t len, char ***ret_urls,
-                       size_t *ret_n)
-{
-        json_t *root, *items;
-        char **urls = NULL;
-        size_t n = 0, size;
-        int r = -EBADMSG;
-
-        if (len > SOURCES_PAGE_BODY_MAX)
-                return -EFBIG;
-        root = json_loadb(body, len, JSON_PRESERVE_ORDER, NULL);
-        items = jsonptr_get(root, d->items);
-        if (!root || (!items && !d->allow_missing_items))
-                goto fail;
-        if (items && !json_is_array(items) && !json_is_object(items))
-                goto fail;
-        size = !items ? 0 : json_is_array(items) ? json_array_size(items) : json_object_size(items);
-        if (size > SOURCES_PAGE_ITEMS_MAX)
-                size = SOURCES_PAGE_ITEMS_MAX;
-        r = -ENOMEM;
-        if (size && !(urls = calloc(size, sizeof(*urls))))
-                goto fail;
-        r = size ? take_results(d, items, urls, &n) : 0;
-        if (r < 0)
-                goto fail;
-        json_decref(root);
-        if (n == 0) {
-                free(urls);
-                urls = NULL;
-        }
-        *ret_urls = urls;
-        *ret_n = n;
-        return 0;
-fail:
-        sources_strv_free(urls, n);
-        json_decref(root);
-        return r;
 }

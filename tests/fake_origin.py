@@ -17,17 +17,20 @@ its first line and serves until SIGINT/SIGTERM.
 Paths
   /file/NAME        deterministic bytes of ?size=N (default 1024) derived
                     from NAME and ?seed=S (default 0); body_for() recomputes
-                    them. ?type=png|jpeg|gif|mp4|html|text (default png)
-                    picks the leading magic (html serves an HTML page, text
-                    plain ASCII). ETag, Last-Modified, Accept-Ranges; Range
+                    them. ?type=png|jpeg|gif|mp4|mp3|html|text (default
+                    png) picks the leading magic (mp3 an ID3-tagged audio
+                    frame, html an HTML page, text plain ASCII). ETag, Last-Modified, Accept-Ranges; Range
                     and If-Range give 206 (or 416) unless ?norange=1. HEAD
                     works.
   /_stats           JSON counters: {"total", "paths", "keys"}; with ?key=K
                     {"key", "count"}; with ?path=P {"path", "count"}.
   /_reset           clears counters and the request log.
-  anything else     404, unless a route was added with add_route() (the
-                    place for the fake search APIs: see ROUTES below) or
-                    ?status/?redirect/?reset answer it.
+  /api/openverse/v1/images/   fake search APIs answering in each
+  /api/wikimedia/w/api.php    provider's documented response format; see
+  /api/pixabay/               "Fake providers" below
+  /api/google/customsearch/v1
+  anything else     404, unless a route was added with add_route() (see
+                    ROUTES below) or ?status/?redirect/?reset answer it.
 
 Parameters (combinable, on any path)
   status=N          answer N with a small text body (204/304: no body)
@@ -56,6 +59,62 @@ request for a path, so the content behind an unchanged URL can change.
 
 Faults are the status, retry_after, delay, drip, stall_after, truncate,
 reset and reset_after parameters; the others apply to every request.
+
+Fake providers
+  Each answers a search like the real API, with result i (0-based, in
+  rank order) of a query pointing at /file/<provider>-<query>-<i>.<ext> on
+  this origin (size 800..1290 bytes, seed i), so the daemon downloads what
+  it listed. Most results are images (png, jpeg, gif in turn); result i is
+  an HTML page behind an image-like URL when i % 7 == 6 and an ID3-tagged
+  audio body when i % 11 == 10 (html wins when both hold), so content
+  checks and the replacement of failed candidates can be tested.
+  provider_result_url(origin, provider, query, i) rebuilds a URL and
+  provider_result_kind(i) its kind. Every provider takes ?total=N (how many
+  results the query matches; default 45, Google 250) on top of its own
+  parameters, so a source file's search_url can choose it.
+
+  openverse  GET /api/openverse/v1/images/?q=&page=&page_size=
+             {"result_count", "page_count", "page_size", "page", "results":
+             [{"id", "title", "url", "thumbnail", "creator", "license",
+             "provider", "source", "filetype"}]}. page_size 1..20 without
+             an Authorization header (above: 401), 1..500 with one;
+             page 1..20 (above: 400 {"detail": ...}); a page past the
+             results has "results": [].
+  wikimedia  GET /api/wikimedia/w/api.php?action=query&format=json
+             &generator=search&gsrsearch=&gsrnamespace=6&gsrlimit=
+             &gsroffset=&prop=imageinfo&iiprop=url[&iiurlwidth=W]
+             {"batchcomplete": "", "continue": {"gsroffset", "continue":
+             "gsroffset||"}, "query": {"pages": {"<pageid>": {"pageid",
+             "ns": 6, "title", "index", "imagerepository", "imageinfo":
+             [{"url", "descriptionurl", "descriptionshorturl"[, "thumburl",
+             "thumbwidth", "thumbheight"]}]}}}}, the pages keyed by page id
+             in page-id order (rank is "index"). The query's files are of
+             every kind (bitmap, audio, video, drawing, office: result i's
+             kind cycles through them, i % 5) unless gsrsearch holds
+             "filetype:bitmap", which keeps the bitmaps only (each then an
+             image). The last page has no "continue"; a page past the
+             results has no "query" key at all. gsrlimit 1..500;
+             gsroffset + gsrlimit over 10000 answers {"error": {"code":
+             "search-offset-limit", ...}} with no "query".
+  pixabay    GET /api/pixabay/?key=&q=&image_type=&page=&per_page=
+             {"total", "totalHits", "hits": [{"id", "pageURL", "type",
+             "tags", "previewURL", "webformatURL", "largeImageURL",
+             "imageWidth", "imageHeight"}]}; totalHits is at most 500; the
+             X-RateLimit-Limit/-Remaining/-Reset headers. Errors are
+             text/plain "[ERROR 400] ...": a missing key or key=invalid, q
+             over 100 characters, per_page outside 3..200, and a page past
+             totalHits ('"page" is out of valid range.').
+  google     GET /api/google/customsearch/v1?key=&cx=&q=&searchType=image
+             &num=&start=
+             {"kind": "customsearch#search", "queries": {"request": [...],
+             "nextPage": [...]}, "searchInformation": {"totalResults":
+             "<string>"}, "items": [{"kind", "title", "link", "displayLink",
+             "mime", "fileFormat", "image": {...}}]}. num 1..10 and
+             start + num - 1 <= 100, else 400 {"error": {"code": 400,
+             "status": "INVALID_ARGUMENT", ...}}; "nextPage" only while the
+             next start is within both the total and the first 100; no
+             "items" key when the page holds no result. A missing key or
+             cx answers 400 too.
 """
 
 import argparse
@@ -73,7 +132,8 @@ import urllib.parse
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-__all__ = ["FakeOrigin", "body_for", "etag_for", "iter_body", "LAST_MODIFIED"]
+__all__ = ["FakeOrigin", "body_for", "etag_for", "iter_body", "LAST_MODIFIED",
+           "provider_result_kind", "provider_result_url"]
 
 LAST_MODIFIED = "Wed, 21 Oct 2015 07:28:00 GMT"
 STALL_MAX_S = 120.0
@@ -99,6 +159,8 @@ _HEADERS = {
     "jpeg": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00",
     "gif": b"GIF89a\x80\x02\xe0\x01\x00\x00\x00",
     "mp4": b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2avc1mp41",
+    # an ID3v2.4 tag, then an MPEG-1 Layer III frame header: audio, not an image
+    "mp3": b"ID3\x04\x00\x00\x00\x00\x00\x00\xff\xfb\x90\x64\x00",
     "text": b"",
 }
 
@@ -107,6 +169,7 @@ CONTENT_TYPES = {
     "jpeg": "image/jpeg",
     "gif": "image/gif",
     "mp4": "video/mp4",
+    "mp3": "audio/mpeg",
     "html": "text/html; charset=utf-8",
     "text": "text/plain; charset=utf-8",
 }
@@ -613,14 +676,246 @@ class FakeOrigin:
 
 
 # ---- routes -------------------------------------------------------------------
-# Fake search APIs go here: append (prefix, fn) pairs, fn(handler, path,
-# params) answering with handler.send_json(...). Example shape:
-#
-#   def _search_simple(h, path, params):
-#       n = int(params.get("n", 10))
-#       h.send_json({"results": [{"url": ...} for i in range(n)]})
-#   ROUTES.append(("/search/simple", _search_simple))
+# (prefix, fn) pairs every FakeOrigin answers before /file/, fn(handler,
+# path, params) answering with handler.send_json(...) or send_simple(...):
+# the fake providers below. A test adds its own with add_route().
 ROUTES = []
+
+
+# ---- fake providers -------------------------------------------------------------
+
+PROVIDER_DEFAULT_TOTAL = 45
+IMAGE_TYPES = ("png", "jpeg", "gif")
+EXTENSIONS = {"png": "png", "jpeg": "jpg", "gif": "gif"}
+
+
+def provider_result_kind(i):
+    """What result i of any fake provider serves: an image type, "html"
+    or "mp3"."""
+    if i % 7 == 6:
+        return "html"
+    if i % 11 == 10:
+        return "mp3"
+    return IMAGE_TYPES[i % 3]
+
+
+def _slug(query):
+    s = "".join(c if c.isalnum() else "-" for c in query.lower()).strip("-")
+    return (s or "q")[:24]
+
+
+def provider_result_url(origin, provider, query, i, kind=None):
+    """The media URL result i of query has at provider, on origin."""
+    kind = kind or provider_result_kind(i)
+    ext = EXTENSIONS.get(kind, "jpg")  # non-images hide behind image names
+    return origin.url("/file/%s-%s-%d.%s" % (provider, _slug(query), i, ext),
+                      size=800 + (i % 50) * 10, seed=i, type=kind)
+
+
+def _int_param(params, name, default):
+    try:
+        return int(params.get(name, default))
+    except ValueError:
+        return None
+
+
+def _total(params, default=PROVIDER_DEFAULT_TOTAL):
+    t = _int_param(params, "total", default)
+    return max(0, t if t is not None else default)
+
+
+def _openverse(h, path, p):
+    if path.rstrip("/") != "/api/openverse/v1/images":
+        return h.send_json({"detail": "Not found."}, status=404)
+    page = _int_param(p, "page", 1)
+    size = _int_param(p, "page_size", 20)
+    if page is None or not 1 <= page <= 20:
+        return h.send_json({"detail": {"page": ["Ensure this value is less than or equal to 20."]}},
+                           status=400)
+    authed = bool(h.headers.get("Authorization"))
+    if size is None or size < 1 or size > 500:
+        return h.send_json({"detail": {"page_size": ["Ensure this value is between 1 and 500."]}},
+                           status=400)
+    if size > 20 and not authed:
+        return h.send_json({"detail": "Authentication credentials were not provided."}, status=401)
+    q = p.get("q", "")
+    total = _total(p)
+    first = (page - 1) * size
+    results = []
+    for i in range(first, min(first + size, total)):
+        kind = provider_result_kind(i)
+        results.append({
+            "id": "ov-%s-%d" % (_slug(q), i),
+            "title": "%s %d" % (q, i),
+            "url": provider_result_url(h.origin, "openverse", q, i),
+            "thumbnail": h.origin.url("/file/openverse-thumb-%d.jpg" % i, size=300, type="jpeg"),
+            "creator": "creator %d" % i,
+            "license": "by",
+            "license_version": "4.0",
+            "provider": "flickr",
+            "source": "flickr",
+            "filetype": EXTENSIONS.get(kind, "jpg"),
+        })
+    h.send_json({"result_count": total, "page_count": min(20, -(-total // size)),
+                 "page_size": size, "page": page, "results": results})
+
+
+WIKIMEDIA_KINDS = ("bitmap", "audio", "video", "drawing", "office")
+WIKIMEDIA_FILES = {"audio": ("ogg", "mp3"), "video": ("webm", "mp4"),
+                   "drawing": ("svg", "text"), "office": ("pdf", "text")}
+
+
+def _wikimedia(h, path, p):
+    q_full = p.get("gsrsearch", "")
+    bitmaps_only = "filetype:bitmap" in q_full.split()
+    q = " ".join(w for w in q_full.split() if not w.startswith("filetype:"))
+    limit = _int_param(p, "gsrlimit", 10)
+    offset = _int_param(p, "gsroffset", 0)
+    if p.get("action") != "query" or p.get("generator") != "search" or limit is None or offset is None:
+        return h.send_json({"error": {"code": "badvalue", "info": "Unrecognized parameters."},
+                            "servedby": "fake"})
+    limit = max(1, min(limit, 500))
+    if offset + limit > 10000:
+        return h.send_json({"error": {"code": "search-offset-limit",
+                                      "info": "Could not retrieve results past 10000."},
+                            "servedby": "fake"})
+    total = _total(p)
+    # the query's files, in rank order: (rank, kind of file)
+    files = [(i, WIKIMEDIA_KINDS[i % 5]) for i in range(total)]
+    if bitmaps_only:
+        files = [f for f in files if f[1] == "bitmap"]
+    window = files[offset:offset + limit]
+    if not window:
+        return h.send_json({"batchcomplete": ""})
+    width = _int_param(p, "iiurlwidth", 0) or 0
+    pages = {}
+    for rank, (i, kind) in enumerate(window, start=offset + 1):
+        if kind == "bitmap":
+            url = provider_result_url(h.origin, "wikimedia", q, i, IMAGE_TYPES[i % 3])
+            ext = url.rsplit("?", 1)[0].rsplit(".", 1)[-1]
+        else:
+            ext, body = WIKIMEDIA_FILES[kind]
+            url = h.origin.url("/file/wikimedia-%s-%d.%s" % (_slug(q), i, ext),
+                               size=900, seed=i, type=body)
+        title = "File:%s %d.%s" % (q.title() or "Q", i, ext)
+        info = {"url": url,
+                "descriptionurl": h.origin.base_url + "/wiki/" + urllib.parse.quote(title),
+                "descriptionshorturl": h.origin.base_url + "/w/index.php?curid=%d" % (1000 + i)}
+        if width > 0:
+            info.update({"thumburl": h.origin.url("/file/wikimedia-thumb-%d-%dpx.jpg" % (i, width),
+                                                  size=600, seed=i, type="jpeg"),
+                         "thumbwidth": width, "thumbheight": width * 3 // 4})
+        pages[1000 + i] = {"pageid": 1000 + i, "ns": 6, "title": title, "index": rank,
+                           "imagerepository": "local", "imageinfo": [info]}
+    answer = {"batchcomplete": ""}
+    if offset + len(window) < len(files):
+        answer["continue"] = {"gsroffset": offset + len(window), "continue": "gsroffset||"}
+    answer["query"] = {"pages": {str(k): pages[k] for k in sorted(pages)}}
+    h.send_json(answer)
+
+
+def _pixabay_error(h, text):
+    h.send_simple(400, "[ERROR 400] %s" % text)
+
+
+def _pixabay(h, path, p):
+    key = p.get("key", "")
+    if not key or key == "invalid":
+        return _pixabay_error(h, "Invalid or missing API key (https://pixabay.com/api/docs/).")
+    q = p.get("q", "")
+    if len(q) > 100:
+        return _pixabay_error(h, '"q" exceeds the maximum length of 100 characters.')
+    page = _int_param(p, "page", 1)
+    per_page = _int_param(p, "per_page", 20)
+    if per_page is None or not 3 <= per_page <= 200:
+        return _pixabay_error(h, '"per_page" is out of valid range.')
+    total = _total(p)
+    hits_total = min(total, 500)
+    if page is None or page < 1 or (page - 1) * per_page >= max(hits_total, 1):
+        return _pixabay_error(h, '"page" is out of valid range.')
+    first = (page - 1) * per_page
+    hits = []
+    for i in range(first, min(first + per_page, hits_total)):
+        hits.append({
+            "id": 100000 + i,
+            "pageURL": "https://pixabay.com/photos/%s-%d/" % (_slug(q), 100000 + i),
+            "type": "photo",
+            "tags": q,
+            "previewURL": h.origin.url("/file/pixabay-preview-%d.jpg" % i, size=300, type="jpeg"),
+            "webformatURL": h.origin.url("/file/pixabay-web-%d.jpg" % i, size=500, type="jpeg"),
+            "largeImageURL": provider_result_url(h.origin, "pixabay", q, i),
+            "imageWidth": 4000,
+            "imageHeight": 3000,
+        })
+    h.send_json({"total": total, "totalHits": hits_total, "hits": hits},
+                headers={"X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "99",
+                         "X-RateLimit-Reset": "60"})
+
+
+GOOGLE_MIME = {"png": "image/png", "jpg": "image/jpeg", "gif": "image/gif"}  # as indexed
+
+
+def _google_error(h, message):
+    h.send_json({"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT",
+                           "errors": [{"message": message, "domain": "global", "reason": "badRequest"}]}},
+                status=400)
+
+
+def _google(h, path, p):
+    if not p.get("key") or not p.get("cx"):
+        return _google_error(h, "Request contains an invalid argument.")
+    q = p.get("q", "")
+    num = _int_param(p, "num", 10)
+    start = _int_param(p, "start", 1)
+    if num is None or not 1 <= num <= 10 or start is None or start < 1 or start + num - 1 > 100:
+        return _google_error(h, "Request contains an invalid argument.")
+    total = _total(p, 250)
+
+    def query_info(first, count):
+        return {"title": "Google Custom Search - %s" % q, "totalResults": str(total),
+                "searchTerms": q, "count": count, "startIndex": first, "inputEncoding": "utf8",
+                "outputEncoding": "utf8", "safe": "off", "cx": p["cx"], "searchType": "image"}
+
+    items = []
+    for i in range(start - 1, min(start - 1 + num, total)):
+        kind = provider_result_kind(i)
+        link = provider_result_url(h.origin, "google", q, i)
+        items.append({"kind": "customsearch#result", "title": "%s %d" % (q, i),
+                      "htmlTitle": "<b>%s</b> %d" % (q, i), "link": link,
+                      "displayLink": "%s:%d" % (h.origin.host, h.origin.port),
+                      "snippet": "%s %d" % (q, i),
+                      "mime": GOOGLE_MIME[EXTENSIONS.get(kind, "jpg")],
+                      "fileFormat": GOOGLE_MIME[EXTENSIONS.get(kind, "jpg")],
+                      "image": {"contextLink": h.origin.base_url + "/page/%d" % i,
+                                "height": 480, "width": 640, "byteSize": 800 + (i % 50) * 10,
+                                "thumbnailLink": h.origin.url("/file/google-thumb-%d.jpg" % i,
+                                                              size=300, type="jpeg"),
+                                "thumbnailHeight": 90, "thumbnailWidth": 120}})
+    queries = {"request": [query_info(start, len(items))]}
+    nxt = start + num
+    if nxt <= total and nxt + num - 1 <= 100:
+        queries["nextPage"] = [query_info(nxt, num)]
+    if start > 1:
+        queries["previousPage"] = [query_info(max(1, start - num), num)]
+    answer = {"kind": "customsearch#search",
+              "url": {"type": "application/json",
+                      "template": "https://www.googleapis.com/customsearch/v1?q={searchTerms}"},
+              "queries": queries,
+              "context": {"title": "fake engine"},
+              "searchInformation": {"searchTime": 0.12, "formattedSearchTime": "0.12",
+                                    "totalResults": str(total),
+                                    "formattedTotalResults": "{:,}".format(total)}}
+    if items:
+        answer["items"] = items
+    h.send_json(answer)
+
+
+ROUTES += [
+    ("/api/openverse/", _openverse),
+    ("/api/wikimedia/w/api.php", _wikimedia),
+    ("/api/pixabay/", _pixabay),
+    ("/api/google/customsearch/v1", _google),
+]
 
 
 def main(argv=None):

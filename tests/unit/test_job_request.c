@@ -527,6 +527,111 @@ START_TEST(test_source_hook)
 }
 END_TEST
 
+/* max_query_length of the test sources: pixabay 100, tiny 1, others none. */
+static int query_limit(const char *name, void *ud)
+{
+        (*(int *)ud)++;
+        if (strcmp(name, "pixabay") == 0)
+                return 100;
+        return strcmp(name, "tiny") == 0 ? 1 : 0;
+}
+
+static int parse_hooked(const struct job_request_hooks *hooks, const char *body)
+{
+        result_clear();
+        res.r = job_request_parse_with(hooks, body, strlen(body), &res.job, &res.items, &res.n, &res.errors);
+        return res.r;
+}
+
+/* The messages of the errors naming field, joined by '|'. */
+static char *error_messages(const char *field)
+{
+        char *out = strdup("");
+        size_t i;
+        json_t *e;
+        json_array_foreach(res.errors, i, e)
+        {
+                if (strcmp(json_string_value(json_object_get(e, "field")), field) != 0)
+                        continue;
+                char *next = fmt("%s%s|", out, json_string_value(json_object_get(e, "message")));
+                free(out);
+                out = next;
+        }
+        return out;
+}
+
+START_TEST(test_query_length_hook)
+{
+        int calls = 0;
+        struct job_request_hooks hooks = {.source_max_query_length = query_limit, .userdata = &calls};
+        char q[JOB_QUERY_MAX * 2 + 1], *body, *msgs;
+
+        /* exactly 100 characters: accepted */
+        memset(q, 'a', 100);
+        q[100] = '\0';
+        body = fmt("{\"query\":\"%s\",\"sources\":[\"pixabay\"]}", q);
+        ck_assert_int_eq(parse_hooked(&hooks, body), 0);
+        ck_assert_int_eq(calls, 1);
+        free(body);
+
+        /* 101: refused, naming query, the source and its limit */
+        strcat(q, "b");
+        body = fmt("{\"query\":\"%s\",\"sources\":[\"openverse\",\"pixabay\"]}", q);
+        ck_assert_int_eq(parse_hooked(&hooks, body), -EINVAL);
+        ck_assert_ptr_null(res.job);
+        ck_assert_int_eq(json_array_size(res.errors), 1);
+        msgs = error_messages("query");
+        ck_assert_str_eq(msgs, "is 101 characters; source pixabay accepts at most 100|");
+        free(msgs);
+        free(body);
+
+        /* sources without a limit take it */
+        body = fmt("{\"query\":\"%s\",\"sources\":[\"openverse\"]}", q);
+        ck_assert_int_eq(parse_hooked(&hooks, body), 0);
+        free(body);
+
+        /* two sources refusing: one error each */
+        body = fmt("{\"query\":\"%s\",\"sources\":[\"tiny\",\"pixabay\"]}", q);
+        ck_assert_int_eq(parse_hooked(&hooks, body), -EINVAL);
+        ck_assert_int_eq(json_array_size(res.errors), 2);
+        free(body);
+
+        /* characters, not bytes: 100 two-byte characters fit, 101 do not */
+        q[0] = '\0';
+        for (int i = 0; i < 100; i++)
+                strcat(q, "\xc3\xa9");
+        body = fmt("{\"query\":\"%s\",\"sources\":[\"pixabay\"]}", q);
+        ck_assert_int_eq(parse_hooked(&hooks, body), 0);
+        free(body);
+        strcat(q, "\xc3\xa9");
+        body = fmt("{\"query\":\"%s\",\"sources\":[\"pixabay\"]}", q);
+        ck_assert_int_eq(parse_hooked(&hooks, body), -EINVAL);
+        ck_assert(has_error("query"));
+        free(body);
+
+        /* one character for tiny: "a" fits, "ab" does not */
+        ck_assert_int_eq(parse_hooked(&hooks, "{\"query\":\"a\",\"sources\":[\"tiny\"]}"), 0);
+        ck_assert_int_eq(parse_hooked(&hooks, "{\"query\":\"ab\",\"sources\":[\"tiny\"]}"), -EINVAL);
+
+        /* a bad source name is reported as such, not looked up */
+        calls = 0;
+        ck_assert_int_eq(parse_hooked(&hooks, "{\"query\":\"ab\",\"sources\":[\"\"]}"), -EINVAL);
+        ck_assert(has_error("sources[0]"));
+        ck_assert(!has_error("query"));
+        ck_assert_int_eq(calls, 0);
+
+        /* without the hook (or without hooks) only JOB_QUERY_MAX applies */
+        memset(q, 'a', JOB_QUERY_MAX);
+        q[JOB_QUERY_MAX] = '\0';
+        body = fmt("{\"query\":\"%s\",\"sources\":[\"pixabay\"]}", q);
+        hooks.source_max_query_length = NULL;
+        ck_assert_int_eq(parse_hooked(&hooks, body), 0);
+        ck_assert_int_eq(parse_hooked(NULL, body), 0);
+        free(body);
+        result_clear();
+}
+END_TEST
+
 START_TEST(test_tally)
 {
         assert_valid("{\"query\":\"q\",\"sources\":[\"openverse\"],\"urls\":[\"https://a.com/1\","
@@ -735,6 +840,7 @@ static Suite *job_request_suite(void)
         tcase_add_test(tc, test_explicit_source_filename);
         tcase_add_test(tc, test_source_from_host_port);
         tcase_add_test(tc, test_source_hook);
+        tcase_add_test(tc, test_query_length_hook);
         tcase_add_test(tc, test_tally);
         tcase_add_test(tc, test_jobjson_round_trip);
         tcase_add_test(tc, test_jobjson_percent);
