@@ -1,14 +1,16 @@
 /* cmd_get: GET /v1/jobs/{id}/items/{index}/file into a local file. The
  * body goes to a hidden temporary file in the target directory, which
- * takes its final name only once the whole body is in: link() when the
- * name must not exist yet (so an existing file is never replaced, even by
- * a race), rename() with --force. The name is -o's, or the server's from
+ * takes its final name only once the whole body is in: renameat2 with
+ * RENAME_NOREPLACE (or link() where the file system lacks it) when the
+ * name must not exist yet, so an existing file is never replaced, even by
+ * a race; rename() with --force. The name is -o's, or the server's from
  * Content-Disposition made safe by filename.c (never a path), or ID-INDEX
  * when it gives none. */
 #include "autoconfig.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -97,11 +99,44 @@ static int open_temp(struct get *g)
         return CTL_EXIT_CANTCREAT;
 }
 
-/* Give the complete temporary file its name. */
+/* Rename the temporary file to final: over an existing file only with
+ * --force. 0 or -errno. */
+static int rename_temp(struct get *g, const char *final)
+{
+        if (g->force)
+                return renameat(g->dir_fd, g->tmp, g->dir_fd, final) < 0 ? -errno : 0;
+        if (renameat2(g->dir_fd, g->tmp, g->dir_fd, final, RENAME_NOREPLACE) == 0)
+                return 0;
+        if (errno != EINVAL && errno != ENOSYS)
+                return -errno;
+        /* a file system without RENAME_NOREPLACE: a link never replaces either */
+        if (linkat(g->dir_fd, g->tmp, g->dir_fd, final, 0) < 0)
+                return -errno;
+        unlinkat(g->dir_fd, g->tmp, 0);
+        return 0;
+}
+
+/* The saved file's path as the user would write it, cleaned for the terminal. */
+static char *shown_path(const struct get *g, const char *final)
+{
+        char *where = NULL, *shown;
+
+        if (g->name)
+                return fmt_clean(g->output);
+        if (!g->output)
+                return fmt_clean(final);
+        size_t n = strlen(g->output);
+        if (asprintf(&where, "%s%s%s", g->output, n > 0 && g->output[n - 1] == '/' ? "" : "/", final) < 0)
+                return NULL;
+        shown = fmt_clean(where);
+        free(where);
+        return shown;
+}
+
+/* Give the complete temporary file its name and print it. */
 static int place(struct get *g, const struct http_answer *a, const char *id, long index)
 {
         char *name = NULL, fallback[128];
-        int r = 0;
 
         if (!g->name && filename_from_disposition(a->disposition, &name) < 0) {
                 snprintf(fallback, sizeof(fallback), "%s-%ld", id, index);
@@ -111,18 +146,16 @@ static int place(struct get *g, const struct http_answer *a, const char *id, lon
                 }
         }
         const char *final = g->name ? g->name : name;
-        if (g->force)
-                r = renameat(g->dir_fd, g->tmp, g->dir_fd, final);
-        else if ((r = linkat(g->dir_fd, g->tmp, g->dir_fd, final, 0)) == 0)
-                unlinkat(g->dir_fd, g->tmp, 0);
-        int err = errno;
-        char *shown = fmt_clean(g->output && g->name ? g->output : final);
-        if (r < 0 && err == EEXIST)
-                ctl_warn("%s exists (--force overwrites it)", shown ? shown : final);
+        int r = rename_temp(g, final);
+        char *shown = shown_path(g, final);
+        const char *s = shown ? shown : "the file";
+
+        if (r == -EEXIST)
+                ctl_warn("%s exists (--force overwrites it)", s);
         else if (r < 0)
-                ctl_warn("%s: %s", shown ? shown : final, strerror(err));
+                ctl_warn("%s: %s", s, strerror(-r));
         else {
-                printf("%s\n", shown ? shown : final);
+                printf("%s\n", s);
                 g->tmp[0] = '\0';
         }
         free(shown);

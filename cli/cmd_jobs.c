@@ -504,6 +504,15 @@ static void show_job(struct ctl *c, const json_t *job)
                 snprintf(buf + n, sizeof(buf) - n, " of %s",
                          fmt_size(ctl_int(p, "bytes_expected"), b, sizeof(b)));
         }
+        if (!ctl_job_is_over(job) && ctl_int(p, "speed_bps") >= 0) {
+                n = strlen(buf);
+                snprintf(buf + n, sizeof(buf) - n, ", %s", fmt_speed(ctl_int(p, "speed_bps"), b, sizeof(b)));
+        }
+        if (!ctl_job_is_over(job) && !isnan(ctl_real(p, "eta_s"))) {
+                n = strlen(buf);
+                snprintf(buf + n, sizeof(buf) - n, ", ETA %s",
+                         fmt_duration(ctl_real(p, "eta_s"), b, sizeof(b)));
+        }
         show_line("progress:", buf);
         if (json_is_object(e)) {
                 snprintf(buf, sizeof(buf), "%s: %s", ctl_str(e, "code"), ctl_str(e, "message"));

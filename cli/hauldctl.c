@@ -15,7 +15,7 @@
 
 static const struct ctl_command commands[] = {
         {"submit", cmd_submit, "URL...|- [OPTIONS] | --query Q --source S... [OPTIONS]",
-         "Submit a job of URLs (- reads them from stdin, one a line) or a search query.",
+         "Submit a job: URLs (- reads them from stdin) or a search query.",
          "\n"
          "  -q, --query Q              search Q on the sources given with --source\n"
          "  -s, --source S             a source to search (repeatable, needs --query)\n"

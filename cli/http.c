@@ -45,10 +45,14 @@ int http_client_new(const char *url, const char *token, struct http_client **ret
         if (is_unix) {
                 if (url[5] != '/' || strlen(url + 5) >= UNIX_PATH_MAX)
                         return -EINVAL;
-        } else if (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0)
-                return -EINVAL;
-        else if (url[strcspn(url, " \t\r\n")] != '\0' || strlen(url) <= strlen("https://"))
-                return -EINVAL;
+        } else {
+                size_t scheme = strncasecmp(url, "http://", 7) == 0    ? 7
+                                : strncasecmp(url, "https://", 8) == 0 ? 8
+                                                                       : 0;
+                /* a host, and nothing curl would read as a second argument */
+                if (scheme == 0 || url[scheme] == '\0' || url[scheme] == '/' || url[strcspn(url, " \t\r\n")])
+                        return -EINVAL;
+        }
         if (!(c = calloc(1, sizeof(*c))))
                 return -ENOMEM;
         c->base = strdup(is_unix ? "http://localhost" : url);
