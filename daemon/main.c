@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sysexits.h>
 
 #include "api/httpd.h"
 #include "common/log.h"
@@ -42,7 +43,8 @@ static void usage(FILE *f)
                 "  -V, --version       show the version\n"
                 "  KEY=VALUE           a setting, overriding the file and the environment\n"
                 "\n"
-                "Settings are described in docs/configuration.md and etc/hauld.conf.\n");
+                "Settings are described in docs/configuration.md and etc/hauld.conf.\n"
+                "See the hauld(8) and hauld.conf(5) manual pages.\n");
 }
 
 static int load_sources(const struct config *cfg, struct source_set **ret)
@@ -191,7 +193,7 @@ int main(int argc, char **argv)
                         return EXIT_SUCCESS;
                 default:
                         usage(stderr);
-                        return CONFIG_EXIT_BAD;
+                        return EX_USAGE;
                 }
         }
         if (load(cfg, file, argv + optind, argc - optind) < 0)
