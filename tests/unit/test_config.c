@@ -37,7 +37,7 @@ static void setup(void)
         ck_assert_int_eq(config_defaults(&c), 0);
         config_foreach(&c, collect_name, &n);
         config_free(&c);
-        ck_assert_int_eq(n, 29);
+        ck_assert_int_eq(n, 30);
 }
 
 static void teardown(void)
