@@ -256,10 +256,17 @@ static bool source_known(const char *name, void *userdata)
         return snapshot_source(userdata, name) != NULL;
 }
 
+static int source_max_query_length(const char *name, void *userdata)
+{
+        const struct snapshot_source *src = snapshot_source(userdata, name);
+        return src ? src->max_query_length : 0;
+}
+
 enum MHD_Result jobs_create(struct request *rq)
 {
         struct snapshot *snap = NULL;
-        struct job_request_hooks hooks = {.source_known = source_known};
+        struct job_request_hooks hooks = {.source_known = source_known,
+                                          .source_max_query_length = source_max_query_length};
         const char *key = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, "Idempotency-Key");
         struct job *job = NULL;
         struct item *items = NULL;

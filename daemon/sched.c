@@ -908,6 +908,7 @@ static int snapshot_sources(struct sched *s, struct snapshot *snap)
                                                                   : s->cfg->max_connections_per_source,
                         .requests_per_second = d->requests_per_second,
                         .per_page = d->per_page,
+                        .max_query_length = d->max_query_length,
                 };
                 if (!o->name)
                         return -ENOMEM;
@@ -1042,6 +1043,7 @@ static void engine_opts_from(const struct config *cfg, struct engine_opts *o)
                 .accept_content = cfg->accept_content,
                 .allow_private = cfg->allow_private_addresses,
                 .max_connects = cfg->max_concurrent_downloads * 2,
+                .user_agent = cfg->user_agent,
         };
 }
 

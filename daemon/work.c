@@ -332,6 +332,11 @@ static enum start start_download(struct work_env *w, struct jobrun *jr, int g, i
                 return blocked(w, jr, g, a, h, wake, now);
         }
         const struct job *j = jobrun_job(jr);
+        const struct source_def *d = gr->query ? group_def(w, jr, g) : NULL;
+        char **headers = NULL;
+        size_t nheaders = 0;
+        if (d && sources_download_headers(d, it->url, &headers, &nheaders) < 0)
+                headers = NULL, nheaders = 0;
         subdir_of(jr, g, subdir);
         struct xfer_request req = {
                 .url = it->url,
@@ -341,6 +346,8 @@ static enum start start_download(struct work_env *w, struct jobrun *jr, int g, i
                 .name_hint = it->filename,
                 .request_timeout_ms = (int64_t)(j->limits.request_timeout * 1000),
                 .stall_ms = (int64_t)(j->limits.stall_timeout * 1000),
+                .headers = headers,
+                .nheaders = nheaders,
         };
         struct xfer_tags tags = {.job = jr,
                                  .item = i,
@@ -350,7 +357,9 @@ static enum start start_download(struct work_env *w, struct jobrun *jr, int g, i
                                  .host = h,
                                  .rate = rate,
                                  .probe = a == ADMIT_PROBE};
-        if (xfers_start(w->xfers, &req, &tags, now) < 0) {
+        int r = xfers_start(w->xfers, &req, &tags, now);
+        sources_strv_free(headers, nheaders);
+        if (r < 0) {
                 if (a == ADMIT_PROBE)
                         srctab_abandon_probe(w->srcs, gr->src, now);
                 jobrun_untake(jr, g, i);
@@ -653,6 +662,12 @@ static void list_failed(struct work_env *w, struct jobrun *jr, int g, enum retry
         list_end(w, jr, g, "error", retry_class_code(rc), msg, now);
 }
 
+/* The page answered with an end_status: the listing ends cleanly. */
+static bool past_the_end(const struct source_def *d, struct group_run *gr, const struct xfer_result *res)
+{
+        return d && res->rc != RC_OK && res->http_status > 0 && sources_end_status(d, gr->page, res->http_status);
+}
+
 static void apply_listing(struct work_env *w, struct jobrun *jr, struct outcome *o, int64_t now)
 {
         int g = o->tags.group;
@@ -660,13 +675,16 @@ static void apply_listing(struct work_env *w, struct jobrun *jr, struct outcome 
         const struct source_def *d = group_def(w, jr, g);
         enum retry_class rc = o->res.rc;
         const char *msg = o->res.message;
-        char **urls = NULL, err[400];
-        size_t n = 0;
+        struct sources_page page = {.total = -1};
+        char err[400];
 
         if (gr->phase != GROUP_RUNNING || !gr->list_inflight)
                 return;
         gr->list_inflight = false;
-        if (rc == RC_OK && (!d || sources_parse_page(d, o->res.body, o->res.body_len, &urls, &n) < 0)) {
+        bool end = past_the_end(d, gr, &o->res);
+        if (end)
+                rc = RC_OK;
+        else if (rc == RC_OK && (!d || sources_parse_listing(d, o->res.body, o->res.body_len, &page) < 0)) {
                 rc = RC_INVALID_CONTENT;
                 msg = "the listing page is not JSON of the shape the source file describes";
         }
@@ -685,20 +703,25 @@ static void apply_listing(struct work_env *w, struct jobrun *jr, struct outcome 
                 list_failed(w, jr, g, rc, msg, o->res.retry_after_ms, now);
                 return;
         }
-        gr->pages++;
-        gr->results += (int64_t)n;
-        if (!jobrun_max_reached(jr))
-                list_add(jr, g, urls, n);
-        sources_strv_free(urls, n);
+        if (!end) {
+                gr->pages++;
+                gr->results += (int64_t)page.results;
+                if (page.total >= 0)
+                        gr->total = page.total;
+                if (!jobrun_max_reached(jr))
+                        list_add(jr, g, page.urls, page.n);
+        }
+        enum sources_list_end next =
+                sources_listing_next(d, gr->page, gr->results, end ? -1 : page.total, end ? 0 : page.results,
+                                     end ? o->res.http_status : 200);
+        sources_page_clear(&page);
         gr->page++;
         gr->list_attempts = 0;
         gr->list_due_ms = now;
-        if (n == 0)
-                list_end(w, jr, g, "exhausted", NULL, NULL, now);
-        else if (!d->paged)
-                list_end(w, jr, g, "exhausted", NULL, NULL, now);
-        else if (jobrun_nitems(jr) >= JOB_MAX_ITEMS)
+        if (next == LIST_MORE && jobrun_nitems(jr) >= JOB_MAX_ITEMS)
                 list_end(w, jr, g, "result_limit", NULL, NULL, now);
+        else if (next != LIST_MORE)
+                list_end(w, jr, g, sources_list_end_to_string(next), NULL, NULL, now);
         else
                 jobrun_group_set(jr, g, SRC_LISTING, NULL, NULL);
 }

@@ -98,8 +98,9 @@ class QueryJobs(hauldtest.HauldTestCase):
         self.assertEqual(by_source["broken"]["error"]["code"], "http_5xx")
         self.assertEqual(by_source["empty"]["state"], "done")
         self.assertEqual(by_source["empty"]["items"], 0)
-        # 1 + MAX_RETRIES_PER_SOURCE listing requests for the broken source
-        self.assertEqual(len([p for p in self.search.pages if p[0] == "broken"]), 3)
+        # at most 1 + MAX_RETRIES_PER_SOURCE listing requests for the broken
+        # source: the job ends as soon as max is reached, its retries with it
+        self.assertIn(len([p for p in self.search.pages if p[0] == "broken"]), (1, 2, 3))
         # pages fetched until max candidates: 12 at 5 per page is 3 pages
         self.assertEqual([p[1] for p in self.search.pages if p[0] == "good"], [1, 2, 3])
         self.assertEqual({p[2] for p in self.search.pages}, {"red cars"})
