@@ -54,6 +54,7 @@
 #include "daemon/content.h"
 #include "daemon/engine.h"
 #include "daemon/naming.h"
+#include "daemon/urlcheck.h"
 
 #define ERROR_BODY_MAX  (64 * 1024) /* error bodies read (and dropped) to keep the connection */
 #define MAX_REDIRECTS   5
@@ -104,6 +105,9 @@ struct xfer {
         char last_modified[VALIDATOR_MAX];
         int64_t range_start; /* Content-Range start of the current answer; -1: none */
         char *url;
+        char *host;     /* host[:port] of the URL asked for: its own headers go there only */
+        bool own_follow; /* it has headers of its own: redirects are followed here, not by libcurl */
+        int redirects;   /* followed here so far */
         char *name_hint;
         char *disposition; /* Content-Disposition of the final answer */
         bool to_memory;    /* body into mem, not a file */
@@ -158,6 +162,7 @@ static void xfer_free(struct xfer *x)
         curl_slist_free_all(x->headers);
         free(x->mem);
         free(x->url);
+        free(x->host);
         free(x->name_hint);
         free(x->disposition);
         free(x);
@@ -584,7 +589,7 @@ static int setup_easy(struct xfer *x)
         curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, x);
         curl_easy_setopt(c, CURLOPT_ERRORBUFFER, x->errbuf);
         curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+        curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, x->own_follow ? 0L : 1L);
         curl_easy_setopt(c, CURLOPT_MAXREDIRS, (long)MAX_REDIRECTS);
         curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
@@ -633,6 +638,11 @@ int engine_start(struct engine *e, const struct xfer_request *req, struct xfer *
         x->name_hint = str_dup(req->name_hint);
         x->subdir = str_dup(req->subdir);
         x->to_memory = req->to_memory;
+        x->own_follow = req->nheaders > 0;
+        if (x->own_follow && urlcheck_validate(req->url, &x->host, NULL) < 0) {
+                r = -EINVAL;
+                goto fail;
+        }
         for (size_t i = 0; i < req->nheaders; i++) {
                 struct curl_slist *l = curl_slist_append(x->headers, req->headers[i]);
                 if (!l)
@@ -772,6 +782,54 @@ static enum retry_class finish_body(struct xfer *x, struct xfer_result *res)
         return RC_OK;
 }
 
+/* The request's headers stay with its host: a redirect elsewhere keeps
+ * only what the resume needs. */
+static int redirect_headers(struct xfer *x, const char *url)
+{
+        char *host = NULL;
+        bool same = urlcheck_validate(url, &host, NULL) == 0 && strcmp(host, x->host) == 0;
+
+        free(host);
+        if (same)
+                return 0;
+        curl_slist_free_all(x->headers);
+        x->headers = NULL;
+        if (x->resume_from > 0 && x->validator) {
+                char ifrange[VALIDATOR_MAX + 16];
+                snprintf(ifrange, sizeof(ifrange), "If-Range: %s", x->validator);
+                if (!(x->headers = curl_slist_append(NULL, ifrange)))
+                        return -ENOMEM;
+        }
+        curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->headers);
+        return 0;
+}
+
+/* A request with headers of its own got a redirect: follow it here (libcurl
+ * would send every custom header to any host a redirect names). Returns
+ * true when the transfer goes on. */
+static bool follow_redirect(struct engine *e, struct xfer *x, CURLcode cc)
+{
+        long code = http_status(x);
+        char *next = NULL, *url;
+
+        if (!x->own_follow || cc != CURLE_OK || (code != 301 && code != 302 && code != 303 && code != 307 &&
+                                                  code != 308))
+                return false;
+        curl_easy_getinfo(x->easy, CURLINFO_REDIRECT_URL, &next);
+        if (!next || x->redirects >= MAX_REDIRECTS || !(url = strdup(next)))
+                return false;
+        curl_multi_remove_handle(e->multi, x->easy);
+        if (redirect_headers(x, url) < 0 || curl_easy_setopt(x->easy, CURLOPT_URL, url) != CURLE_OK) {
+                free(url);
+                return false;
+        }
+        free(x->url);
+        x->url = url;
+        x->redirects++;
+        x->discarded = 0;
+        return curl_multi_add_handle(e->multi, x->easy) == CURLM_OK;
+}
+
 static void finish(struct engine *e, struct xfer *x, CURLcode cc)
 {
         struct xfer_result res = {.retry_after_ms = x->retry_after_ms, .part_fd = -1, .dir_fd = -1};
@@ -823,7 +881,8 @@ int engine_perform(struct engine *e)
                 if (m->msg != CURLMSG_DONE)
                         continue;
                 curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
-                finish(e, x, m->data.result);
+                if (!follow_redirect(e, x, m->data.result))
+                        finish(e, x, m->data.result);
         }
         return 0;
 }

@@ -40,7 +40,7 @@ def hauldctl_binary():
 
 
 class CliTestCase(hauldtest.HauldTestCase):
-    daemon_env = {"MAX_RETRIES_PER_ITEM": "0", "RETRY_BACKOFF_BASE": "0"}
+    daemon_env = {"MAX_RETRIES_PER_SOURCE": "0", "MAX_RETRIES_PER_ITEM": "0", "RETRY_BACKOFF_BASE": "0"}
 
     def setUp(self):
         super().setUp()
