@@ -13,7 +13,8 @@
 #include "daemon/job.h"
 
 static const char *const job_states[] = {"queued", "running",   "succeeded", "partial",
-                                         "failed", "cancelled", "timed_out"};
+                                         "failed", "cancelled", "timed_out", "paused"};
+_Static_assert(sizeof(job_states) / sizeof(job_states[0]) == _JOB_STATE_MAX, "a name per job state");
 static const char *const item_states[] = {"pending", "running", "succeeded", "failed", "skipped"};
 static const char *const source_states[] = {"pending", "listing",   "downloading", "done",
                                             "failed",  "timed_out", "skipped"};
@@ -33,7 +34,10 @@ int item_state_from_string(const char *s) { return lookup(item_states, _ITEM_STA
 const char *source_state_to_string(enum source_state s) { return source_states[s]; }
 int source_state_from_string(const char *s) { return lookup(source_states, _SRC_STATE_MAX, s); }
 
-bool job_state_is_terminal(enum job_state s) { return s != JOB_QUEUED && s != JOB_RUNNING; }
+bool job_state_is_terminal(enum job_state s)
+{
+        return s != JOB_QUEUED && s != JOB_RUNNING && s != JOB_PAUSED;
+}
 
 static const char crockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
@@ -105,6 +109,7 @@ void item_clear(struct item *it)
         free(it->content_type);
         free(it->path);
         free(it->sha256);
+        free(it->node);
         job_error_clear(&it->error);
         memset(it, 0, sizeof(*it));
 }
@@ -140,6 +145,7 @@ void job_free(struct job *j)
         job_error_clear(&j->error);
         free(j->idempotency_key);
         free(j->request_hash);
+        free(j->lease_owner);
         free(j);
 }
 
@@ -168,6 +174,7 @@ int job_dup(const struct job *j, struct job **ret)
         c->label = str_dup(j->label);
         c->idempotency_key = str_dup(j->idempotency_key);
         c->request_hash = str_dup(j->request_hash);
+        c->lease_owner = str_dup(j->lease_owner);
         error_copy(&c->error, &j->error);
         c->sources = j->nsources ? calloc(j->nsources, sizeof(char *)) : NULL;
         for (size_t i = 0; i < j->nsources; i++)
@@ -191,6 +198,7 @@ int item_copy(struct item *dst, const struct item *src)
         dst->content_type = str_dup(src->content_type);
         dst->path = str_dup(src->path);
         dst->sha256 = str_dup(src->sha256);
+        dst->node = str_dup(src->node);
         error_copy(&dst->error, &src->error);
         return 0;
 }

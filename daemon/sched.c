@@ -543,7 +543,7 @@ int sched_start(const struct config *cfg, const struct source_set *sources, stru
                 goto fail;
         }
         store_set_sync(s->store, false); /* see store_set_sync(): files are flushed first */
-        r = store_recover(s->store, &recovered);
+        r = store_recover(s->store, NULL, clock_wall_ms(), &recovered);
         if (r < 0) {
                 log_error("sched: recovering the job table: %s", strerror(-r));
                 goto fail;
