@@ -116,12 +116,17 @@ run)
         else
                 dir=$(mktemp -d "${TMPDIR:-/tmp}/hauld-pg-XXXXXX")
         fi
+        child=
         trap 'stop "$dir"' EXIT
-        trap 'exit 130' INT
-        trap 'exit 143' TERM
+        trap '[[ -z $child ]] || kill -TERM "$child" 2>/dev/null; exit 130' INT
+        trap '[[ -z $child ]] || kill -TERM "$child" 2>/dev/null; exit 143' TERM
         url=$(start "$dir")
+        # in the background, so that a signal is handled at once, not
+        # when the command is done
+        HAULD_TEST_PG_URL=$url "$@" &
+        child=$!
         rc=0
-        HAULD_TEST_PG_URL=$url "$@" || rc=$?
+        wait "$child" || rc=$?
         exit $rc
         ;;
 *)
