@@ -858,6 +858,31 @@ START_TEST(test_not_utf8)
 }
 END_TEST
 
+/* Commits that do not wait for the disk are still commits: another
+ * connection sees them at once. */
+START_TEST(test_set_sync)
+{
+        struct store *s = open_store(), *t = open_store();
+        struct job *j, *g;
+
+        ck_assert_int_eq(store_set_sync(s, false), 0);
+        j = insert_job(s, T0, JOB_QUEUED, 0);
+        ck_assert_int_eq(store_begin(s), 0);
+        j->state = JOB_RUNNING;
+        ck_assert_int_eq(store_job_update(s, j), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        g = get_job(t, j->id);
+        ck_assert_int_eq(g->state, JOB_RUNNING);
+        job_free(g);
+        ck_assert_int_eq(store_set_sync(s, true), 0);
+        ck_assert_int_eq(store_job_delete(s, j->id), 0);
+        ck_assert_int_eq(store_job_get(t, j->id, &g), -ENOENT);
+        job_free(j);
+        store_close(t);
+        store_close(s);
+}
+END_TEST
+
 /* ---- opening, checking, describing -------------------------------------------------- */
 
 static void *open_thread(void *arg)
@@ -1151,6 +1176,7 @@ static void add_core(TCase *tc, enum backend be)
         tcase_add_test(tc, test_limits);
         tcase_add_test(tc, test_item_node);
         tcase_add_test(tc, test_not_utf8);
+        tcase_add_test(tc, test_set_sync);
         tcase_add_test(tc, test_concurrent_open);
         tcase_add_test(tc, test_describe);
 }

@@ -904,6 +904,31 @@ START_TEST(test_batch_aborted)
 }
 END_TEST
 
+/* A row held by another transaction for longer than the lock timeout
+ * (5 s) is -EBUSY, and the connection stays usable. */
+START_TEST(test_lock_timeout)
+{
+        struct store *s = open_store();
+        struct job *j = insert_job(s, T0, JOB_QUEUED, 0), *g;
+        char sql[128];
+        double t0;
+
+        snprintf(sql, sizeof(sql), "BEGIN; SELECT 1 FROM jobs WHERE id = '%s' FOR UPDATE", j->id);
+        sql_exec(sql);
+        j->progress.total = 3;
+        t0 = now_ms();
+        ck_assert_int_eq(store_job_update(s, j), -EBUSY);
+        ck_assert_double_ge(now_ms() - t0, 4500);
+        sql_exec("ROLLBACK");
+        ck_assert_int_eq(store_job_update(s, j), 0);
+        g = get_job(s, j->id);
+        ck_assert_int_eq(g->progress.total, 3);
+        job_free(g);
+        job_free(j);
+        store_close(s);
+}
+END_TEST
+
 /* A role that may use the tables but not create any: a migrated schema
  * opens; a new one is refused with -EACCES. */
 START_TEST(test_no_create_privilege)
@@ -979,6 +1004,7 @@ static void add_cluster(TCase *tc, enum backend be)
         if (be == BE_PG) {
                 tcase_add_test(tc, test_reconnect);
                 tcase_add_test(tc, test_batch_aborted);
+                tcase_add_test(tc, test_lock_timeout);
                 tcase_add_test(tc, test_no_create_privilege);
         }
 #endif
@@ -987,7 +1013,7 @@ static void add_cluster(TCase *tc, enum backend be)
 static Suite *cluster_suite(void)
 {
         Suite *su = suite_create("store_cluster");
-        add_backend_cases(su, "cluster", add_cluster, 0);
+        add_backend_cases(su, "cluster", add_cluster, 60);
         return su;
 }
 
