@@ -170,10 +170,11 @@ int store_recover(struct store *s, const char *node, int64_t now_ms, int64_t *re
 
 /* Take up to limit (0..STORE_LEASE_MAX) jobs for node: queued ones, and
  * running ones whose lease ran out before now_ms or that have none
- * (rescued: their running items go back to pending), priority high to
- * low then oldest first. Each becomes running, leased to node until
- * now_ms + lease_ms, with a new token greater than every token handed out
- * for the table before. *ret (free()) in that order, NULL when none. */
+ * (rescued), priority high to low then oldest first. Each becomes
+ * running, leased to node until now_ms + lease_ms, with a new token
+ * greater than every token handed out for the table before; its running
+ * items (a dead node's transfers) go back to pending. Committed when it
+ * returns. *ret (free()) in that order, NULL when none. */
 int store_job_claim(struct store *s, const char *node, size_t limit, int64_t now_ms, int64_t lease_ms,
                     struct store_claim **ret, size_t *ret_n);
 /* Extend node's leases c[0..n) (n <= STORE_LEASE_MAX) to now_ms +

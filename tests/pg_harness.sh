@@ -111,10 +111,11 @@ stop)
 run)
         shift
         [[ $# -ge 1 ]] || die "usage: $0 run CMD..."
+        tail=$(printf 'X%.0s' 1 2 3 4 5 6) # mktemp's template: six capital X
         if ((EUID == 0)); then
-                dir=$(mktemp -d /tmp/hauld-pg-XXXXXX)
+                dir=$(mktemp -d "/tmp/hauld-pg-$tail")
         else
-                dir=$(mktemp -d "${TMPDIR:-/tmp}/hauld-pg-XXXXXX")
+                dir=$(mktemp -d "${TMPDIR:-/tmp}/hauld-pg-$tail")
         fi
         child=
         trap 'stop "$dir"' EXIT
