@@ -14,6 +14,7 @@
 
 static const char *const job_states[] = {"queued", "running",   "succeeded", "partial",
                                          "failed", "cancelled", "timed_out", "paused"};
+_Static_assert(sizeof(job_states) / sizeof(job_states[0]) == _JOB_STATE_MAX, "a name per job state");
 static const char *const item_states[] = {"pending", "running", "succeeded", "failed", "skipped"};
 static const char *const source_states[] = {"pending", "listing",   "downloading", "done",
                                             "failed",  "timed_out", "skipped"};
@@ -147,6 +148,7 @@ void job_free(struct job *j)
         job_error_clear(&j->error);
         free(j->idempotency_key);
         free(j->request_hash);
+        free(j->lease_owner);
         free(j);
 }
 
@@ -187,6 +189,7 @@ int job_dup(const struct job *j, struct job **ret)
         c->idempotency_key = dup_or(j->idempotency_key, &oom);
         c->request_hash = dup_or(j->request_hash, &oom);
         error_copy(&c->error, &j->error, &oom);
+        c->lease_owner = dup_or(j->lease_owner, &oom);
         c->sources = j->nsources ? calloc(j->nsources, sizeof(char *)) : NULL;
         c->per_source = j->nper_source ? calloc(j->nper_source, sizeof(*c->per_source)) : NULL;
         if ((j->nsources && !c->sources) || (j->nper_source && !c->per_source)) {

@@ -24,7 +24,7 @@ enum job_state {
         JOB_FAILED,
         JOB_CANCELLED,
         JOB_TIMED_OUT,
-        JOB_PAUSED, /* put aside by request; not terminal */
+        JOB_PAUSED, /* held back by a user; not terminal, never claimed */
         _JOB_STATE_MAX
 };
 enum item_state { ITEM_PENDING, ITEM_RUNNING, ITEM_SUCCEEDED, ITEM_FAILED, ITEM_SKIPPED, _ITEM_STATE_MAX };
@@ -89,18 +89,18 @@ struct item {
         int64_t duration_ms;
         int64_t speed_bps;
         struct job_error error;
-        char *node;           /* the node whose DOWNLOAD_DIR holds the file; NULL: this one */
-        int64_t resumed_from; /* bytes the successful attempt resumed from (Range); 0: from the start */
+        char *node;           /* id of the node whose DOWNLOAD_DIR holds the file; NULL: none */
+        int64_t resumed_from; /* bytes the successful attempt resumed from with Range; 0: from the start */
 };
 
-/* A job's own limits, over the settings and the source file; 0 (and -1
- * for max_retries): not set. */
+/* Per-job overrides of settings; a field not set leaves the setting. */
 struct job_limits {
-        double source_timeout;  /* s */
-        double request_timeout; /* s */
-        double stall_timeout;   /* s */
-        int max_retries;        /* retries of one download */
+        double source_timeout;  /* s; 0: not set */
+        double request_timeout; /* s; 0: not set */
+        double stall_timeout;   /* s; 0: not set */
+        int max_retries;        /* -1: not set */
 };
+#define JOB_LIMITS_UNSET ((struct job_limits){0, 0, 0, -1})
 
 struct job {
         char id[JOB_ID_LEN + 1];
@@ -118,9 +118,14 @@ struct job {
         struct job_source *per_source;
         size_t nper_source;
         struct job_error error;
-        struct job_limits limits;
         char *idempotency_key; /* NULL: none */
         char *request_hash;    /* hex SHA-256 of the request body, with idempotency_key */
+        struct job_limits limits;
+        /* The lease of the node running the job (store_job_claim()). The
+         * token stays when the lease ends: it fences the last holder. */
+        char *lease_owner;   /* node id; NULL: no lease */
+        int64_t lease_token; /* fencing token; 0: never leased */
+        int64_t lease_until; /* wall ms the lease runs out; 0: no lease */
 };
 
 const char *job_state_to_string(enum job_state s);

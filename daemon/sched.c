@@ -1134,7 +1134,7 @@ static int open_store(struct sched *s)
                 return r;
         }
         store_set_sync(s->store, false); /* see store_set_sync(): files are flushed first */
-        r = store_recover(s->store, &recovered);
+        r = store_recover(s->store, NULL, wall(s), &recovered);
         if (r < 0) {
                 log_error("sched: recovering the job table: %s", strerror(-r));
                 return r;

@@ -1,11 +1,15 @@
 /* store_json: the JSON text of the job columns that hold lists, `sources`
  * (an array of names) and `per_source` (an array of struct job_source),
- * for store backends. An empty list is stored as NULL (no text). Strings
+ * and of `options` (an object of the job_limits that are set), for store
+ * backends. An empty list is stored as NULL (no text). Strings
  * that are not UTF-8 are written with '?' for the bad bytes (jansson
  * refuses them); text that does not decode to the expected shape is -EIO. */
 #include "autoconfig.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -233,5 +237,86 @@ out:
         if (!n)
                 free(v);
         *ret_n = n;
+        return 0;
+}
+
+/* A timeout as stored: 0 (not set) or a finite positive number of s. */
+static bool timeout_ok(double v) { return isfinite(v) && v >= 0; }
+
+int store_json_encode_options(const struct job_limits *l, char **ret)
+{
+        const double t[] = {l->source_timeout, l->request_timeout, l->stall_timeout};
+        static const char *const names[] = {"source_timeout", "request_timeout", "stall_timeout"};
+        json_t *o;
+        char *text = NULL;
+        int r = 0;
+
+        for (size_t i = 0; i < 3; i++)
+                if (!timeout_ok(t[i]))
+                        return -EINVAL;
+        if (l->max_retries < -1)
+                return -EINVAL;
+        o = json_object();
+        for (size_t i = 0; o && r == 0 && i < 3; i++)
+                if (t[i] > 0)
+                        r = json_object_set_new(o, names[i], json_real(t[i]));
+        if (o && r == 0 && l->max_retries >= 0)
+                r = json_object_set_new(o, "max_retries", json_integer(l->max_retries));
+        if (o && r == 0 && json_object_size(o) > 0) {
+                text = json_dumps(o, JSON_COMPACT);
+                if (!text)
+                        r = -1;
+        }
+        json_decref(o);
+        if (!o || r < 0)
+                return -ENOMEM;
+        *ret = text;
+        return 0;
+}
+
+/* A timeout member: absent leaves *v 0; anything but a number >= 0 is -EIO. */
+static int timeout_decode(json_t *o, const char *name, double *v)
+{
+        json_t *m = json_object_get(o, name);
+
+        if (!m)
+                return 0;
+        if (!json_is_number(m) || !timeout_ok(json_number_value(m)))
+                return -EIO;
+        *v = json_number_value(m);
+        return 0;
+}
+
+int store_json_decode_options(const char *text, struct job_limits *ret)
+{
+        struct job_limits l = JOB_LIMITS_UNSET;
+        json_t *o, *m;
+        int r;
+
+        if (!text) {
+                *ret = l;
+                return 0;
+        }
+        o = json_loads(text, 0, NULL);
+        if (!json_is_object(o)) {
+                json_decref(o);
+                return -EIO;
+        }
+        r = timeout_decode(o, "source_timeout", &l.source_timeout);
+        if (r == 0)
+                r = timeout_decode(o, "request_timeout", &l.request_timeout);
+        if (r == 0)
+                r = timeout_decode(o, "stall_timeout", &l.stall_timeout);
+        m = json_object_get(o, "max_retries");
+        if (r == 0 && m) {
+                if (json_is_integer(m) && json_integer_value(m) >= 0 && json_integer_value(m) <= INT_MAX)
+                        l.max_retries = (int)json_integer_value(m);
+                else
+                        r = -EIO;
+        }
+        json_decref(o);
+        if (r < 0)
+                return r;
+        *ret = l;
         return 0;
 }

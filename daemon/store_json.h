@@ -1,4 +1,4 @@
-/* JSON text of a job's list columns, shared by store backends.
+/* JSON text of a job's list and options columns, shared by store backends.
  * int returns: 0 ok, -errno (-ENOMEM, -EINVAL a bad enum on encode, -EIO
  * text that does not decode); ret_* written only on success. */
 #pragma once
@@ -13,3 +13,9 @@ int store_json_encode_per_source(const struct job *j, char **ret);
 /* text NULL: no sources (*ret NULL, *ret_n 0). */
 int store_json_decode_sources(const char *text, char ***ret, size_t *ret_n);
 int store_json_decode_per_source(const char *text, struct job_source **ret, size_t *ret_n);
+/* j->limits as a JSON object of the fields that are set; *ret NULL when
+ * none is. -EINVAL for a negative or non-finite timeout, or max_retries
+ * below -1. */
+int store_json_encode_options(const struct job_limits *l, char **ret);
+/* text NULL: nothing set (JOB_LIMITS_UNSET). Unknown keys are ignored. */
+int store_json_decode_options(const char *text, struct job_limits *ret);

@@ -1,4 +1,6 @@
-/* store_sqlite: the SQLite backend of the job table.
+/* store_sqlite: the SQLite backend of the job table; this half holds the
+ * connection, the schema, jobs and items, store_sqlite_cluster.c the
+ * leases, nodes and circuits.
  *
  * One struct sq is one connection: WAL, synchronous=FULL (a commit that
  * returned survives power loss; the engine amortises it by batching in
@@ -12,13 +14,17 @@
  *
  * A write of several statements runs in its own transaction, or in a
  * savepoint inside the caller's store_begin(), so a failed operation
- * leaves nothing behind either way (op_begin/op_end).
+ * leaves nothing behind either way (sq_op_begin/sq_op_end).
  *
  * In the file: times are INTEGER ms since the epoch, NULL for 0; states
  * are their names, so the file reads well in the sqlite3 shell and does
  * not depend on the order of the C enums; sources and per_source are JSON
- * arrays (store_json.c). Strings that are not UTF-8 are stored as they are
- * in plain columns. */
+ * arrays, options a JSON object (store_json.c). Strings that are not
+ * UTF-8 are stored as they are in plain columns.
+ *
+ * The connection remembers the device and inode of its file: a file
+ * deleted or replaced under it is reported by store_check() instead of
+ * going on unseen (the connection would write to the unlinked inode). */
 #include "autoconfig.h"
 
 #include <errno.h>
@@ -26,15 +32,18 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include <sqlite3.h>
 
 #include "common/clock.h"
 #include "common/fs.h"
-#include "daemon/store-backend.h"
 #include "daemon/store_json.h"
+#include "daemon/store_sqlite-internal.h"
 
 #define SQ_BUSY_TIMEOUT_MS 5000
+#define SQ_BUSY_RETRY_MS   10 /* between tries to turn a new file to WAL */
 /* Page cache per connection. A 10,000-item job is about 2 MiB of pages;
  * past the cache SQLite spills dirty pages to the WAL mid-transaction. */
 #define SQ_CACHE_KIB "8192"
@@ -78,6 +87,32 @@ static const char *const migrations[] = {
         ") WITHOUT ROWID;",
         /* 2: pruning by finished_at without scanning every job */
         "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;",
+        /* 3: leases and per-job options; where an item's file is; the
+         * token counter, nodes and shared circuits */
+        "ALTER TABLE jobs ADD COLUMN lease_owner TEXT;"
+        "ALTER TABLE jobs ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE jobs ADD COLUMN lease_until INTEGER;"
+        "ALTER TABLE jobs ADD COLUMN options TEXT;" /* JSON object of job_limits; NULL: none */
+        "ALTER TABLE items ADD COLUMN node TEXT;"
+        "ALTER TABLE items ADD COLUMN resumed_from INTEGER NOT NULL DEFAULT 0;"
+        /* the last fencing token handed out, in one row */
+        "CREATE TABLE lease_tokens (id INTEGER PRIMARY KEY CHECK (id = 1), last INTEGER NOT NULL);"
+        "INSERT INTO lease_tokens (id, last) VALUES (1, 0);"
+        "CREATE TABLE nodes ("
+        "  id TEXT PRIMARY KEY,"
+        "  started_at INTEGER NOT NULL, heartbeat_at INTEGER NOT NULL,"
+        "  leases INTEGER NOT NULL,"
+        "  api_url TEXT, version TEXT"
+        ");"
+        "CREATE TABLE circuits ("
+        "  source TEXT PRIMARY KEY,"
+        "  state TEXT NOT NULL,"
+        "  consecutive_failures INTEGER NOT NULL, trips INTEGER NOT NULL,"
+        "  opened_at INTEGER, retry_at INTEGER, open_ms INTEGER NOT NULL,"
+        "  last_error TEXT,"
+        "  probe_owner TEXT, probe_until INTEGER,"
+        "  updated_at INTEGER NOT NULL"
+        ");",
 };
 #define SCHEMA_VERSION ((int64_t)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -107,12 +142,17 @@ enum {
         JC_ERROR_CODE,
         JC_ERROR_MESSAGE,
         JC_IDEMPOTENCY_KEY,
-        JC_REQUEST_HASH
+        JC_REQUEST_HASH,
+        JC_LEASE_OWNER,
+        JC_LEASE_TOKEN,
+        JC_LEASE_UNTIL,
+        JC_OPTIONS
 };
 #define JOB_COLS                                                                                            \
         "seq, id, state, query, sources, max, timeout, priority, label, created_at, started_at, "           \
         "finished_at, deadline_at, total, pending, running, succeeded, failed, skipped, bytes, "            \
-        "per_source, error_code, error_message, idempotency_key, request_hash"
+        "per_source, error_code, error_message, idempotency_key, request_hash, lease_owner, lease_token, "  \
+        "lease_until, options"
 
 /* Column order of ITEM_COLS; the insert binds job_seq as ?1 and column N as ?N+2. */
 enum {
@@ -130,11 +170,13 @@ enum {
         IC_DURATION_MS,
         IC_SPEED_BPS,
         IC_ERROR_CODE,
-        IC_ERROR_MESSAGE
+        IC_ERROR_MESSAGE,
+        IC_NODE,
+        IC_RESUMED_FROM
 };
 #define ITEM_COLS                                                                                           \
         "idx, source, url, filename, state, attempts, http_status, bytes, content_type, path, sha256, "     \
-        "duration_ms, speed_bps, error_code, error_message"
+        "duration_ms, speed_bps, error_code, error_message, node, resumed_from"
 
 /* One state's newest page for the filtered job list: ?1 before, ?2 limit. */
 #define STATE_PAGE(p)                                                                                       \
@@ -143,43 +185,19 @@ enum {
 _Static_assert(_JOB_STATE_MAX == 8, "Q_JOB_LIST_STATES has one STATE_PAGE per job state");
 _Static_assert(_ITEM_STATE_MAX == 5, "Q_ITEM_LIST has one parameter per item state");
 
-enum query {
-        Q_BEGIN,
-        Q_COMMIT,
-        Q_ROLLBACK,
-        Q_SAVEPOINT,
-        Q_RELEASE,
-        Q_ROLLBACK_TO,
-        Q_JOB_INSERT,
-        Q_JOB_GET,
-        Q_JOB_BY_KEY,
-        Q_JOB_SEQ,
-        Q_JOB_LIST,
-        Q_JOB_LIST_STATES,
-        Q_JOB_UPDATE,
-        Q_JOB_DELETE,
-        Q_JOB_QUEUED,
-        Q_JOB_COUNT,
-        Q_JOB_PRUNE,
-        Q_ITEM_INSERT,
-        Q_ITEM_LIST,
-        Q_ITEM_UPDATE,
-        Q_RECOVER_ITEMS,
-        Q_RECOVER_JOBS,
-        _Q_MAX
-};
-
 /* (unformatted: clang-format would split the STATE_PAGE arguments) */
 /* clang-format off */
-static const char *const queries[_Q_MAX] = {
+static const char *const queries[_Q_CORE_MAX] = {
         [Q_BEGIN] = "BEGIN IMMEDIATE",
         [Q_COMMIT] = "COMMIT",
         [Q_ROLLBACK] = "ROLLBACK",
         [Q_SAVEPOINT] = "SAVEPOINT op",
         [Q_RELEASE] = "RELEASE op",
         [Q_ROLLBACK_TO] = "ROLLBACK TO op",
+        /* a new job has no lease (?25..?27 unused) */
         [Q_JOB_INSERT] = "INSERT INTO jobs (" JOB_COLS ") VALUES (NULL, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
-                         " ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+                         " ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24,"
+                         " NULL, 0, NULL, ?28)",
         [Q_JOB_GET] = "SELECT " JOB_COLS " FROM jobs WHERE id = ?1",
         [Q_JOB_BY_KEY] = "SELECT " JOB_COLS " FROM jobs WHERE idempotency_key = ?1",
         [Q_JOB_SEQ] = "SELECT seq FROM jobs WHERE id = ?1",
@@ -188,35 +206,36 @@ static const char *const queries[_Q_MAX] = {
                 STATE_PAGE("?3") " UNION ALL " STATE_PAGE("?4") " UNION ALL " STATE_PAGE("?5") " UNION ALL "
                 STATE_PAGE("?6") " UNION ALL " STATE_PAGE("?7") " UNION ALL " STATE_PAGE("?8") " UNION ALL "
                 STATE_PAGE("?9") " UNION ALL " STATE_PAGE("?10") ") ORDER BY seq DESC LIMIT ?2",
+        /* ?26: the fencing token, 0 for none; a state but running ends the lease */
         [Q_JOB_UPDATE] =
                 "UPDATE jobs SET state = ?2, started_at = ?10, finished_at = ?11, deadline_at = ?12,"
                 " total = ?13, pending = ?14, running = ?15, succeeded = ?16, failed = ?17,"
                 " skipped = ?18, bytes = ?19, per_source = ?20, error_code = ?21,"
-                " error_message = ?22 WHERE id = ?1",
+                " error_message = ?22,"
+                " lease_owner = CASE WHEN ?2 = 'running' THEN lease_owner END,"
+                " lease_until = CASE WHEN ?2 = 'running' THEN lease_until END"
+                " WHERE id = ?1 AND (?26 = 0 OR lease_token = ?26)",
         [Q_JOB_DELETE] = "DELETE FROM jobs WHERE id = ?1",
         [Q_JOB_QUEUED] = "SELECT id FROM jobs WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT ?1",
         [Q_JOB_COUNT] = "SELECT state, count(*) FROM jobs GROUP BY state",
-        [Q_JOB_PRUNE] = "DELETE FROM jobs WHERE state NOT IN ('queued', 'running') AND finished_at < ?1",
+        [Q_JOB_PRUNE] = "DELETE FROM jobs WHERE state NOT IN ('queued', 'running', 'paused')"
+                        " AND finished_at < ?1",
         [Q_ITEM_INSERT] = "INSERT INTO items (job_seq, " ITEM_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
-                          " ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                          " ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         [Q_ITEM_LIST] = "SELECT " ITEM_COLS " FROM items WHERE job_seq = ?1 AND idx > ?2"
                         " AND (?3 = 0 OR state IN (?4, ?5, ?6, ?7, ?8)) ORDER BY idx LIMIT ?9",
         [Q_ITEM_UPDATE] = "UPDATE items SET state = ?3, attempts = ?4, http_status = ?5, bytes = ?6,"
                           " content_type = ?7, path = ?8, sha256 = ?9, duration_ms = ?10, speed_bps = ?11,"
-                          " error_code = ?12, error_message = ?13"
+                          " error_code = ?12, error_message = ?13, node = ?14, resumed_from = ?15"
                           " WHERE job_seq = (SELECT seq FROM jobs WHERE id = ?1) AND idx = ?2",
         [Q_RECOVER_ITEMS] = ("UPDATE items SET state = 'pending' WHERE state = 'running' AND job_seq IN"
-                             " (SELECT seq FROM jobs WHERE state IN ('queued', 'running'))"),
-        [Q_RECOVER_JOBS] = "UPDATE jobs SET state = 'queued' WHERE state = 'running'",
+                             " (SELECT seq FROM jobs WHERE state IN ('queued', 'running', 'paused'))"),
+        [Q_RECOVER_JOBS] = "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_until = NULL"
+                           " WHERE state = 'running'",
 };
 /* clang-format on */
 
-struct sq {
-        sqlite3 *db;
-        sqlite3_stmt *stmt[_Q_MAX]; /* prepared on first use, NULL before */
-};
-
-static int sq_error(int rc)
+int sq_error(int rc)
 {
         switch (rc & 0xff) {
         case SQLITE_OK:
@@ -237,11 +256,10 @@ static int sq_error(int rc)
         }
 }
 
-static int sq_stmt(struct sq *be, enum query q, sqlite3_stmt **ret)
+int sq_prepare(struct sq *be, int q, const char *sql, sqlite3_stmt **ret)
 {
         if (!be->stmt[q]) {
-                int rc = sqlite3_prepare_v3(be->db, queries[q], -1, SQLITE_PREPARE_PERSISTENT, &be->stmt[q],
-                                            NULL);
+                int rc = sqlite3_prepare_v3(be->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &be->stmt[q], NULL);
                 if (rc != SQLITE_OK)
                         return sq_error(rc);
         }
@@ -249,50 +267,47 @@ static int sq_stmt(struct sq *be, enum query q, sqlite3_stmt **ret)
         return 0;
 }
 
-/* After every use: no open cursor, no bound pointers left behind. */
-static void stmt_done(sqlite3_stmt *st)
+static int sq_stmt(struct sq *be, enum query q, sqlite3_stmt **ret)
+{
+        return sq_prepare(be, q, queries[q], ret);
+}
+
+void sq_stmt_done(sqlite3_stmt *st)
 {
         sqlite3_reset(st);
         sqlite3_clear_bindings(st);
 }
 
-/* Step a statement that returns no rows, then reset it. */
-static int stmt_run(sqlite3_stmt *st)
+int sq_stmt_run(sqlite3_stmt *st)
 {
         int rc = sqlite3_step(st);
-        stmt_done(st);
+        sq_stmt_done(st);
         return rc == SQLITE_DONE ? 0 : sq_error(rc);
 }
 
-/* Run st when binding went well (r == 0); reset it either way. */
-static int stmt_run_bound(sqlite3_stmt *st, int r)
+int sq_stmt_run_bound(sqlite3_stmt *st, int r)
 {
         if (r < 0) {
-                stmt_done(st);
+                sq_stmt_done(st);
                 return r;
         }
-        return stmt_run(st);
+        return sq_stmt_run(st);
 }
 
 static int sq_run(struct sq *be, enum query q)
 {
         sqlite3_stmt *st = NULL;
         int r = sq_stmt(be, q, &st);
-        return r < 0 ? r : stmt_run(st);
+        return r < 0 ? r : sq_stmt_run(st);
 }
 
-static int sq_exec(struct sq *be, const char *sql)
-{
-        return sq_error(sqlite3_exec(be->db, sql, NULL, NULL, NULL));
-}
+int sq_exec(struct sq *be, const char *sql) { return sq_error(sqlite3_exec(be->db, sql, NULL, NULL, NULL)); }
 
-static bool in_transaction(struct sq *be) { return !sqlite3_get_autocommit(be->db); }
+bool sq_in_transaction(struct sq *be) { return !sqlite3_get_autocommit(be->db); }
 
-/* A write of several statements: a transaction of its own, or a savepoint
- * inside the caller's. */
-static int op_begin(struct sq *be, bool *ret_own)
+int sq_op_begin(struct sq *be, bool *ret_own)
 {
-        bool own = !in_transaction(be);
+        bool own = !sq_in_transaction(be);
         int r = sq_run(be, own ? Q_BEGIN : Q_SAVEPOINT);
         if (r < 0)
                 return r;
@@ -300,10 +315,9 @@ static int op_begin(struct sq *be, bool *ret_own)
         return 0;
 }
 
-/* Commit when r is 0, else undo; returns the first error. Undoing can
- * fail when SQLite already rolled back on its own (I/O error, full disk):
- * nothing is left to undo then. */
-static int op_end(struct sq *be, bool own, int r)
+/* Undoing can fail when SQLite already rolled back on its own (I/O error,
+ * full disk): nothing is left to undo then. */
+int sq_op_end(struct sq *be, bool own, int r)
 {
         if (r == 0) {
                 r = sq_run(be, own ? Q_COMMIT : Q_RELEASE);
@@ -319,24 +333,19 @@ static int op_end(struct sq *be, bool own, int r)
         return r;
 }
 
-/* Binding. Each returns an SQLite code; callers OR them, since SQLITE_OK
- * is 0. Strings are SQLITE_STATIC: they outlive the step. */
-
-static int bind_str(sqlite3_stmt *st, int i, const char *s)
+int sq_bind_str(sqlite3_stmt *st, int i, const char *s)
 {
         return s ? sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC) : sqlite3_bind_null(st, i);
 }
 
-static int bind_time(sqlite3_stmt *st, int i, int64_t ms)
+int sq_bind_time(sqlite3_stmt *st, int i, int64_t ms)
 {
         return ms ? sqlite3_bind_int64(st, i, ms) : sqlite3_bind_null(st, i);
 }
 
-static int bind_failed(int rc) { return rc == SQLITE_OK ? 0 : rc == SQLITE_NOMEM ? -ENOMEM : -EIO; }
+int sq_bind_failed(int rc) { return rc == SQLITE_OK ? 0 : rc == SQLITE_NOMEM ? -ENOMEM : -EIO; }
 
-/* Reading columns. A NULL column is a NULL string; *oom notes a failed copy. */
-
-static char *col_str(sqlite3_stmt *st, int i, bool *oom)
+char *sq_col_str(sqlite3_stmt *st, int i, bool *oom)
 {
         const unsigned char *t;
         char *s;
@@ -350,7 +359,7 @@ static char *col_str(sqlite3_stmt *st, int i, bool *oom)
         return s;
 }
 
-static const char *col_text(sqlite3_stmt *st, int i)
+const char *sq_col_text(sqlite3_stmt *st, int i)
 {
         const unsigned char *t = sqlite3_column_text(st, i);
         return t ? (const char *)t : "";
@@ -361,14 +370,13 @@ static const char *col_text(sqlite3_stmt *st, int i)
 static int job_read(sqlite3_stmt *st, struct job **ret)
 {
         struct job *j = calloc(1, sizeof(*j));
-        const char *id = col_text(st, JC_ID);
+        const char *id = sq_col_text(st, JC_ID);
         bool oom = false;
         int r;
 
         if (!j)
                 return -ENOMEM;
-        j->limits.max_retries = -1;
-        r = job_state_from_string(col_text(st, JC_STATE));
+        r = job_state_from_string(sq_col_text(st, JC_STATE));
         if (r < 0 || strlen(id) > JOB_ID_LEN) {
                 r = -EIO;
                 goto fail;
@@ -390,12 +398,15 @@ static int job_read(sqlite3_stmt *st, struct job **ret)
         j->progress.failed = sqlite3_column_int64(st, JC_FAILED);
         j->progress.skipped = sqlite3_column_int64(st, JC_SKIPPED);
         j->progress.bytes = sqlite3_column_int64(st, JC_BYTES);
-        j->query = col_str(st, JC_QUERY, &oom);
-        j->label = col_str(st, JC_LABEL, &oom);
-        j->error.code = col_str(st, JC_ERROR_CODE, &oom);
-        j->error.message = col_str(st, JC_ERROR_MESSAGE, &oom);
-        j->idempotency_key = col_str(st, JC_IDEMPOTENCY_KEY, &oom);
-        j->request_hash = col_str(st, JC_REQUEST_HASH, &oom);
+        j->query = sq_col_str(st, JC_QUERY, &oom);
+        j->label = sq_col_str(st, JC_LABEL, &oom);
+        j->error.code = sq_col_str(st, JC_ERROR_CODE, &oom);
+        j->error.message = sq_col_str(st, JC_ERROR_MESSAGE, &oom);
+        j->idempotency_key = sq_col_str(st, JC_IDEMPOTENCY_KEY, &oom);
+        j->request_hash = sq_col_str(st, JC_REQUEST_HASH, &oom);
+        j->lease_owner = sq_col_str(st, JC_LEASE_OWNER, &oom);
+        j->lease_token = sqlite3_column_int64(st, JC_LEASE_TOKEN);
+        j->lease_until = sqlite3_column_int64(st, JC_LEASE_UNTIL);
         r = oom ? -ENOMEM : 0;
         if (r == 0)
                 r = store_json_decode_sources((const char *)sqlite3_column_text(st, JC_SOURCES), &j->sources,
@@ -403,6 +414,8 @@ static int job_read(sqlite3_stmt *st, struct job **ret)
         if (r == 0)
                 r = store_json_decode_per_source((const char *)sqlite3_column_text(st, JC_PER_SOURCE),
                                                  &j->per_source, &j->nper_source);
+        if (r == 0)
+                r = store_json_decode_options((const char *)sqlite3_column_text(st, JC_OPTIONS), &j->limits);
         if (r < 0)
                 goto fail;
         *ret = j;
@@ -421,9 +434,9 @@ static int bind_job_mutable(sqlite3_stmt *st, const struct job *j, const char *p
         if ((unsigned)j->state >= _JOB_STATE_MAX)
                 return -EINVAL;
         rc = sqlite3_bind_text(st, JC_STATE, job_state_to_string(j->state), -1, SQLITE_STATIC);
-        rc |= bind_time(st, JC_STARTED, j->started_at);
-        rc |= bind_time(st, JC_FINISHED, j->finished_at);
-        rc |= bind_time(st, JC_DEADLINE, j->deadline_at);
+        rc |= sq_bind_time(st, JC_STARTED, j->started_at);
+        rc |= sq_bind_time(st, JC_FINISHED, j->finished_at);
+        rc |= sq_bind_time(st, JC_DEADLINE, j->deadline_at);
         rc |= sqlite3_bind_int64(st, JC_TOTAL, p->total);
         rc |= sqlite3_bind_int64(st, JC_PENDING, p->pending);
         rc |= sqlite3_bind_int64(st, JC_RUNNING, p->running);
@@ -431,28 +444,29 @@ static int bind_job_mutable(sqlite3_stmt *st, const struct job *j, const char *p
         rc |= sqlite3_bind_int64(st, JC_FAILED, p->failed);
         rc |= sqlite3_bind_int64(st, JC_SKIPPED, p->skipped);
         rc |= sqlite3_bind_int64(st, JC_BYTES, p->bytes);
-        rc |= bind_str(st, JC_PER_SOURCE, per_source);
-        rc |= bind_str(st, JC_ERROR_CODE, j->error.code);
-        rc |= bind_str(st, JC_ERROR_MESSAGE, j->error.message);
-        return bind_failed(rc);
+        rc |= sq_bind_str(st, JC_PER_SOURCE, per_source);
+        rc |= sq_bind_str(st, JC_ERROR_CODE, j->error.code);
+        rc |= sq_bind_str(st, JC_ERROR_MESSAGE, j->error.message);
+        return sq_bind_failed(rc);
 }
 
 /* The fields only the insert writes. */
-static int bind_job_fixed(sqlite3_stmt *st, const struct job *j, const char *sources)
+static int bind_job_fixed(sqlite3_stmt *st, const struct job *j, const char *sources, const char *options)
 {
         int rc;
 
         rc = sqlite3_bind_text(st, JC_ID, j->id, -1, SQLITE_STATIC);
-        rc |= bind_str(st, JC_QUERY, j->query);
-        rc |= bind_str(st, JC_SOURCES, sources);
+        rc |= sq_bind_str(st, JC_QUERY, j->query);
+        rc |= sq_bind_str(st, JC_SOURCES, sources);
         rc |= sqlite3_bind_int(st, JC_MAX, j->max);
         rc |= sqlite3_bind_double(st, JC_TIMEOUT, j->timeout);
         rc |= sqlite3_bind_int(st, JC_PRIORITY, j->priority);
-        rc |= bind_str(st, JC_LABEL, j->label);
-        rc |= bind_time(st, JC_CREATED, j->created_at);
-        rc |= bind_str(st, JC_IDEMPOTENCY_KEY, j->idempotency_key);
-        rc |= bind_str(st, JC_REQUEST_HASH, j->request_hash);
-        return bind_failed(rc);
+        rc |= sq_bind_str(st, JC_LABEL, j->label);
+        rc |= sq_bind_time(st, JC_CREATED, j->created_at);
+        rc |= sq_bind_str(st, JC_IDEMPOTENCY_KEY, j->idempotency_key);
+        rc |= sq_bind_str(st, JC_REQUEST_HASH, j->request_hash);
+        rc |= sq_bind_str(st, JC_OPTIONS, options);
+        return sq_bind_failed(rc);
 }
 
 /* Items: rows to structs and back. */
@@ -460,7 +474,7 @@ static int bind_job_fixed(sqlite3_stmt *st, const struct job *j, const char *sou
 static int item_read(sqlite3_stmt *st, struct item *it)
 {
         bool oom = false;
-        int s = item_state_from_string(col_text(st, IC_STATE));
+        int s = item_state_from_string(sq_col_text(st, IC_STATE));
 
         if (s < 0)
                 return -EIO;
@@ -472,14 +486,16 @@ static int item_read(sqlite3_stmt *st, struct item *it)
         it->bytes = sqlite3_column_int64(st, IC_BYTES);
         it->duration_ms = sqlite3_column_int64(st, IC_DURATION_MS);
         it->speed_bps = sqlite3_column_int64(st, IC_SPEED_BPS);
-        it->source = col_str(st, IC_SOURCE, &oom);
-        it->url = col_str(st, IC_URL, &oom);
-        it->filename = col_str(st, IC_FILENAME, &oom);
-        it->content_type = col_str(st, IC_CONTENT_TYPE, &oom);
-        it->path = col_str(st, IC_PATH, &oom);
-        it->sha256 = col_str(st, IC_SHA256, &oom);
-        it->error.code = col_str(st, IC_ERROR_CODE, &oom);
-        it->error.message = col_str(st, IC_ERROR_MESSAGE, &oom);
+        it->source = sq_col_str(st, IC_SOURCE, &oom);
+        it->url = sq_col_str(st, IC_URL, &oom);
+        it->filename = sq_col_str(st, IC_FILENAME, &oom);
+        it->content_type = sq_col_str(st, IC_CONTENT_TYPE, &oom);
+        it->path = sq_col_str(st, IC_PATH, &oom);
+        it->sha256 = sq_col_str(st, IC_SHA256, &oom);
+        it->error.code = sq_col_str(st, IC_ERROR_CODE, &oom);
+        it->error.message = sq_col_str(st, IC_ERROR_MESSAGE, &oom);
+        it->node = sq_col_str(st, IC_NODE, &oom);
+        it->resumed_from = sqlite3_column_int64(st, IC_RESUMED_FROM);
         if (oom) {
                 item_clear(it);
                 return -ENOMEM;
@@ -487,7 +503,7 @@ static int item_read(sqlite3_stmt *st, struct item *it)
         return 0;
 }
 
-/* state .. error_message as ?first .. ?first+10 */
+/* state .. resumed_from as ?first .. ?first+12 */
 static int bind_item_mutable(sqlite3_stmt *st, int first, const struct item *it)
 {
         int rc;
@@ -498,14 +514,16 @@ static int bind_item_mutable(sqlite3_stmt *st, int first, const struct item *it)
         rc |= sqlite3_bind_int(st, first + 1, it->attempts);
         rc |= sqlite3_bind_int(st, first + 2, it->http_status);
         rc |= sqlite3_bind_int64(st, first + 3, it->bytes);
-        rc |= bind_str(st, first + 4, it->content_type);
-        rc |= bind_str(st, first + 5, it->path);
-        rc |= bind_str(st, first + 6, it->sha256);
+        rc |= sq_bind_str(st, first + 4, it->content_type);
+        rc |= sq_bind_str(st, first + 5, it->path);
+        rc |= sq_bind_str(st, first + 6, it->sha256);
         rc |= sqlite3_bind_int64(st, first + 7, it->duration_ms);
         rc |= sqlite3_bind_int64(st, first + 8, it->speed_bps);
-        rc |= bind_str(st, first + 9, it->error.code);
-        rc |= bind_str(st, first + 10, it->error.message);
-        return bind_failed(rc);
+        rc |= sq_bind_str(st, first + 9, it->error.code);
+        rc |= sq_bind_str(st, first + 10, it->error.message);
+        rc |= sq_bind_str(st, first + 11, it->node);
+        rc |= sqlite3_bind_int64(st, first + 12, it->resumed_from);
+        return sq_bind_failed(rc);
 }
 
 static int item_insert_row(struct sq *be, int64_t job_seq, const struct item *it)
@@ -518,13 +536,13 @@ static int item_insert_row(struct sq *be, int64_t job_seq, const struct item *it
                 return r;
         rc = sqlite3_bind_int64(st, 1, job_seq);
         rc |= sqlite3_bind_int(st, 2 + IC_IDX, it->index);
-        rc |= bind_str(st, 2 + IC_SOURCE, it->source);
-        rc |= bind_str(st, 2 + IC_URL, it->url);
-        rc |= bind_str(st, 2 + IC_FILENAME, it->filename);
-        r = bind_failed(rc);
+        rc |= sq_bind_str(st, 2 + IC_SOURCE, it->source);
+        rc |= sq_bind_str(st, 2 + IC_URL, it->url);
+        rc |= sq_bind_str(st, 2 + IC_FILENAME, it->filename);
+        r = sq_bind_failed(rc);
         if (r == 0)
                 r = bind_item_mutable(st, 2 + IC_STATE, it);
-        return stmt_run_bound(st, r);
+        return sq_stmt_run_bound(st, r);
 }
 
 static int items_insert(struct sq *be, int64_t job_seq, const struct item *items, size_t n)
@@ -545,7 +563,7 @@ static int job_select(struct sq *be, enum query q, const char *key, struct job *
         r = sq_stmt(be, q, &st);
         if (r < 0)
                 return r;
-        r = bind_failed(sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC));
+        r = sq_bind_failed(sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC));
         if (r < 0)
                 goto out;
         rc = sqlite3_step(st);
@@ -558,7 +576,7 @@ static int job_select(struct sq *be, enum query q, const char *key, struct job *
         else
                 *ret_seq = sqlite3_column_int64(st, 0);
 out:
-        stmt_done(st);
+        sq_stmt_done(st);
         return r;
 }
 
@@ -572,23 +590,54 @@ static int job_seq_of(struct sq *be, const char *id, int64_t *ret)
 static int sq_begin(void *p)
 {
         struct sq *be = p;
-        return in_transaction(be) ? -EBUSY : sq_run(be, Q_BEGIN);
+        return sq_in_transaction(be) ? -EBUSY : sq_run(be, Q_BEGIN);
 }
 
 static int sq_commit(void *p)
 {
         struct sq *be = p;
-        return in_transaction(be) ? sq_run(be, Q_COMMIT) : -EINVAL;
+        return sq_in_transaction(be) ? sq_run(be, Q_COMMIT) : -EINVAL;
 }
 
 /* Also fine when SQLite already rolled back on its own. */
 static int sq_rollback(void *p)
 {
         struct sq *be = p;
-        return in_transaction(be) ? sq_run(be, Q_ROLLBACK) : 0;
+        return sq_in_transaction(be) ? sq_run(be, Q_ROLLBACK) : 0;
 }
 
-static int job_insert_row(struct sq *be, const struct job *job, const char *sources, const char *per_source)
+/* JSON text of the job's list and options columns (NULL: none). */
+struct job_json {
+        char *sources, *per_source, *options;
+};
+
+static int job_json_encode(const struct job *job, struct job_json *ret)
+{
+        struct job_json t = {0};
+        int r;
+
+        r = store_json_encode_sources(job, &t.sources);
+        if (r == 0)
+                r = store_json_encode_per_source(job, &t.per_source);
+        if (r == 0)
+                r = store_json_encode_options(&job->limits, &t.options);
+        if (r < 0) {
+                free(t.sources);
+                free(t.per_source);
+                return r;
+        }
+        *ret = t;
+        return 0;
+}
+
+static void job_json_clear(struct job_json *t)
+{
+        free(t->sources);
+        free(t->per_source);
+        free(t->options);
+}
+
+static int job_insert_row(struct sq *be, const struct job *job, const struct job_json *t)
 {
         sqlite3_stmt *st = NULL;
         int r;
@@ -596,38 +645,36 @@ static int job_insert_row(struct sq *be, const struct job *job, const char *sour
         r = sq_stmt(be, Q_JOB_INSERT, &st);
         if (r < 0)
                 return r;
-        r = bind_job_fixed(st, job, sources);
+        r = bind_job_fixed(st, job, t->sources, t->options);
         if (r == 0)
-                r = bind_job_mutable(st, job, per_source);
-        return stmt_run_bound(st, r);
+                r = bind_job_mutable(st, job, t->per_source);
+        return sq_stmt_run_bound(st, r);
 }
 
 static int sq_job_insert(void *p, struct job *job, const struct item *items, size_t nitems)
 {
         struct sq *be = p;
-        char *sources = NULL, *per_source = NULL;
+        struct job_json t;
         int64_t seq = 0;
         bool own = false;
         int r;
 
-        r = store_json_encode_sources(job, &sources);
-        if (r == 0)
-                r = store_json_encode_per_source(job, &per_source);
-        if (r == 0)
-                r = op_begin(be, &own);
+        r = job_json_encode(job, &t);
+        if (r < 0)
+                return r;
+        r = sq_op_begin(be, &own);
         if (r < 0)
                 goto out;
-        r = job_insert_row(be, job, sources, per_source);
+        r = job_insert_row(be, job, &t);
         if (r == 0) {
                 seq = sqlite3_last_insert_rowid(be->db);
                 r = items_insert(be, seq, items, nitems);
         }
-        r = op_end(be, own, r);
+        r = sq_op_end(be, own, r);
         if (r == 0)
                 job->seq = seq;
 out:
-        free(sources);
-        free(per_source);
+        job_json_clear(&t);
         return r;
 }
 
@@ -657,8 +704,8 @@ static int sq_job_list(void *p, const struct job_filter *f, struct job ***ret, s
         rc = sqlite3_bind_int64(st, 1, f->before_seq > 0 ? f->before_seq : INT64_MAX);
         rc |= sqlite3_bind_int(st, 2, f->limit + 1);
         for (int s = 0; f->states && s < _JOB_STATE_MAX; s++)
-                rc |= bind_str(st, 3 + s, f->states & 1u << s ? job_state_to_string(s) : NULL);
-        r = bind_failed(rc);
+                rc |= sq_bind_str(st, 3 + s, f->states & 1u << s ? job_state_to_string(s) : NULL);
+        r = sq_bind_failed(rc);
         jobs = calloc((size_t)f->limit, sizeof(*jobs));
         if (r == 0 && !jobs)
                 r = -ENOMEM;
@@ -673,7 +720,7 @@ static int sq_job_list(void *p, const struct job_filter *f, struct job ***ret, s
         }
         if (r == 0 && rc != SQLITE_ROW && rc != SQLITE_DONE)
                 r = sq_error(rc);
-        stmt_done(st);
+        sq_stmt_done(st);
         if (r < 0)
                 goto fail;
         *ret = jobs;
@@ -697,12 +744,13 @@ static int sq_job_update(void *p, const struct job *job)
                 r = store_json_encode_per_source(job, &per_source);
         if (r < 0)
                 return r;
-        r = bind_failed(sqlite3_bind_text(st, JC_ID, job->id, -1, SQLITE_STATIC));
+        r = sq_bind_failed(sqlite3_bind_text(st, JC_ID, job->id, -1, SQLITE_STATIC) |
+                           sqlite3_bind_int64(st, JC_LEASE_TOKEN, job->lease_token));
         if (r == 0)
                 r = bind_job_mutable(st, job, per_source);
-        r = stmt_run_bound(st, r);
+        r = sq_stmt_run_bound(st, r);
         if (r == 0 && sqlite3_changes(be->db) == 0)
-                r = -ENOENT;
+                r = job->lease_token > 0 ? -ESTALE : -ENOENT;
         free(per_source);
         return r;
 }
@@ -716,8 +764,8 @@ static int sq_job_delete(void *p, const char *id)
         r = sq_stmt(be, Q_JOB_DELETE, &st);
         if (r < 0)
                 return r;
-        r = bind_failed(sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC));
-        r = stmt_run_bound(st, r);
+        r = sq_bind_failed(sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC));
+        r = sq_stmt_run_bound(st, r);
         if (r == 0 && sqlite3_changes(be->db) == 0)
                 r = -ENOENT;
         return r;
@@ -735,9 +783,9 @@ static int sq_job_next_queued(void *p, size_t limit, char (**ret_ids)[JOB_ID_LEN
         if (r < 0)
                 return r;
         /* a limit past INT64_MAX binds as -1: no limit */
-        r = bind_failed(sqlite3_bind_int64(st, 1, (int64_t)limit));
+        r = sq_bind_failed(sqlite3_bind_int64(st, 1, (int64_t)limit));
         while (r == 0 && n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-                const char *id = col_text(st, 0);
+                const char *id = sq_col_text(st, 0);
                 if (n == cap) {
                         size_t ncap = cap ? 2 * cap : 16;
                         char(*v)[JOB_ID_LEN + 1] = realloc(ids, ncap * sizeof(*ids));
@@ -755,7 +803,7 @@ static int sq_job_next_queued(void *p, size_t limit, char (**ret_ids)[JOB_ID_LEN
         }
         if (r == 0 && rc != SQLITE_ROW && rc != SQLITE_DONE)
                 r = sq_error(rc);
-        stmt_done(st);
+        sq_stmt_done(st);
         if (r < 0) {
                 free(ids);
                 return r;
@@ -776,7 +824,7 @@ static int sq_job_count_by_state(void *p, int64_t counts[])
         if (r < 0)
                 return r;
         while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-                int s = job_state_from_string(col_text(st, 0));
+                int s = job_state_from_string(sq_col_text(st, 0));
                 if (s < 0)
                         r = -EIO;
                 else
@@ -784,7 +832,7 @@ static int sq_job_count_by_state(void *p, int64_t counts[])
         }
         if (r == 0 && rc != SQLITE_DONE)
                 r = sq_error(rc);
-        stmt_done(st);
+        sq_stmt_done(st);
         if (r < 0)
                 return r;
         memcpy(counts, c, sizeof(c));
@@ -800,8 +848,8 @@ static int sq_job_prune(void *p, int64_t finished_before_ms, int64_t *ret_n)
         r = sq_stmt(be, Q_JOB_PRUNE, &st);
         if (r < 0)
                 return r;
-        r = bind_failed(sqlite3_bind_int64(st, 1, finished_before_ms));
-        r = stmt_run_bound(st, r);
+        r = sq_bind_failed(sqlite3_bind_int64(st, 1, finished_before_ms));
+        r = sq_stmt_run_bound(st, r);
         if (r < 0)
                 return r;
         *ret_n = sqlite3_changes(be->db);
@@ -825,9 +873,9 @@ static int items_select(struct sq *be, int64_t job_seq, unsigned mask, int after
         rc |= sqlite3_bind_int(st, 2, after);
         rc |= sqlite3_bind_int(st, 3, (int)mask);
         for (int s = 0; s < _ITEM_STATE_MAX; s++)
-                rc |= bind_str(st, 4 + s, mask & 1u << s ? item_state_to_string(s) : NULL);
+                rc |= sq_bind_str(st, 4 + s, mask & 1u << s ? item_state_to_string(s) : NULL);
         rc |= sqlite3_bind_int(st, 9, limit);
-        r = bind_failed(rc);
+        r = sq_bind_failed(rc);
         while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
                 if (n == cap) {
                         size_t ncap = cap ? 2 * cap : 64;
@@ -845,7 +893,7 @@ static int items_select(struct sq *be, int64_t job_seq, unsigned mask, int after
         }
         if (r == 0 && rc != SQLITE_DONE)
                 r = sq_error(rc);
-        stmt_done(st);
+        sq_stmt_done(st);
         if (r < 0) {
                 items_free(items, n);
                 return r;
@@ -903,10 +951,10 @@ static int sq_item_update(void *p, const char *job_id, const struct item *it)
                 return r;
         rc = sqlite3_bind_text(st, 1, job_id, -1, SQLITE_STATIC);
         rc |= sqlite3_bind_int(st, 2, it->index);
-        r = bind_failed(rc);
+        r = sq_bind_failed(rc);
         if (r == 0)
                 r = bind_item_mutable(st, 3, it);
-        r = stmt_run_bound(st, r);
+        r = sq_stmt_run_bound(st, r);
         if (r == 0 && sqlite3_changes(be->db) == 0)
                 r = -ENOENT;
         return r;
@@ -919,23 +967,24 @@ static int sq_item_append(void *p, const char *job_id, const struct item *items,
         bool own = false;
         int r;
 
-        r = op_begin(be, &own);
+        r = sq_op_begin(be, &own);
         if (r < 0)
                 return r;
         r = job_seq_of(be, job_id, &seq);
         if (r == 0)
                 r = items_insert(be, seq, items, n);
-        return op_end(be, own, r);
+        return sq_op_end(be, own, r);
 }
 
-static int sq_recover(void *p, int64_t *ret_jobs)
+/* A file is one node's: every running job is requeued, whoever's lease. */
+static int sq_recover(void *p, const char *node, int64_t now_ms, int64_t *ret_jobs)
 {
         struct sq *be = p;
         int64_t n = 0;
         bool own = false;
         int r;
 
-        r = op_begin(be, &own);
+        r = sq_op_begin(be, &own);
         if (r < 0)
                 return r;
         /* items first: the job states still say which jobs were active */
@@ -944,7 +993,7 @@ static int sq_recover(void *p, int64_t *ret_jobs)
                 r = sq_run(be, Q_RECOVER_JOBS);
         if (r == 0)
                 n = sqlite3_changes(be->db);
-        r = op_end(be, own, r);
+        r = sq_op_end(be, own, r);
         if (r < 0)
                 return r;
         *ret_jobs = n;
@@ -1007,9 +1056,30 @@ static int schema_migrate(struct sq *be)
         return r;
 }
 
+/* For store_open_existing(): the schema must be this build's, as it is. */
+static int schema_check(struct sq *be)
+{
+        sqlite3_stmt *st = NULL;
+        int64_t version = 0;
+        int r, rc;
+
+        rc = sqlite3_prepare_v2(be->db, "SELECT count(*) FROM sqlite_master WHERE name = 'migrations'", -1,
+                                &st, NULL);
+        if (rc != SQLITE_OK)
+                return sq_error(rc);
+        rc = sqlite3_step(st);
+        r = rc != SQLITE_ROW ? sq_error(rc) : sqlite3_column_int(st, 0) == 0 ? -EPROTO : 0;
+        sqlite3_finalize(st);
+        if (r == 0)
+                r = schema_version(be, &version);
+        if (r == 0 && version != SCHEMA_VERSION)
+                r = -EPROTO;
+        return r;
+}
+
 /* "sqlite:/abs/path", "sqlite:///abs/path", "sqlite:rel/path" (after the
- * prefix) to a file name; creates the file's directory. */
-static int db_path(const char *location, char **ret)
+ * prefix) to a file name; creates the file's directory when asked. */
+static int db_path(const char *location, bool mkdir, char **ret)
 {
         char *path, *slash;
         int r;
@@ -1022,7 +1092,7 @@ static int db_path(const char *location, char **ret)
         if (!path)
                 return -ENOMEM;
         slash = strrchr(path, '/');
-        if (slash && slash != path) {
+        if (mkdir && slash && slash != path) {
                 *slash = '\0';
                 r = fs_mkdir_p(path);
                 *slash = '/';
@@ -1035,6 +1105,26 @@ static int db_path(const char *location, char **ret)
         return 0;
 }
 
+/* temp_store: savepoints inside a caller's batch journal every page they
+ * touch; in a temp file that is 4x slower. Turning a new file to WAL while
+ * another connection opens it too can fail at once with SQLITE_BUSY (the
+ * busy handler is not asked), so that is tried again until the busy
+ * timeout. */
+static int sq_settings(struct sq *be)
+{
+        int64_t give_up = clock_mono_ms() + SQ_BUSY_TIMEOUT_MS;
+        int r;
+
+        while ((r = sq_exec(be, "PRAGMA journal_mode = WAL;")) == -EBUSY && clock_mono_ms() < give_up)
+                nanosleep(&(struct timespec){.tv_nsec = SQ_BUSY_RETRY_MS * 1000000L}, NULL);
+        if (r < 0)
+                return r;
+        return sq_exec(be, "PRAGMA synchronous = FULL;"
+                           "PRAGMA foreign_keys = ON;"
+                           "PRAGMA temp_store = MEMORY;"
+                           "PRAGMA cache_size = -" SQ_CACHE_KIB ";");
+}
+
 static void sq_close(void *p)
 {
         struct sq *be = p;
@@ -1044,24 +1134,25 @@ static void sq_close(void *p)
         for (int q = 0; q < _Q_MAX; q++)
                 sqlite3_finalize(be->stmt[q]);
         sqlite3_close_v2(be->db);
+        free(be->path);
         free(be);
 }
 
-static int sq_open(const char *location, void **ret_be)
+static int sq_open(const char *location, bool existing, void **ret_be)
 {
         struct sq *be;
-        char *path = NULL;
+        struct stat sb;
         int r, rc;
 
         be = calloc(1, sizeof(*be));
         if (!be)
                 return -ENOMEM;
-        r = db_path(location, &path);
+        r = db_path(location, !existing, &be->path);
         if (r < 0)
                 goto fail;
-        rc = sqlite3_open_v2(path, &be->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
-        free(path);
+        rc = sqlite3_open_v2(
+                be->path, &be->db,
+                SQLITE_OPEN_READWRITE | (existing ? 0 : SQLITE_OPEN_CREATE) | SQLITE_OPEN_NOMUTEX, NULL);
         if (rc != SQLITE_OK) {
                 /* the errno of a failed open(2) says more than SQLITE_CANTOPEN */
                 r = be->db && sqlite3_system_errno(be->db) ? -sqlite3_system_errno(be->db) : sq_error(rc);
@@ -1069,23 +1160,35 @@ static int sq_open(const char *location, void **ret_be)
         }
         sqlite3_extended_result_codes(be->db, 1);
         sqlite3_busy_timeout(be->db, SQ_BUSY_TIMEOUT_MS);
-        /* temp_store: savepoints inside a caller's batch journal every
-         * page they touch; in a temp file that is 4x slower */
-        r = sq_exec(be, "PRAGMA journal_mode = WAL;"
-                        "PRAGMA synchronous = FULL;"
-                        "PRAGMA foreign_keys = ON;"
-                        "PRAGMA temp_store = MEMORY;"
-                        "PRAGMA cache_size = -" SQ_CACHE_KIB ";");
+        r = sq_settings(be);
         if (r == 0)
-                r = schema_migrate(be);
+                r = existing ? schema_check(be) : schema_migrate(be);
+        if (r == 0 && stat(be->path, &sb) < 0)
+                r = -errno;
         if (r < 0)
                 goto fail;
+        be->dev = sb.st_dev;
+        be->ino = sb.st_ino;
         *ret_be = be;
         return 0;
 fail:
         sq_close(be);
         return r;
 }
+
+/* The connection keeps the inode it opened; the path may now name
+ * another file, or none. */
+static int sq_check(void *p)
+{
+        struct sq *be = p;
+        struct stat sb;
+
+        if (stat(be->path, &sb) < 0)
+                return errno == ENOENT ? -ESTALE : -errno;
+        return sb.st_dev == be->dev && sb.st_ino == be->ino ? 0 : -ESTALE;
+}
+
+static bool sq_in_batch(void *p) { return sq_in_transaction(p); }
 
 /* WAL with synchronous=NORMAL: a commit survives a crash of the process,
  * and reaches the disk at the next checkpoint. */
@@ -1100,9 +1203,11 @@ const struct store_backend store_backend_sqlite = {
         .prefix = "sqlite:",
         .open = sq_open,
         .close = sq_close,
+        .check = sq_check,
         .begin = sq_begin,
         .commit = sq_commit,
         .rollback = sq_rollback,
+        .in_batch = sq_in_batch,
         .job_insert = sq_job_insert,
         .job_get = sq_job_get,
         .job_find_idempotent = sq_job_find_idempotent,
@@ -1118,4 +1223,14 @@ const struct store_backend store_backend_sqlite = {
         .item_append = sq_item_append,
         .recover = sq_recover,
         .set_sync = sq_set_sync,
+        .job_claim = sq_job_claim,
+        .lease_renew = sq_lease_renew,
+        .lease_take = sq_lease_take,
+        .node_beat = sq_node_beat,
+        .node_list = sq_node_list,
+        .node_remove = sq_node_remove,
+        .circuit_put = sq_circuit_put,
+        .circuit_list = sq_circuit_list,
+        .circuit_take_probe = sq_circuit_take_probe,
+        .circuit_delete = sq_circuit_delete,
 };
