@@ -282,6 +282,12 @@ enum MHD_Result jobs_create(struct request *rq)
                 return reply_problem(rq, 400, errors, "invalid Idempotency-Key header");
         }
         hooks.userdata = snap = sched_snapshot(rq->h->sched);
+        if (snap && !snap->accepting) {
+                enum MHD_Result busy =
+                        reply_problem(rq, 503, NULL, "not taking jobs now: %s", snap->store_error);
+                snapshot_unref(snap);
+                return busy;
+        }
         r = job_request_parse_with(&hooks, rq->body, rq->body_len, &job, &items, &n, &errors);
         snapshot_unref(snap);
         if (r == -EINVAL)

@@ -46,7 +46,7 @@ int request_store(struct request *rq, struct store **ret)
                         s = h->pool[--h->npool];
                 pthread_mutex_unlock(&h->pool_lock);
                 if (!s) {
-                        int r = store_open(h->cfg->store, &s);
+                        int r = store_open_existing(h->cfg->store, &s); /* never a new, empty table */
                         if (r < 0) {
                                 log_warning("httpd: cannot open the store: %s", strerror(-r));
                                 return r;

@@ -105,7 +105,7 @@ struct xfer {
         char last_modified[VALIDATOR_MAX];
         int64_t range_start; /* Content-Range start of the current answer; -1: none */
         char *url;
-        char *host;     /* host[:port] of the URL asked for: its own headers go there only */
+        char *host;      /* host[:port] of the URL asked for: its own headers go there only */
         bool own_follow; /* it has headers of its own: redirects are followed here, not by libcurl */
         int redirects;   /* followed here so far */
         char *name_hint;
@@ -812,8 +812,8 @@ static bool follow_redirect(struct engine *e, struct xfer *x, CURLcode cc)
         long code = http_status(x);
         char *next = NULL, *url;
 
-        if (!x->own_follow || cc != CURLE_OK || (code != 301 && code != 302 && code != 303 && code != 307 &&
-                                                  code != 308))
+        if (!x->own_follow || cc != CURLE_OK ||
+            (code != 301 && code != 302 && code != 303 && code != 307 && code != 308))
                 return false;
         curl_easy_getinfo(x->easy, CURLINFO_REDIRECT_URL, &next);
         if (!next || x->redirects >= MAX_REDIRECTS || !(url = strdup(next)))

@@ -138,8 +138,12 @@ static int serve(struct settings *live, const char *file, char **flags, int nfla
                          cfg->listen);
         else
                 log_info("hauld %s ready: API on %s", PACKAGE_VERSION, cfg->listen);
-        log_info("job table %s, files in %s, %zu query source%s", cfg->store, cfg->download_dir,
-                 sources_count(live->sources), sources_count(live->sources) == 1 ? "" : "s");
+        char *shown = NULL;
+        store_url_redact(cfg->store, &shown); /* a PostgreSQL URL may hold a password */
+        log_info("job table %s, files in %s, %zu query source%s", shown ? shown : "(its URL)",
+                 cfg->download_dir, sources_count(live->sources),
+                 sources_count(live->sources) == 1 ? "" : "s");
+        free(shown);
         notify_send("READY=1\nSTATUS=ready");
 
         for (;;) {

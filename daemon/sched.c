@@ -56,6 +56,7 @@
 #define STORE_RETRY_MAX_MS 5000
 #define IDLE_SOURCE_MS     600000 /* URL sources and hosts idle this long are forgotten */
 #define MAX_OPEN_FACTOR    8      /* a circuit's open time grows to at most this many times its setting */
+#define STORE_CHECK_MS     2000   /* how often the job table's file is checked to be the one opened */
 
 enum cmd_type {
         CMD_CANCEL,
@@ -120,6 +121,8 @@ struct sched {
         bool flush_now, snapshot_now;
         bool store_failing;
         int64_t store_retry_ms, store_backoff_ms;
+        bool store_gone; /* the job table's file was deleted or replaced: no new work */
+        int64_t last_check_ms;
         int64_t duration_count[SNAPSHOT_DURATION_BUCKETS];
         double duration_sum_s;
 };
@@ -304,6 +307,23 @@ static void store_failed(struct sched *s, int r, int64_t now)
                 s->store_backoff_ms = STORE_RETRY_MAX_MS;
         s->store_retry_ms = now + s->store_backoff_ms;
         s->snapshot_now = true;
+}
+
+/* The job table is still the one opened (not deleted or replaced under us).
+ * When it is not, the daemon takes no new work: writing on would split the
+ * record in two. */
+static void store_identity(struct sched *s, int64_t now)
+{
+        if (s->store_gone || now - s->last_check_ms < STORE_CHECK_MS)
+                return;
+        s->last_check_ms = now;
+        int r = store_check(s->store);
+        if (r != -ESTALE)
+                return;
+        s->store_gone = true;
+        s->snapshot_now = true;
+        log_error("sched: the job table's file was deleted or replaced while hauld ran; hauld takes no new "
+                  "work: restart it to open the table again");
 }
 
 static void store_recovered(struct sched *s)
@@ -616,28 +636,32 @@ static int run_cmd(struct sched *s, struct cmd *c, int64_t now)
 
 static void apply_config(struct sched *s, const struct config *cfg, const struct source_set *sources);
 
+static void publish_snapshot(struct sched *s, int64_t now);
+
+/* Carry out the commands waiting, then answer them: after a snapshot that
+ * shows their effect, so that an API answer read from it is current. */
 static void run_cmds(struct sched *s, int64_t now)
 {
+        struct cmd *list, *c;
+
         pthread_mutex_lock(&s->cmd_lock);
-        while (s->cmds) {
-                struct cmd *c = s->cmds;
-                s->cmds = c->next;
-                if (!s->cmds)
-                        s->cmds_tail = NULL;
-                pthread_mutex_unlock(&s->cmd_lock);
+        list = s->cmds;
+        s->cmds = s->cmds_tail = NULL;
+        pthread_mutex_unlock(&s->cmd_lock);
+        if (!list)
+                return;
+        for (c = list; c; c = c->next) {
                 if (c->type == CMD_CONFIG)
                         apply_config(s, c->cfg, c->sources);
-                int r = run_cmd(s, c, now);
-                s->snapshot_now = true;
-                pthread_mutex_lock(&s->cmd_lock);
-                c->result = r;
-                c->done = true;
+                c->result = run_cmd(s, c, now);
         }
+        publish_snapshot(s, now);
+        pthread_mutex_lock(&s->cmd_lock);
+        for (c = list; c; c = c->next)
+                c->done = true;
         pthread_cond_broadcast(&s->cmd_done);
         pthread_mutex_unlock(&s->cmd_lock);
 }
-
-static void publish_snapshot(struct sched *s, int64_t now);
 
 static int submit(struct sched *s, struct cmd *c)
 {
@@ -653,9 +677,7 @@ static int submit(struct sched *s, struct cmd *c)
         s->cmds_tail = c;
         if (!s->thread_running) { /* tests: no thread, the caller's turn does it */
                 pthread_mutex_unlock(&s->cmd_lock);
-                int64_t now = mono(s);
-                run_cmds(s, now);
-                publish_snapshot(s, now);
+                run_cmds(s, mono(s));
                 return c->result;
         }
         if (s->engine)
@@ -699,7 +721,7 @@ static void claim(struct sched *s, int64_t now)
 
         if (atomic_exchange(&s->wake, false))
                 s->maybe_queued = true;
-        if (!s->maybe_queued || s->njobs >= room || s->store_failing)
+        if (!s->maybe_queued || s->njobs >= room || s->store_failing || s->store_gone)
                 return;
         int r = store_job_next_queued(s->store, room - s->njobs, &ids, &n);
         if (r < 0) {
@@ -925,11 +947,14 @@ static void publish_snapshot(struct sched *s, int64_t now)
         snap->wall_ms = wall(s);
         snap->mono_ms = now;
         snap->uptime_ms = now - s->started_ms;
-        snap->store_ok = !s->store_failing;
-        if (s->store_failing)
+        snap->store_ok = !s->store_failing && !s->store_gone;
+        if (s->store_gone)
+                snprintf(snap->store_error, sizeof(snap->store_error),
+                         "the job table's file was deleted or replaced; restart hauld");
+        else if (s->store_failing)
                 snprintf(snap->store_error, sizeof(snap->store_error),
                          "the job table cannot be written; changes are kept and retried");
-        snap->accepting = !s->store_failing;
+        snap->accepting = snap->store_ok;
         memcpy(snap->duration_count, s->duration_count, sizeof(snap->duration_count));
         snap->duration_sum_s = s->duration_sum_s;
         snap->transfers = xfers_running(s->xfers);
@@ -995,6 +1020,7 @@ int64_t sched_turn(struct sched *s)
                 engine_perform(s->engine);
         settle(s, now);
         run_cmds(s, now);
+        store_identity(s, now);
         claim(s, now);
         int64_t timeout = timers(s, now);
         fill(s, now);
@@ -1130,7 +1156,11 @@ static int open_store(struct sched *s)
         int r = store_open(s->cfg->store, &s->store);
 
         if (r < 0) {
-                log_error("sched: cannot open the job table %s: %s", s->cfg->store, strerror(-r));
+                char *shown = NULL;
+                store_url_redact(s->cfg->store, &shown);
+                log_error("sched: cannot open the job table %s: %s", shown ? shown : "(its URL)",
+                          strerror(-r));
+                free(shown);
                 return r;
         }
         store_set_sync(s->store, false); /* see store_set_sync(): files are flushed first */

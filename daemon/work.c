@@ -665,7 +665,8 @@ static void list_failed(struct work_env *w, struct jobrun *jr, int g, enum retry
 /* The page answered with an end_status: the listing ends cleanly. */
 static bool past_the_end(const struct source_def *d, struct group_run *gr, const struct xfer_result *res)
 {
-        return d && res->rc != RC_OK && res->http_status > 0 && sources_end_status(d, gr->page, res->http_status);
+        return d && res->rc != RC_OK && res->http_status > 0 &&
+               sources_end_status(d, gr->page, res->http_status);
 }
 
 static void apply_listing(struct work_env *w, struct jobrun *jr, struct outcome *o, int64_t now)
