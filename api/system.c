@@ -17,20 +17,41 @@
 
 #define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 
+/* The nodes sharing the job table: id, last heartbeat, leases held. */
+static json_t *nodes_json(const struct snapshot *snap)
+{
+        json_t *a = json_array();
+        for (size_t i = 0; a && i < snap->nnodes; i++) {
+                const struct cluster_node *n = &snap->nodes[i];
+                if (json_array_append_new(a, json_pack("{s:s, s:o, s:I, s:o}", "id", n->id, "heartbeat_at",
+                                                       jobjson_time(n->heartbeat_at), "leases",
+                                                       (json_int_t)n->leases, "api_url",
+                                                       n->api_url ? json_string(n->api_url) : json_null())) <
+                    0) {
+                        json_decref(a);
+                        return NULL;
+                }
+        }
+        return a;
+}
+
 enum MHD_Result system_health(struct request *rq)
 {
         struct snapshot *snap = sched_snapshot(rq->h->sched);
         const char *version = rq->h->version ? rq->h->version : PACKAGE_VERSION;
-        enum MHD_Result ret;
+        bool ok = !snap || snap->store_ok;
+        json_t *o = ok ? json_pack("{s:s, s:s}", "status", "ok", "version", version)
+                       : json_pack("{s:s, s:s, s:s}", "status", "unavailable", "version", version, "reason",
+                                   snap->store_error);
 
-        if (snap && !snap->store_ok)
-                ret = reply_json(rq, 503,
-                                 json_pack("{s:s, s:s, s:s}", "status", "unavailable", "version", version,
-                                           "reason", snap->store_error));
-        else
-                ret = reply_json(rq, 200, json_pack("{s:s, s:s}", "status", "ok", "version", version));
+        if (o && snap &&
+            json_object_update_new(o, json_pack("{s:s, s:o}", "node", snap->node ? snap->node : "", "nodes",
+                                                nodes_json(snap))) < 0) {
+                json_decref(o);
+                o = NULL;
+        }
         snapshot_unref(snap);
-        return ret;
+        return reply_json(rq, ok ? 200 : 503, o);
 }
 
 /* ---- GET /v1/config -------------------------------------------------------- */
@@ -198,6 +219,10 @@ static enum MHD_Result reply_stats(struct request *rq)
                           "total_failures", (json_int_t)d->failures, "total_retries", (json_int_t)d->retries,
                           "total_bytes", (json_int_t)d->bytes, "downloads", counters_json(d), "listings",
                           counters_json(&snap->listings), "sources", sources_stats_json(snap));
+        if (o && json_object_set_new(o, "nodes", nodes_json(snap)) < 0) {
+                json_decref(o);
+                o = NULL;
+        }
         snapshot_unref(snap);
         return reply_json(rq, 200, o);
 }

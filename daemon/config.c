@@ -24,6 +24,7 @@
 
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/str.h"
 #include "daemon/config.h"
 
 #ifndef CONFIG_DEFAULT_FILE
@@ -70,6 +71,8 @@ static const char *check_store(const char *v);
 static const char *check_origins(const char *v);
 static const char *check_hosts(const char *v);
 static const char *check_accept(const char *v);
+static const char *check_node_id(const char *v);
+static const char *check_node_url(const char *v);
 static const char *check_user_agent(const char *v);
 
 /* clang-format off */
@@ -100,6 +103,9 @@ static const struct key keys[] = {
         K("ALLOWED_HOSTS", K_STRING, allowed_hosts, 0, 0, "", check_hosts),
         K("MAX_CONCURRENT_DOWNLOADS", K_INT, max_concurrent_downloads, 1, 10000, "32", NULL),
         K("MAX_CONCURRENT_JOBS", K_INT, max_concurrent_jobs, 1, 10000, "32", NULL),
+        K("NODE_ID", K_STRING, node_id, 0, 0, "", check_node_id),
+        K("NODE_URL", K_STRING, node_url, 0, 0, "", check_node_url),
+        K("LEASE_TIMEOUT", K_DURATION, lease_timeout, 3, 3600, "30", NULL),
         K("MAX_CONNECTIONS_PER_SOURCE", K_INT, max_connections_per_source, 1, 1000, "4", NULL),
         K("RETRY_BACKOFF_BASE", K_DURATION, retry_backoff_base, 0, 3600, "1", NULL),
         K("RETRY_BACKOFF_MAX", K_DURATION, retry_backoff_max, 0, DAY, "60", NULL),
@@ -458,6 +464,27 @@ static const char *check_accept(const char *v)
                        ? "must be a comma-separated list of any, image, video, audio, text, application "
                          "or full types like application/pdf"
                        : NULL;
+}
+
+/* A node's name: what other nodes and the job table show; "" derives one. */
+static const char *check_node_id(const char *v)
+{
+        size_t n = strlen(v);
+        if (n > 64 || strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") != n)
+                return "must be at most 64 of A-Z a-z 0-9 . - _ (empty: a name kept in STATE_DIR/node-id)";
+        return NULL;
+}
+
+/* Where other nodes send a user for files this node holds. */
+static const char *check_node_url(const char *v)
+{
+        size_t n = strlen(v);
+        if (n == 0)
+                return NULL;
+        if (n > 512 || (!str_startswith(v, "http://") && !str_startswith(v, "https://")) ||
+            strcspn(v, " \t\r\n\"<>") != n || v[n - 1] == '/')
+                return "must be an http:// or https:// URL without a trailing slash, at most 512 bytes";
+        return NULL;
 }
 
 /* Sent as a header value: printable ASCII, so no CR or LF can end the

@@ -32,6 +32,9 @@ struct config {
         char *allowed_hosts;            /* comma-separated, "" none */
         int max_concurrent_downloads;   /* 1..10000 */
         int max_concurrent_jobs;        /* jobs running at once, 1..10000 */
+        char *node_id;                  /* this node's name in a shared job table; "": STATE_DIR/node-id */
+        char *node_url;                 /* where other nodes reach this node's API; "": from LISTEN */
+        double lease_timeout;           /* s a claimed job stays this node's without a renewal, 3..3600 */
         int max_connections_per_source; /* 1..1000 */
         double retry_backoff_base;      /* s, 0..3600 */
         double retry_backoff_max;       /* s, 0..86400 */

@@ -887,6 +887,19 @@ int engine_perform(struct engine *e)
         return 0;
 }
 
+int engine_poll_fd(struct engine *e, int fd, int timeout_ms, bool *ret_ready)
+{
+        struct curl_waitfd w = {.fd = fd, .events = CURL_WAIT_POLLIN};
+
+        *ret_ready = false;
+        if (fd < 0)
+                return engine_poll(e, timeout_ms);
+        if (curl_multi_poll(e->multi, &w, 1, timeout_ms, NULL) != CURLM_OK)
+                return -EIO;
+        *ret_ready = (w.revents & CURL_WAIT_POLLIN) != 0;
+        return 0;
+}
+
 int engine_poll(struct engine *e, int timeout_ms)
 {
         return curl_multi_poll(e->multi, NULL, 0, timeout_ms, NULL) == CURLM_OK ? 0 : -EIO;

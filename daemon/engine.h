@@ -102,6 +102,8 @@ void engine_abort_keep(struct engine *e, struct xfer *x);
 void engine_clean_parts(int dir_fd, const char *subdir);
 /* Wait for network activity, a wakeup or timeout_ms; no callbacks run. */
 int engine_poll(struct engine *e, int timeout_ms);
+/* The same, also waking when fd (>= 0) is readable: *ret_ready then. */
+int engine_poll_fd(struct engine *e, int fd, int timeout_ms, bool *ret_ready);
 /* Make progress and report finished transfers through the done callback. */
 int engine_perform(struct engine *e);
 /* Interrupt engine_poll() from another thread. */

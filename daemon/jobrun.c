@@ -527,7 +527,7 @@ bool jobrun_group_is_query(const struct jobrun *jr, int g)
 
 /* ---- the job ------------------------------------------------------------------------------------ */
 
-void jobrun_begin(struct jobrun *jr, int64_t wall_ms, int64_t now_ms)
+void jobrun_begin(struct jobrun *jr, int64_t wall_ms, int64_t now_ms, int64_t deadline_wall_ms)
 {
         struct job *j = jr->job;
 
@@ -535,14 +535,16 @@ void jobrun_begin(struct jobrun *jr, int64_t wall_ms, int64_t now_ms)
         if (!j->started_at)
                 j->started_at = wall_ms;
         j->finished_at = 0;
-        j->deadline_at = wall_ms + (int64_t)(j->timeout * 1000);
-        jr->deadline_ms = now_ms + (int64_t)(j->timeout * 1000);
+        j->deadline_at = deadline_wall_ms > 0 ? deadline_wall_ms : wall_ms + (int64_t)(j->timeout * 1000);
+        jr->deadline_ms = now_ms + (j->deadline_at - wall_ms);
         job_error_clear(&j->error);
         jr->job_dirty = true;
         note(jr, JOBRUN_EV_JOB, -1);
 }
 
 int64_t jobrun_deadline(const struct jobrun *jr) { return jr->deadline_ms; }
+
+void jobrun_set_lease(struct jobrun *jr, int64_t token) { jr->job->lease_token = token; }
 
 void jobrun_set_state(struct jobrun *jr, enum job_state st, const char *code, const char *msg,
                       int64_t wall_ms)

@@ -80,8 +80,11 @@ bool jobrun_group_is_query(const struct jobrun *jr, int g); /* named in the job'
 /* ---- the job --------------------------------------------------------------- */
 
 /* The job starts (or resumes) running: started_at once, a deadline of its
- * timeout from now, error cleared. */
-void jobrun_begin(struct jobrun *jr, int64_t wall_ms, int64_t now_ms);
+ * timeout from now (or deadline_wall_ms when it is > 0: a job taken over
+ * from a node that stopped keeps its deadline), error cleared. */
+void jobrun_begin(struct jobrun *jr, int64_t wall_ms, int64_t now_ms, int64_t deadline_wall_ms);
+/* The lease token its writes are fenced with (0: none). */
+void jobrun_set_lease(struct jobrun *jr, int64_t token);
 int64_t jobrun_deadline(const struct jobrun *jr); /* monotonic */
 /* The job's state changes to st (terminal, or queued/paused when it is put
  * aside); code NULL: no error. */

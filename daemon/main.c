@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sysexits.h>
 
 #include "api/httpd.h"
@@ -102,6 +103,30 @@ out:
         notify_send("READY=1");
 }
 
+/* Where other nodes reach this one: NODE_URL, else the address it listens
+ * on (the host name for an address of every interface). */
+static void node_url(const struct config *cfg, struct httpd *httpd, struct sched *sched)
+{
+        char host[256], url[320];
+        const char *l = cfg->listen;
+
+        if (cfg->node_url && *cfg->node_url) {
+                sched_set_node_url(sched, cfg->node_url);
+                return;
+        }
+        if (httpd_port(httpd) <= 0 || strncmp(l, "unix:", 5) == 0)
+                return;
+        size_t n = l[0] == '[' ? strcspn(l, "]") + 1 : strcspn(l, ":");
+        snprintf(host, sizeof(host), "%.*s", (int)n, l);
+        if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "[::]") == 0) {
+                if (gethostname(host, sizeof(host) - 1) < 0)
+                        return;
+                host[sizeof(host) - 1] = '\0';
+        }
+        snprintf(url, sizeof(url), "http://%s:%d", host, httpd_port(httpd));
+        sched_set_node_url(sched, url);
+}
+
 static int serve(struct settings *live, const char *file, char **flags, int nflags)
 {
         struct sched *sched = NULL;
@@ -131,6 +156,7 @@ static int serve(struct settings *live, const char *file, char **flags, int nfla
                 sched_stop(sched);
                 goto out;
         }
+        node_url(cfg, httpd, sched);
         if (fd >= 0)
                 log_info("hauld %s ready: API on the socket from systemd", PACKAGE_VERSION);
         else if (httpd_port(httpd) > 0)

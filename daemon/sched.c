@@ -34,6 +34,7 @@
 #include "common/human.h"
 #include "common/log.h"
 #include "common/str.h"
+#include "daemon/cluster.h"
 #include "daemon/commit.h"
 #include "daemon/config.h"
 #include "daemon/events.h"
@@ -66,7 +67,8 @@ enum cmd_type {
         CMD_RESUME,
         CMD_RESET,
         CMD_STATS_RESET,
-        CMD_CONFIG
+        CMD_CONFIG,
+        CMD_NODE_URL
 };
 
 struct cmd {
@@ -101,6 +103,11 @@ struct sched {
         struct xfers *xfers;
         struct work_env env;
         struct snapshot_hub *hub;
+        struct cluster *cluster; /* this node among those sharing the table */
+        size_t live_nodes;       /* nodes alive at the last heartbeat, >= 1 */
+        bool shared;             /* the table is shared by nodes (PostgreSQL) */
+        char **circuits;         /* sources whose circuit changed, to write and announce */
+        size_t ncircuits, ccircuits;
         int dl_fd;
 
         pthread_t thread;
@@ -126,6 +133,10 @@ struct sched {
         int64_t duration_count[SNAPSHOT_DURATION_BUCKETS];
         double duration_sum_s;
 };
+
+static void renew(struct sched *s, int64_t now);
+static void beat(struct sched *s, int64_t now);
+static bool take_probe(void *ud, struct src *src);
 
 /* ---- clocks ---------------------------------------------------------------------------- */
 
@@ -280,6 +291,27 @@ static int64_t progress_events(struct sched *s, int64_t now)
         return next;
 }
 
+/* A circuit changed: written with the turn, announced after. */
+static void note_circuit(const struct src *src, void *ud)
+{
+        struct sched *s = ud;
+
+        for (size_t i = 0; i < s->ncircuits; i++)
+                if (strcmp(s->circuits[i], src_name(src)) == 0)
+                        return;
+        if (s->ncircuits == s->ccircuits) {
+                size_t c = s->ccircuits ? 2 * s->ccircuits : 8;
+                char **v = realloc(s->circuits, c * sizeof(*v));
+                if (!v)
+                        return;
+                s->circuits = v;
+                s->ccircuits = c;
+        }
+        if ((s->circuits[s->ncircuits] = strdup(src_name(src))))
+                s->ncircuits++;
+        s->snapshot_now = true;
+}
+
 static void circuit_event(const struct src *src, void *ud)
 {
         struct sched *s = ud;
@@ -337,9 +369,9 @@ static void store_recovered(struct sched *s)
 
 /* Write every dirty job in one transaction; on success publish their
  * events and forget the ended ones. */
-static int flush(struct sched *s, int64_t now)
+static int flush_once(struct sched *s, int64_t now)
 {
-        bool any = false;
+        bool any = s->ncircuits > 0;
         int r;
 
         for (size_t i = 0; i < s->njobs && !any; i++)
@@ -347,6 +379,11 @@ static int flush(struct sched *s, int64_t now)
         if (!any)
                 return 0;
         r = store_begin(s->store);
+        for (size_t i = 0; i < s->ncircuits && r >= 0; i++) {
+                const struct src *src = srctab_find(s->srcs, s->circuits[i]);
+                if (src)
+                        r = cluster_put_circuit(s->cluster, s->srcs, src, now, wall(s));
+        }
         for (size_t i = 0; i < s->njobs && r >= 0; i++)
                 if (jobrun_dirty(s->jobs[i].jr))
                         r = jobrun_write(s->jobs[i].jr, s->store);
@@ -354,12 +391,20 @@ static int flush(struct sched *s, int64_t now)
                 r = store_commit(s->store);
         if (r < 0) {
                 store_rollback(s->store); /* also after a failed COMMIT, or the next BEGIN fails */
-                store_failed(s, r, now);
+                if (r != -ESTALE)
+                        store_failed(s, r, now);
                 return r;
         }
         store_recovered(s);
         s->last_flush_ms = now;
         s->flush_now = false;
+        for (size_t i = 0; i < s->ncircuits; i++) {
+                const struct src *src = srctab_find(s->srcs, s->circuits[i]);
+                if (src)
+                        circuit_event(src, s);
+                free(s->circuits[i]);
+        }
+        s->ncircuits = 0;
         for (size_t i = 0; i < s->njobs; i++) {
                 jobrun_written(s->jobs[i].jr);
                 jobrun_drain_events(s->jobs[i].jr, job_event, s);
@@ -374,12 +419,24 @@ static int flush(struct sched *s, int64_t now)
         return 0;
 }
 
+/* A write refused for a lease (-ESTALE) names no job: renew to learn
+ * which were lost, drop them, and write the rest. */
+static int flush(struct sched *s, int64_t now)
+{
+        int r = flush_once(s, now);
+        if (r != -ESTALE)
+                return r;
+        cluster_renew_soon(s->cluster);
+        renew(s, now);
+        return flush_once(s, now);
+}
+
 /* Item changes go in batches at most FLUSH_EVERY_MS apart; a job's own
  * change (start, end, command) at once; after a failure, on its backoff.
  * Returns ms until the next write is due. */
 static int64_t flush_paced(struct sched *s, int64_t now)
 {
-        bool dirty = false;
+        bool dirty = s->ncircuits > 0;
 
         for (size_t i = 0; i < s->njobs && !dirty; i++)
                 dirty = jobrun_dirty(s->jobs[i].jr);
@@ -520,10 +577,17 @@ static void job_end(struct sched *s, struct running *r, int st, const char *code
 static int stored_change(struct sched *s, const char *id, enum cmd_type type)
 {
         struct jobrun *jr;
-        int r = jobrun_load(s->store, id, ++s->runs, &jr);
+        int64_t token = 0;
+        int r = 0;
 
-        if (r < 0)
-                return r;
+        /* a new lease fences out a node that may be running it (another
+         * node's job, or one whose record this node has not claimed) */
+        if (type != CMD_DELETE)
+                r = store_lease_take(s->store, id, cluster_node(s->cluster), wall(s),
+                                     cluster_lease_ms(s->cluster), &token);
+        if (r < 0 || (r = jobrun_load(s->store, id, ++s->runs, &jr)) < 0)
+                return r == -ENOENT ? r : r == -ESTALE ? -EBUSY : r;
+        jobrun_set_lease(jr, token);
         enum job_state st = jobrun_job(jr)->state;
         bool terminal = job_state_is_terminal(st);
         switch (type) {
@@ -532,6 +596,9 @@ static int stored_change(struct sched *s, const char *id, enum cmd_type type)
                         r = -EBUSY;
                         goto out;
                 }
+                if (st == JOB_RUNNING)
+                        log_info("job %s: cancelled by request while node %s ran it", id,
+                                 jobrun_job(jr)->lease_owner ? jobrun_job(jr)->lease_owner : "?");
                 jobrun_skip_all(jr, "cancelled", "cancelled by request");
                 jobrun_set_state(jr, JOB_CANCELLED, "cancelled", "cancelled by request", wall(s));
                 break;
@@ -548,7 +615,7 @@ static int stored_change(struct sched *s, const char *id, enum cmd_type type)
                 r = terminal ? store_job_delete(s->store, id) : -EBUSY;
                 goto out;
         case CMD_PAUSE:
-                if (st != JOB_QUEUED) {
+                if (st != JOB_QUEUED && st != JOB_RUNNING) {
                         r = -EBUSY;
                         goto out;
                 }
@@ -621,6 +688,9 @@ static int run_cmd(struct sched *s, struct cmd *c, int64_t now)
                 return 0;
         case CMD_CONFIG:
                 return 0; /* applied by the caller */
+        case CMD_NODE_URL:
+                cluster_set_url(s->cluster, c->arg);
+                return 0;
         default:
                 break;
         }
@@ -701,6 +771,7 @@ int sched_pause(struct sched *s, const char *id) { return command(s, CMD_PAUSE, 
 int sched_resume(struct sched *s, const char *id) { return command(s, CMD_RESUME, id); }
 int sched_circuit_reset(struct sched *s, const char *source) { return command(s, CMD_RESET, source); }
 int sched_stats_reset(struct sched *s) { return command(s, CMD_STATS_RESET, NULL); }
+void sched_set_node_url(struct sched *s, const char *url) { command(s, CMD_NODE_URL, url); }
 
 void sched_wake(struct sched *s)
 {
@@ -714,41 +785,97 @@ struct snapshot *sched_snapshot(struct sched *s) { return snapshot_hub_get(s->hu
 /* ---- claiming jobs -------------------------------------------------------------------------------------
  */
 
+/* A job is lost to another node (its lease moved on): its requests stop,
+ * their parts go, nothing of it is written from here any more. */
+static void job_drop(struct sched *s, size_t i, int64_t now)
+{
+        struct jobrun *jr = s->jobs[i].jr;
+
+        log_warning("job %s: its lease went to another node; its work here stops (parts removed)",
+                    jobrun_id(jr));
+        xfers_abort(s->xfers, jr, -1, false, now, NULL, NULL);
+        job_remove(s, i);
+        s->snapshot_now = true;
+}
+
+/* Renew the leases of the jobs this node runs; drop those it lost. */
+static void renew(struct sched *s, int64_t now)
+{
+        struct store_claim *held;
+        bool *lost;
+        size_t n = 0;
+
+        if (!cluster_renew_due(s->cluster, now) || s->store_gone)
+                return;
+        held = calloc(s->njobs ? s->njobs : 1, sizeof(*held));
+        lost = calloc(s->njobs ? s->njobs : 1, sizeof(*lost));
+        for (size_t i = 0; held && lost && i < s->njobs; i++) {
+                const struct job *j = jobrun_job(s->jobs[i].jr);
+                if (j->state != JOB_RUNNING || j->lease_token == 0)
+                        continue;
+                snprintf(held[n].id, sizeof(held[n].id), "%s", j->id);
+                held[n++].lease_token = j->lease_token;
+        }
+        if (held && lost && cluster_renew(s->cluster, held, n, now, wall(s), lost) == 0)
+                for (size_t k = 0; k < n; k++)
+                        for (size_t i = 0; lost[k] && i < s->njobs; i++)
+                                if (strcmp(jobrun_id(s->jobs[i].jr), held[k].id) == 0) {
+                                        job_drop(s, i, now);
+                                        break;
+                                }
+        free(held);
+        free(lost);
+}
+
+static void claim_one(struct sched *s, const struct store_claim *c, int64_t now)
+{
+        struct running *old = find_job(s, c->id);
+        struct jobrun *jr;
+
+        if (old) /* this node's own lease ran out and it claimed the job again */
+                job_drop(s, (size_t)(old - s->jobs), now);
+        int r = jobrun_load(s->store, c->id, ++s->runs, &jr);
+        if (r < 0) {
+                log_error("job %s: cannot load: %s", c->id, strerror(-r));
+                return;
+        }
+        jobrun_set_lease(jr, c->lease_token);
+        /* a job taken over from a node that stopped keeps its deadline */
+        int64_t keep = c->rescued ? jobrun_job(jr)->deadline_at : 0;
+        jobrun_begin(jr, wall(s), now, keep);
+        if (work_begin(&s->env, jr, now) < 0 || job_add(s, jr, now) < 0) {
+                log_error("job %s: cannot start: out of memory", c->id);
+                jobrun_free(jr);
+                return;
+        }
+        if (c->rescued)
+                log_info("job %s: taken over from a node whose lease ran out", c->id);
+        log_start(s, jr);
+        s->flush_now = true;
+}
+
 static void claim(struct sched *s, int64_t now)
 {
-        char(*ids)[JOB_ID_LEN + 1] = NULL;
+        struct store_claim *c = NULL;
         size_t n = 0, room = (size_t)s->cfg->max_concurrent_jobs;
 
         if (atomic_exchange(&s->wake, false))
                 s->maybe_queued = true;
         if (!s->maybe_queued || s->njobs >= room || s->store_failing || s->store_gone)
                 return;
-        int r = store_job_next_queued(s->store, room - s->njobs, &ids, &n);
+        if (room - s->njobs > STORE_LEASE_MAX)
+                room = s->njobs + STORE_LEASE_MAX;
+        int r = store_job_claim(s->store, cluster_node(s->cluster), room - s->njobs, wall(s),
+                                cluster_lease_ms(s->cluster), &c, &n);
         if (r < 0) {
-                log_error("sched: reading queued jobs: %s", strerror(-r));
+                log_error("sched: claiming queued jobs: %s", strerror(-r));
                 return;
         }
         if (n < room - s->njobs)
                 s->maybe_queued = false;
-        for (size_t i = 0; i < n; i++) {
-                struct jobrun *jr;
-                if (find_job(s, ids[i]))
-                        continue;
-                r = jobrun_load(s->store, ids[i], ++s->runs, &jr);
-                if (r < 0) {
-                        log_error("job %s: cannot load: %s", ids[i], strerror(-r));
-                        continue;
-                }
-                jobrun_begin(jr, wall(s), now);
-                if (work_begin(&s->env, jr, now) < 0 || job_add(s, jr, now) < 0) {
-                        log_error("job %s: cannot start: out of memory", ids[i]);
-                        jobrun_free(jr);
-                        continue;
-                }
-                log_start(s, jr);
-                s->flush_now = true;
-        }
-        free(ids);
+        for (size_t i = 0; i < n; i++)
+                claim_one(s, &c[i], now);
+        free(c);
 }
 
 /* ---- one turn ------------------------------------------------------------------------------------------
@@ -960,7 +1087,9 @@ static void publish_snapshot(struct sched *s, int64_t now)
         snap->transfers = xfers_running(s->xfers);
         if (srctab_export(s->srcs, now, &snap->circuits, &snap->ncircuits, &snap->downloads,
                           &snap->listings) < 0 ||
-            snapshot_jobs(s, snap) < 0 || snapshot_sources(s, snap) < 0) {
+            snapshot_jobs(s, snap) < 0 || snapshot_sources(s, snap) < 0 ||
+            !(snap->node = strdup(cluster_node(s->cluster))) ||
+            cluster_nodes(s->cluster, &snap->nodes, &snap->nnodes) < 0) {
                 snapshot_unref(snap);
                 return; /* the older one stays */
         }
@@ -1021,14 +1150,17 @@ int64_t sched_turn(struct sched *s)
         settle(s, now);
         run_cmds(s, now);
         store_identity(s, now);
+        renew(s, now);
+        beat(s, now);
         claim(s, now);
         int64_t timeout = timers(s, now);
         fill(s, now);
         finish(s, now);
+        srctab_drain_changed(s->srcs, note_circuit, s);
         int64_t t = flush_paced(s, now);
         if (t < timeout)
                 timeout = t;
-        srctab_drain_changed(s->srcs, circuit_event, s);
+        cluster_sync_circuits(s->cluster, s->srcs, now, wall(s), false);
         t = progress_events(s, now);
         if (t < timeout)
                 timeout = t;
@@ -1046,15 +1178,23 @@ int64_t sched_turn(struct sched *s)
 /* ---- lifecycle
  * ---------------------------------------------------------------------------------------------- */
 
-static void srctab_opts_from(const struct config *cfg, struct srctab_opts *o)
+/* This node's share of a connection limit that holds for all nodes
+ * together: rounded up, so the cluster may go over by nodes - 1. */
+static int share(const struct sched *s, int limit)
+{
+        size_t n = s->live_nodes ? s->live_nodes : 1;
+        return limit > 0 ? (int)(((size_t)limit + n - 1) / n) : limit;
+}
+
+static void srctab_opts_from(const struct sched *s, const struct config *cfg, struct srctab_opts *o)
 {
         *o = (struct srctab_opts){
                 .threshold = cfg->circuit_breaker_threshold,
                 .open_ms = (int64_t)(cfg->circuit_breaker_timeout * 1000),
                 .open_growth = 2,
                 .max_open_ms = (int64_t)(cfg->circuit_breaker_timeout * 1000) * MAX_OPEN_FACTOR,
-                .host_connections = cfg->max_connections_per_source,
-                .default_source_connections = cfg->max_connections_per_source,
+                .host_connections = share(s, cfg->max_connections_per_source),
+                .default_source_connections = share(s, cfg->max_connections_per_source),
                 .idle_prune_ms = IDLE_SOURCE_MS,
         };
 }
@@ -1082,8 +1222,31 @@ static void known_sources(struct sched *s)
                 const struct source_def *d = sources_at(s->sources, i);
                 struct src *src = srctab_source(s->srcs, d->name, true);
                 if (src)
-                        srctab_set_limits(s->srcs, src, d->max_connections, d->requests_per_second);
+                        srctab_set_limits(s->srcs, src, share(s, d->max_connections),
+                                          d->requests_per_second /
+                                                  (double)(s->live_nodes ? s->live_nodes : 1));
         }
+}
+
+/* The heartbeat; when the number of live nodes changed, each node's share
+ * of the limits follows. */
+static void beat(struct sched *s, int64_t now)
+{
+        size_t live = s->live_nodes;
+        struct srctab_opts so;
+
+        if (s->store_gone)
+                return;
+        cluster_beat(s->cluster, now, wall(s), (int64_t)s->njobs, &live);
+        if (live == s->live_nodes)
+                return;
+        log_info("sched: %zu node%s share the job table; this node takes its share of the connection limits",
+                 live, live == 1 ? "" : "s");
+        s->live_nodes = live;
+        srctab_opts_from(s, s->cfg, &so);
+        srctab_configure(s->srcs, &so);
+        known_sources(s);
+        s->snapshot_now = true;
 }
 
 static void apply_config(struct sched *s, const struct config *cfg, const struct source_set *sources)
@@ -1095,7 +1258,7 @@ static void apply_config(struct sched *s, const struct config *cfg, const struct
         s->sources = sources;
         s->env.cfg = cfg;
         s->env.sources = sources;
-        srctab_opts_from(cfg, &so);
+        srctab_opts_from(s, cfg, &so);
         srctab_configure(s->srcs, &so);
         known_sources(s);
         if (s->engine) {
@@ -1128,7 +1291,11 @@ static void sched_free(struct sched *s)
         for (size_t i = 0; i < s->njobs; i++)
                 jobrun_free(s->jobs[i].jr);
         free(s->jobs);
+        for (size_t i = 0; i < s->ncircuits; i++)
+                free(s->circuits[i]);
+        free(s->circuits);
         srctab_free(s->srcs);
+        cluster_free(s->cluster);
         store_close(s->store);
         snapshot_hub_free(s->hub);
         if (s->dl_fd >= 0)
@@ -1215,12 +1382,22 @@ int sched_new(const struct config *cfg, const struct source_set *sources, struct
         atomic_init(&s->wake, false);
         s->started_ms = mono(s);
         srandom((unsigned)wall(s));
-        srctab_opts_from(cfg, &so);
+        srctab_opts_from(s, cfg, &so);
         if (!(s->srcs = srctab_new(&so)) || snapshot_hub_new(&s->hub) < 0)
                 goto fail;
         known_sources(s);
         if ((r = open_store(s)) < 0 || (r = open_download_dir(s)) < 0)
                 goto fail;
+        s->shared = str_startswith(cfg->store, "postgres");
+        r = cluster_new(cfg, s->store, s->shared, &s->cluster);
+        if (r < 0) {
+                log_error("sched: cannot name this node (NODE_ID, or %s/node-id): %s", cfg->state_dir,
+                          strerror(-r));
+                goto fail;
+        }
+        r = cluster_load_circuits(s->cluster, s->srcs, s->started_ms, wall(s));
+        if (r < 0)
+                log_warning("sched: the circuits kept in the job table cannot be read: %s", strerror(-r));
         r = committer_new(wake_engine, s, &s->committer);
         if (r < 0) {
                 log_error("sched: cannot start the committer: %s", strerror(-r));
@@ -1233,9 +1410,12 @@ int sched_new(const struct config *cfg, const struct source_set *sources, struct
                                    .srcs = s->srcs,
                                    .xfers = s->xfers,
                                    .dl_fd = s->dl_fd,
+                                   .node = cluster_node(s->cluster),
                                    .file_lines = true,
                                    .rand01 = rand01,
-                                   .rand_ud = s};
+                                   .rand_ud = s,
+                                   .take_probe = s->shared ? take_probe : NULL,
+                                   .probe_ud = s};
         publish_snapshot(s, s->started_ms);
         *ret = s;
         return 0;
@@ -1244,10 +1424,27 @@ fail:
         return r;
 }
 
+/* Other nodes' news (PostgreSQL's NOTIFY): a job queued or taken. */
+static void notified(struct sched *s)
+{
+        bool any = false;
+        if (store_notify_drain(s->store, &any) < 0 || !any)
+                return;
+        atomic_store(&s->wake, true);
+        cluster_renew_soon(s->cluster);
+}
+
+static bool take_probe(void *ud, struct src *src)
+{
+        struct sched *s = ud;
+        return cluster_take_probe(s->cluster, src, wall(s));
+}
+
 static void *loop(void *arg)
 {
         struct sched *s = arg;
         int64_t timeout = 0;
+        bool ready = false;
 
         for (;;) {
                 pthread_mutex_lock(&s->cmd_lock);
@@ -1255,7 +1452,11 @@ static void *loop(void *arg)
                 pthread_mutex_unlock(&s->cmd_lock);
                 if (stop)
                         break;
-                engine_poll(s->engine, (int)timeout);
+                int fd = s->shared ? store_notify_fd(s->store)
+                                   : -1; /* anew each time: a reconnect changes it */
+                engine_poll_fd(s->engine, fd, (int)timeout, &ready);
+                if (fd >= 0)
+                        notified(s); /* also when not readable: an answer may have brought one */
                 timeout = sched_turn(s);
         }
         return NULL;
@@ -1304,6 +1505,7 @@ static void park_all(struct sched *s)
         }
         if (flush(s, now) < 0)
                 log_error("sched: the last changes could not be written; the next start redoes them");
+        cluster_leave(s->cluster); /* parked jobs are queued again: any node may take them */
 }
 
 void sched_stop(struct sched *s)

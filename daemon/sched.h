@@ -42,6 +42,8 @@ int sched_resume(struct sched *s, const char *job_id);
 int sched_circuit_reset(struct sched *s, const char *source);
 /* Zero the statistics (circuits stay). */
 int sched_stats_reset(struct sched *s);
+/* Where other nodes reach this node's API (for the files it holds). */
+void sched_set_node_url(struct sched *s, const char *url);
 
 /* The newest snapshot, with a reference (snapshot_unref() it); never NULL
  * once sched_start() returned. */

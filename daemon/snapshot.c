@@ -46,6 +46,8 @@ void snapshot_unref(struct snapshot *s)
                 free(s->sources[i].unavailable_reason);
         }
         free(s->sources);
+        free(s->node);
+        cluster_nodes_free(s->nodes, s->nnodes);
         free(s);
 }
 

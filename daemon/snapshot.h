@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "daemon/cluster.h"
 #include "daemon/job.h"
 #include "daemon/srctab.h"
 
@@ -57,6 +58,9 @@ struct snapshot {
         int64_t bytes_in_flight;
         struct snapshot_source *sources; /* configured, sorted by name */
         size_t nsources;
+        char *node;                 /* this node's id */
+        struct cluster_node *nodes; /* live nodes sharing the job table at the last heartbeat */
+        size_t nnodes;
 };
 
 struct snapshot *snapshot_new(void);

@@ -226,6 +226,19 @@ int work_begin(struct work_env *w, struct jobrun *jr, int64_t now)
 
 enum start { STARTED, BLOCKED, ENDED };
 
+/* srctab's word, and, with nodes sharing the circuit, the cluster's on
+ * who sends the half-open probe (another node's probe: wait for it). */
+static enum src_admit admit(struct work_env *w, struct src *s, struct src *h, bool rate, int64_t now,
+                            int64_t *ret_wake)
+{
+        enum src_admit a = srctab_admit(w->srcs, s, h, rate, now, ret_wake);
+        if (a == ADMIT_PROBE && w->take_probe && !w->take_probe(w->probe_ud, s)) {
+                *ret_wake = now + RESTART_WAIT_MS;
+                return ADMIT_OPEN;
+        }
+        return a;
+}
+
 /* The source could not admit the request: wait for it, or give up on the
  * group's waiting items when the circuit opens again only after the
  * deadline. */
@@ -269,7 +282,7 @@ static enum start start_listing(struct work_env *w, struct jobrun *jr, int g, in
                 close_group(w, jr, g, SRC_FAILED, "unknown_source", "the source's file is gone", now);
                 return ENDED;
         }
-        enum src_admit a = srctab_admit(w->srcs, gr->src, NULL, true, now, &wake);
+        enum src_admit a = admit(w, gr->src, NULL, true, now, &wake);
         if (a != ADMIT_OK && a != ADMIT_PROBE)
                 return blocked(w, jr, g, a, NULL, wake, now);
         int r = sources_build_url(d, jobrun_job(jr)->query, gr->page, &url);
@@ -326,7 +339,7 @@ static enum start start_download(struct work_env *w, struct jobrun *jr, int g, i
                 jobrun_untake(jr, g, i);
                 return blocked(w, jr, g, ADMIT_RATE, NULL, now + RESTART_WAIT_MS, now);
         }
-        enum src_admit a = srctab_admit(w->srcs, gr->src, h, rate, now, &wake);
+        enum src_admit a = admit(w, gr->src, h, rate, now, &wake);
         if (a != ADMIT_OK && a != ADMIT_PROBE) {
                 jobrun_untake(jr, g, i);
                 return blocked(w, jr, g, a, h, wake, now);

@@ -39,9 +39,13 @@ struct work_env {
         const struct source_set *sources; /* NULL: none configured */
         struct srctab *srcs;
         struct xfers *xfers;
-        int dl_fd;                  /* DOWNLOAD_DIR */
-        const char *node;           /* this node's id for items' files; NULL: single node */
-        bool file_lines;            /* log DOWNLOADING and SUCCESS per file at info */
+        int dl_fd;        /* DOWNLOAD_DIR */
+        const char *node; /* this node's id for items' files; NULL: single node */
+        bool file_lines;  /* log DOWNLOADING and SUCCESS per file at info */
+        /* Nodes sharing circuits: may this node send src's half-open probe?
+         * NULL: yes (one node). */
+        bool (*take_probe)(void *ud, struct src *src);
+        void *probe_ud;
         double (*rand01)(void *ud); /* uniform in [0, 1), for jitter */
         void *rand_ud;
 };

@@ -24,7 +24,7 @@ static void collect_name(const char *key, const char *value, void *ud)
         (*(int *)ud)++;
 }
 
-#define NKEYS 30 /* every key config_foreach() visits */
+#define NKEYS 33 /* every key config_foreach() visits */
 
 /* A temp dir and an environment without any of our keys. */
 static void setup(void)

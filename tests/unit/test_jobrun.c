@@ -258,7 +258,7 @@ START_TEST(test_write_and_reload)
         insert(three_urls);
         struct jobrun *jr = load();
 
-        jobrun_begin(jr, 1700000001000LL, 100);
+        jobrun_begin(jr, 1700000001000LL, 100, 0);
         jobrun_take_ready(jr, 0);
         jobrun_item_started(jr, 0);
         jobrun_item_answer(jr, 0, 200, 1234, 50, 24680, "image/png");
@@ -296,7 +296,7 @@ START_TEST(test_events_after_write)
         struct jobrun *jr = load();
 
         memset(evs, 0, sizeof(evs));
-        jobrun_begin(jr, 1, 1);
+        jobrun_begin(jr, 1, 1, 0);
         jobrun_take_ready(jr, 0);
         jobrun_item_started(jr, 0);
         jobrun_item_retry(jr, 0, 10, "timeout", "slow");
