@@ -78,12 +78,13 @@ static json_t *per_source(const struct job_source *s, const struct snapshot *sna
         enum breaker_state st = c ? c->state : BREAKER_CLOSED;
         if (st != BREAKER_CLOSED)
                 *all_closed = false;
-        return json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:o}", "source", s->source,
-                         "state", source_state_to_string(s->state), "items", (json_int_t)s->items,
+        return json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:o, s:i, s:o}", "source",
+                         s->source, "state", source_state_to_string(s->state), "items", (json_int_t)s->items,
                          "succeeded", (json_int_t)s->succeeded, "failed", (json_int_t)s->failed, "skipped",
                          (json_int_t)s->skipped, "attempts", (json_int_t)s->attempts, "retries",
                          (json_int_t)s->retries, "bytes", (json_int_t)s->bytes, "circuit",
-                         jobjson_circuit_state(st), "error", jobjson_error(&s->error));
+                         jobjson_circuit_state(st), "error", jobjson_error(&s->error), "pages", s->pages,
+                         "listing", string_or_null(s->listing));
 }
 
 static json_t *string_array(char *const *v, size_t n)

@@ -129,6 +129,7 @@ void items_free(struct item *items, size_t n)
 void job_source_clear(struct job_source *s)
 {
         free(s->source);
+        free(s->listing);
         job_error_clear(&s->error);
         memset(s, 0, sizeof(*s));
 }
@@ -202,6 +203,7 @@ int job_dup(const struct job *j, struct job **ret)
         for (size_t i = 0; c->per_source && i < j->nper_source; i++) {
                 c->per_source[i] = j->per_source[i];
                 c->per_source[i].source = dup_or(j->per_source[i].source, &oom);
+                c->per_source[i].listing = dup_or(j->per_source[i].listing, &oom);
                 error_copy(&c->per_source[i].error, &j->per_source[i].error, &oom);
         }
         if (oom) {

@@ -72,6 +72,9 @@ struct job_source {
         enum source_state state;
         int64_t items, succeeded, failed, skipped, attempts, retries, bytes;
         struct job_error error;
+        int pages;     /* a query source: listing pages answered */
+        char *listing; /* a query source: why its listing stopped ("exhausted", "page_limit",
+                          "result_limit", "single_page", "error", ...); NULL: not stopped */
 };
 
 struct item {

@@ -605,6 +605,19 @@ int64_t jobrun_committed(const struct jobrun *jr)
         return n;
 }
 
+void jobrun_group_listing(struct jobrun *jr, int g, int pages, const char *why)
+{
+        struct job_source *js = &jr->job->per_source[g];
+        char *w = str_dup(why);
+
+        if (why && !w)
+                return;
+        js->pages = pages;
+        free(js->listing);
+        js->listing = w;
+        jr->job_dirty = true;
+}
+
 void jobrun_group_set(struct jobrun *jr, int g, enum source_state st, const char *code, const char *fmt, ...)
 {
         struct job_source *js = &jr->job->per_source[g];

@@ -96,6 +96,9 @@ enum job_state jobrun_outcome(const struct jobrun *jr, const char **ret_code, co
 bool jobrun_max_reached(const struct jobrun *jr);
 /* succeeded + items running or with the committer (all groups) */
 int64_t jobrun_committed(const struct jobrun *jr);
+/* A query group's listing in per_source: pages answered, and why it
+ * stopped (a static string; NULL: not stopped). */
+void jobrun_group_listing(struct jobrun *jr, int g, int pages, const char *why);
 /* A group's state in per_source; code NULL clears its error. */
 void jobrun_group_set(struct jobrun *jr, int g, enum source_state st, const char *code, const char *fmt, ...)
         __attribute__((format(printf, 5, 6)));

@@ -96,12 +96,19 @@ int store_json_encode_sources(const struct job *j, char **ret)
 
 static json_t *job_source_encode(const struct job_source *ps)
 {
-        return json_pack("{s:o, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "source", jstr(ps->source),
-                         "state", source_state_to_string(ps->state), "items", (json_int_t)ps->items,
-                         "succeeded", (json_int_t)ps->succeeded, "failed", (json_int_t)ps->failed, "skipped",
-                         (json_int_t)ps->skipped, "attempts", (json_int_t)ps->attempts, "retries",
-                         (json_int_t)ps->retries, "bytes", (json_int_t)ps->bytes, "error",
-                         jerror(&ps->error));
+        json_t *o = json_pack("{s:o, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "source",
+                              jstr(ps->source), "state", source_state_to_string(ps->state), "items",
+                              (json_int_t)ps->items, "succeeded", (json_int_t)ps->succeeded, "failed",
+                              (json_int_t)ps->failed, "skipped", (json_int_t)ps->skipped, "attempts",
+                              (json_int_t)ps->attempts, "retries", (json_int_t)ps->retries, "bytes",
+                              (json_int_t)ps->bytes, "error", jerror(&ps->error));
+        if (o && (ps->pages || ps->listing) &&
+            json_object_update_new(
+                    o, json_pack("{s:i, s:o}", "pages", ps->pages, "listing", jstr(ps->listing))) < 0) {
+                json_decref(o);
+                return NULL;
+        }
+        return o;
 }
 
 int store_json_encode_per_source(const struct job *j, char **ret)
@@ -185,14 +192,16 @@ static int error_decode(json_t *o, struct job_error *e)
 /* Into a zeroed *ps; on failure the caller clears it. */
 static int job_source_decode(json_t *o, struct job_source *ps)
 {
-        json_t *name = NULL, *err = NULL;
+        json_t *name = NULL, *err = NULL, *listing = NULL;
         const char *state;
+        int pages = 0;
         json_int_t v[7];
         int r, s;
 
-        if (json_unpack(o, "{s:o, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s?o}", "source", &name, "state",
-                        &state, "items", &v[0], "succeeded", &v[1], "failed", &v[2], "skipped", &v[3],
-                        "attempts", &v[4], "retries", &v[5], "bytes", &v[6], "error", &err) < 0)
+        if (json_unpack(o, "{s:o, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s?o, s?i, s?o}", "source", &name,
+                        "state", &state, "items", &v[0], "succeeded", &v[1], "failed", &v[2], "skipped",
+                        &v[3], "attempts", &v[4], "retries", &v[5], "bytes", &v[6], "error", &err, "pages",
+                        &pages, "listing", &listing) < 0)
                 return -EIO;
         s = source_state_from_string(state);
         if (s < 0)
@@ -205,7 +214,10 @@ static int job_source_decode(json_t *o, struct job_source *ps)
         ps->attempts = v[4];
         ps->retries = v[5];
         ps->bytes = v[6];
+        ps->pages = pages;
         r = jstr_dup(name, &ps->source);
+        if (r == 0 && listing && !json_is_null(listing))
+                r = jstr_dup(listing, &ps->listing);
         if (r == 0)
                 r = error_decode(err, &ps->error);
         return r;

@@ -117,6 +117,8 @@ static void close_group(struct work_env *w, struct jobrun *jr, int g, enum sourc
                         gr->inplay--;
                 }
         jobrun_skip_rest(jr, g, code, msg);
+        if (gr->query && gr->listing) /* it could have listed more: why it stopped */
+                jobrun_group_listing(jr, g, gr->pages, code ? code : "done");
         gr->inplay = 0;
         gr->list_inflight = false;
         gr->listing = false;
@@ -256,6 +258,7 @@ static enum start blocked(struct work_env *w, struct jobrun *jr, int g, enum src
                 if (gr->listing && !gr->list_inflight) {
                         gr->listing = false;
                         gr->list_end = "circuit_open";
+                        jobrun_group_listing(jr, g, gr->pages, gr->list_end);
                         if (jobrun_source(jr, g)->items == 0) {
                                 close_group(w, jr, g, SRC_FAILED, "circuit_open", msg, now);
                                 return ENDED;
@@ -620,6 +623,7 @@ static void list_end(struct work_env *w, struct jobrun *jr, int g, const char *w
 
         gr->listing = false;
         gr->list_end = why;
+        jobrun_group_listing(jr, g, gr->pages, why);
         if (code && js->items == 0) {
                 close_group(w, jr, g, SRC_FAILED, code, msg, now);
                 return;
@@ -719,6 +723,7 @@ static void apply_listing(struct work_env *w, struct jobrun *jr, struct outcome 
         }
         if (!end) {
                 gr->pages++;
+                jobrun_group_listing(jr, g, gr->pages, NULL);
                 gr->results += (int64_t)page.results;
                 if (page.total >= 0)
                         gr->total = page.total;

@@ -193,11 +193,22 @@ class QueryJobs(hauldtest.HauldTestCase):
 class StoreSetting(hauldtest.HauldTestCase):
     start_daemon = False
 
-    def test_store_without_a_backend_is_a_config_error(self):
+    def test_unreachable_store_fails_without_showing_its_password(self):
+        d = hauldtest.Daemon(FAST, start=False)
+        self._daemons.append(d)
+        port = hauldtest.free_port()  # nothing listens there
+        proc = subprocess.run([hauldtest.hauld_binary(), "--config", "/dev/null",
+                               "STORE=postgresql://hauld:s3cret@127.0.0.1:%d/hauld" % port],
+                              env=d.environ(), capture_output=True, text=True, timeout=20)
+        self.assertNotEqual(proc.returncode, 0, proc.stderr)
+        self.assertIn("cannot open the job table postgresql://hauld:***@127.0.0.1", proc.stderr)
+        self.assertNotIn("s3cret", proc.stderr)
+
+    def test_store_of_an_unknown_kind_is_a_config_error(self):
         d = hauldtest.Daemon(FAST, start=False)
         self._daemons.append(d)
         proc = subprocess.run([hauldtest.hauld_binary(), "--config", "/dev/null",
-                               "STORE=postgresql://hauld:s3cret@db.example/hauld"],
+                               "STORE=mysql://hauld:s3cret@db.example/hauld"],
                               env=d.environ(), capture_output=True, text=True, timeout=10)
         self.assertEqual(proc.returncode, 78, proc.stderr)
         self.assertIn("STORE", proc.stderr)
