@@ -212,6 +212,24 @@ class Refill(ProviderTestCase):
         self.assertEqual(pages(self.origin, "openverse"), [1, 2, 3])
         self.assertEqual({e["params"]["q"] for e in searches(self.origin, "openverse")}, {"red fox"})
 
+    def test_web_pages_first_do_not_stop_the_source(self):
+        # the five best hits are web pages, downloaded one at a time, under
+        # the default CIRCUIT_BREAKER_THRESHOLD (5): the images after them
+        # (5, 7, 8; 6 is HTML too) are still what the job gets
+        spec = shipped("openverse", self.origin, "&html_first=5", per_page=10, max_connections=1)
+        d = self.start_with(openverse=spec)
+        job = d.post_job({"query": "heron", "sources": ["openverse"], "max": 3})
+        job = d.wait_job(job["id"], timeout=30)
+        items = self.items(job["id"], daemon=d)
+        self.assertEqual(job["state"], "succeeded", (job, [(it["url"], it["error"]) for it in items]))
+        ok = sorted(result_index(it["url"]) for it in items if it["state"] == "succeeded")
+        self.assertEqual(ok, [5, 7, 8])
+        for it in items:
+            if it["state"] == "failed":
+                self.assert_item_error(it, "invalid_content")
+                self.assertEqual(provider_result_kind(result_index(it["url"]), 5), "html", it)
+        self.assertEqual(self.per_source(job, "openverse")["circuit"], "closed", job)
+
 
 class EndOfResults(ProviderTestCase):
     """Each end-of-results signal and limit ends the listing without the
