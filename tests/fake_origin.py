@@ -68,10 +68,17 @@ Fake providers
   an HTML page behind an image-like URL when i % 7 == 6 and an ID3-tagged
   audio body when i % 11 == 10 (html wins when both hold), so content
   checks and the replacement of failed candidates can be tested.
-  provider_result_url(origin, provider, query, i) rebuilds a URL and
+  provider_result_url(origin, provider, query, i) rebuilds a URL (origin:
+  a FakeOrigin, or media_base(BASE) for a ?media= base) and
   provider_result_kind(i) its kind. Every provider takes ?total=N (how many
   results the query matches; default 45, Google 250) on top of its own
-  parameters, so a source file's search_url can choose it.
+  parameters, so a source file's search_url can choose it, and
+  ?media=BASE[,BASE...]: result i's media URL is on BASE number i % n
+  (each "http://host:port", e.g. another FakeOrigin's base_url) instead
+  of this origin, so one listing can point at several hosts. Openverse,
+  Pixabay and Google also take ?html_first=N: results 0..N-1 are HTML
+  pages (a search whose best hits are web pages);
+  provider_result_kind(i, N) says the same.
 
   openverse  GET /api/openverse/v1/images/?q=&page=&page_size=
              {"result_count", "page_count", "page_size", "page", "results":
@@ -133,7 +140,7 @@ import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 __all__ = ["FakeOrigin", "body_for", "etag_for", "iter_body", "LAST_MODIFIED",
-           "provider_result_kind", "provider_result_url"]
+           "media_base", "provider_result_kind", "provider_result_url"]
 
 LAST_MODIFIED = "Wed, 21 Oct 2015 07:28:00 GMT"
 STALL_MAX_S = 120.0
@@ -516,14 +523,19 @@ class _Handler(BaseHTTPRequestHandler):
 class FakeOrigin:
     """The fake origin, in-process. Thread-safe counters and request log.
 
+    url_host: the host name its URLs (base_url, url()) use, default host:
+    FakeOrigin(url_host="localhost") listens on 127.0.0.1 but names
+    itself "localhost", a second host form for tests of per-host rules.
+
     Each log entry is a dict: time (monotonic s), wall (epoch s), method,
     path (decoded, no query), query (raw string), params (dict, last value
     wins), headers (dict with lower-case names), key (the fail key: ?key or
     the path), ordinal (1-based count of that key), body (bytes).
     """
 
-    def __init__(self, host="127.0.0.1", port=0, verbose=False):
+    def __init__(self, host="127.0.0.1", port=0, verbose=False, url_host=None):
         self.host = host
+        self.url_host = url_host or host
         self._want_port = port
         self.verbose = verbose
         self._lock = threading.Lock()
@@ -579,7 +591,7 @@ class FakeOrigin:
 
     @property
     def base_url(self):
-        return "http://%s:%d" % (self.host, self.port)
+        return "http://%s:%d" % (self.url_host, self.port)
 
     def url(self, path, **params):
         """Absolute URL of path; keyword arguments become query parameters
@@ -689,10 +701,10 @@ IMAGE_TYPES = ("png", "jpeg", "gif")
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "gif": "gif"}
 
 
-def provider_result_kind(i):
+def provider_result_kind(i, html_first=0):
     """What result i of any fake provider serves: an image type, "html"
-    or "mp3"."""
-    if i % 7 == 6:
+    or "mp3" (html_first: the provider's ?html_first)."""
+    if i < html_first or i % 7 == 6:
         return "html"
     if i % 11 == 10:
         return "mp3"
@@ -710,6 +722,27 @@ def provider_result_url(origin, provider, query, i, kind=None):
     ext = EXTENSIONS.get(kind, "jpg")  # non-images hide behind image names
     return origin.url("/file/%s-%s-%d.%s" % (provider, _slug(query), i, ext),
                       size=800 + (i % 50) * 10, seed=i, type=kind)
+
+
+class media_base:
+    """A ?media= base URL ("http://host:port") with FakeOrigin's url()."""
+
+    def __init__(self, base):
+        self.base_url = base.rstrip("/")
+
+    url = FakeOrigin.url
+
+
+def _media(h, p, i):
+    """Where result i's media lives: the ?media= base number i % n, else
+    this origin."""
+    bases = [b for b in p.get("media", "").split(",") if b]
+    return media_base(bases[i % len(bases)]) if bases else h.origin
+
+
+def _kind(p, i):
+    """provider_result_kind(i) under the request's ?html_first."""
+    return provider_result_kind(i, max(0, _int_param(p, "html_first", 0) or 0))
 
 
 def _int_param(params, name, default):
@@ -743,11 +776,11 @@ def _openverse(h, path, p):
     first = (page - 1) * size
     results = []
     for i in range(first, min(first + size, total)):
-        kind = provider_result_kind(i)
+        kind = _kind(p, i)
         results.append({
             "id": "ov-%s-%d" % (_slug(q), i),
             "title": "%s %d" % (q, i),
-            "url": provider_result_url(h.origin, "openverse", q, i),
+            "url": provider_result_url(_media(h, p, i), "openverse", q, i, kind),
             "thumbnail": h.origin.url("/file/openverse-thumb-%d.jpg" % i, size=300, type="jpeg"),
             "creator": "creator %d" % i,
             "license": "by",
@@ -791,12 +824,12 @@ def _wikimedia(h, path, p):
     pages = {}
     for rank, (i, kind) in enumerate(window, start=offset + 1):
         if kind == "bitmap":
-            url = provider_result_url(h.origin, "wikimedia", q, i, IMAGE_TYPES[i % 3])
+            url = provider_result_url(_media(h, p, i), "wikimedia", q, i, IMAGE_TYPES[i % 3])
             ext = url.rsplit("?", 1)[0].rsplit(".", 1)[-1]
         else:
             ext, body = WIKIMEDIA_FILES[kind]
-            url = h.origin.url("/file/wikimedia-%s-%d.%s" % (_slug(q), i, ext),
-                               size=900, seed=i, type=body)
+            url = _media(h, p, i).url("/file/wikimedia-%s-%d.%s" % (_slug(q), i, ext),
+                                      size=900, seed=i, type=body)
         title = "File:%s %d.%s" % (q.title() or "Q", i, ext)
         info = {"url": url,
                 "descriptionurl": h.origin.base_url + "/wiki/" + urllib.parse.quote(title),
@@ -843,7 +876,7 @@ def _pixabay(h, path, p):
             "tags": q,
             "previewURL": h.origin.url("/file/pixabay-preview-%d.jpg" % i, size=300, type="jpeg"),
             "webformatURL": h.origin.url("/file/pixabay-web-%d.jpg" % i, size=500, type="jpeg"),
-            "largeImageURL": provider_result_url(h.origin, "pixabay", q, i),
+            "largeImageURL": provider_result_url(_media(h, p, i), "pixabay", q, i, _kind(p, i)),
             "imageWidth": 4000,
             "imageHeight": 3000,
         })
@@ -878,8 +911,8 @@ def _google(h, path, p):
 
     items = []
     for i in range(start - 1, min(start - 1 + num, total)):
-        kind = provider_result_kind(i)
-        link = provider_result_url(h.origin, "google", q, i)
+        kind = _kind(p, i)
+        link = provider_result_url(_media(h, p, i), "google", q, i, kind)
         items.append({"kind": "customsearch#result", "title": "%s %d" % (q, i),
                       "htmlTitle": "<b>%s</b> %d" % (q, i), "link": link,
                       "displayLink": "%s:%d" % (h.origin.host, h.origin.port),
