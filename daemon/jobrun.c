@@ -730,6 +730,15 @@ void jobrun_item_retry(struct jobrun *jr, int i, int64_t due_ms, const char *cod
         note(jr, JOBRUN_EV_RETRY, i);
 }
 
+void jobrun_item_defer(struct jobrun *jr, int i, int64_t due_ms)
+{
+        if (heap_push(jr, due_ms, i) < 0) {
+                jobrun_untake(jr, jr->item_group[i], i);
+                return;
+        }
+        jr->groups[jr->item_group[i]].nwaiting++;
+}
+
 void jobrun_item_failed(struct jobrun *jr, int i, const char *code, const char *msg)
 {
         if (jr->items[i].state == ITEM_RUNNING && jr->items[i].sha256 && !jr->items[i].path)

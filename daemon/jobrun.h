@@ -124,6 +124,9 @@ void jobrun_item_succeeded(struct jobrun *jr, int i, const char *path, int64_t r
 /* Back to pending, waiting until due_ms; its error stays as the reason. */
 void jobrun_item_retry(struct jobrun *jr, int i, int64_t due_ms, const char *code, const char *msg);
 void jobrun_item_failed(struct jobrun *jr, int i, const char *code, const char *msg);
+/* An item taken just now waits until due_ms before it is ready again (its
+ * host's circuit is open): no attempt, no error, no retry counted. */
+void jobrun_item_defer(struct jobrun *jr, int i, int64_t due_ms);
 /* Skipped. An item that already failed an attempt keeps that error's code
  * and gets why it was not tried again appended to its message; one never
  * tried gets code and msg. */

@@ -128,6 +128,9 @@ int sources_build_headers(const struct source_def *d, char ***ret, size_t *ret_n
  * an absolute http(s) URL libcurl can parse; otherwise the errors of
  * sources_build_headers(). */
 int sources_download_headers(const struct source_def *d, const char *url, char ***ret, size_t *ret_n);
+/* Is url's host one of d's download_hosts (matched as above)? false for a
+ * URL libcurl cannot parse. */
+bool sources_is_download_host(const struct source_def *d, const char *url);
 void sources_strv_free(char **v, size_t n);
 
 /* ---- listing pages ------------------------------------------------------ */

@@ -425,21 +425,35 @@ static bool host_matches(const char *pattern, const char *host)
         return hlen > plen && strcmp(host + hlen - plen, pattern + 1) == 0 && host[hlen - plen - 1] != '.';
 }
 
-int sources_download_headers(const struct source_def *d, const char *url, char ***ret, size_t *ret_n)
+/* 1: url's host is one of d's download_hosts, 0: not, -errno: unparseable. */
+static int download_host(const struct source_def *d, const char *url)
 {
         char *host = NULL;
         bool match = false;
-        int r;
 
         if (!url)
                 return -EINVAL;
-        r = url_host(url, &host);
+        int r = url_host(url, &host);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < d->ndownload_hosts && !match; i++)
                 match = host_matches(d->download_hosts[i], host);
         free(host);
-        if (match)
+        return match;
+}
+
+bool sources_is_download_host(const struct source_def *d, const char *url)
+{
+        return download_host(d, url) > 0;
+}
+
+int sources_download_headers(const struct source_def *d, const char *url, char ***ret, size_t *ret_n)
+{
+        int r = download_host(d, url);
+
+        if (r < 0)
+                return r;
+        if (r > 0)
                 return sources_build_headers(d, ret, ret_n);
         *ret = NULL;
         *ret_n = 0;

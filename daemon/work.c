@@ -131,7 +131,7 @@ static void close_group(struct work_env *w, struct jobrun *jr, int g, enum sourc
                 jobrun_group_set(jr, g, SRC_FAILED, js->error.code, "%s", js->error.message);
         else if (st == SRC_FAILED || st == SRC_TIMED_OUT)
                 jobrun_group_set(jr, g, st, code, "%s", msg);
-        else if (gr->list_end && strcmp(gr->list_end, "exhausted") != 0 && js->error.code)
+        else if (js->error.code) /* what stopped it (its listing, its circuit) */
                 jobrun_group_set(jr, g, st, js->error.code, "%s", js->error.message);
         else
                 jobrun_group_set(jr, g, st, NULL, NULL);
@@ -244,17 +244,18 @@ static enum src_admit admit(struct work_env *w, struct src *s, struct src *h, bo
 /* The source could not admit the request: wait for it, or give up on the
  * group's waiting items when the circuit opens again only after the
  * deadline. */
-static enum start blocked(struct work_env *w, struct jobrun *jr, int g, enum src_admit a, struct src *h,
-                          int64_t wake, int64_t now)
+static enum start blocked(struct work_env *w, struct jobrun *jr, int g, enum src_admit a, struct src *src,
+                          struct src *h, int64_t wake, int64_t now)
 {
         struct group_run *gr = jobrun_group(jr, g);
 
         if (a == ADMIT_OPEN && wake > 0 && wake >= deadline(jr, g)) {
                 char msg[256], at[HUMAN_MAX];
                 snprintf(msg, sizeof(msg),
-                         "the circuit of %s is open; its next probe (in %s) comes after %s",
-                         src_name(gr->src), human_secs(wake - now, at, sizeof(at)), deadline_name(jr, g));
+                         "the circuit of %s is open; its next probe (in %s) comes after %s", src_name(src),
+                         human_secs(wake - now, at, sizeof(at)), deadline_name(jr, g));
                 jobrun_skip_rest(jr, g, "circuit_open", msg);
+                jobrun_group_set(jr, g, jobrun_source(jr, g)->state, "circuit_open", "%s", msg);
                 if (gr->listing && !gr->list_inflight) {
                         gr->listing = false;
                         gr->list_end = "circuit_open";
@@ -267,7 +268,7 @@ static enum start blocked(struct work_env *w, struct jobrun *jr, int g, enum src
                 maybe_done(w, jr, g, now);
                 return ENDED;
         }
-        gr->blocked_gen = src_gen(gr->src) + (h ? src_gen(h) : 0) + 1; /* + 1: never 0 */
+        gr->blocked_gen = src_gen(src) + (h ? src_gen(h) : 0) + 1; /* + 1: never 0 */
         gr->blocked_until = a == ADMIT_RATE || a == ADMIT_OPEN ? wake : 0;
         jobrun_set_blocked(jr, g, true);
         return BLOCKED;
@@ -287,7 +288,7 @@ static enum start start_listing(struct work_env *w, struct jobrun *jr, int g, in
         }
         enum src_admit a = admit(w, gr->src, NULL, true, now, &wake);
         if (a != ADMIT_OK && a != ADMIT_PROBE)
-                return blocked(w, jr, g, a, NULL, wake, now);
+                return blocked(w, jr, g, a, gr->src, NULL, wake, now);
         int r = sources_build_url(d, jobrun_job(jr)->query, gr->page, &url);
         if (r >= 0)
                 r = sources_build_headers(d, &headers, &nheaders);
@@ -324,28 +325,68 @@ out:
         return STARTED;
 }
 
+/* The entries a download of item i answers to: its host (connections),
+ * and the circuit it counts for: the group's source, except for a query
+ * source's candidate on a host the source does not own (not in its
+ * download_hosts), which has its host's own circuit and takes no token of
+ * the source's rate. NULL *ret_host: out of memory; -EINVAL: no host. */
+static int item_entries(struct work_env *w, struct jobrun *jr, int g, int i, struct src **ret_src,
+                        struct src **ret_host, bool *ret_rate)
+{
+        struct group_run *gr = jobrun_group(jr, g);
+        const char *url = jobrun_item(jr, i)->url;
+        char *hostname = NULL;
+
+        if (urlcheck_validate(url, &hostname, NULL) < 0)
+                return -EINVAL;
+        *ret_host = srctab_host(w->srcs, hostname);
+        *ret_src = gr->src;
+        *ret_rate = false;
+        if (gr->query) {
+                const struct source_def *d = group_def(w, jr, g);
+                if (d && sources_is_download_host(d, url))
+                        *ret_rate = true;
+                else
+                        *ret_src = srctab_source(w->srcs, hostname, false);
+        }
+        free(hostname);
+        return *ret_src && *ret_host ? 0 : -ENOMEM;
+}
+
 static enum start start_download(struct work_env *w, struct jobrun *jr, int g, int i, int64_t now)
 {
         struct group_run *gr = jobrun_group(jr, g);
         const struct item *it = jobrun_item(jr, i);
-        char *hostname = NULL, subdir[SUBDIR_MAX];
+        char subdir[SUBDIR_MAX];
+        struct src *src = NULL, *h = NULL;
         int64_t wake = 0;
-        bool rate = gr->query;
+        bool rate;
 
-        if (urlcheck_validate(it->url, &hostname, NULL) < 0) {
+        int r = item_entries(w, jr, g, i, &src, &h, &rate);
+        if (r == -EINVAL) {
                 jobrun_item_failed(jr, i, "http_4xx", "the URL cannot be parsed");
                 return STARTED;
         }
-        struct src *h = srctab_host(w->srcs, hostname);
-        free(hostname);
-        if (!h) {
+        if (r < 0) {
                 jobrun_untake(jr, g, i);
-                return blocked(w, jr, g, ADMIT_RATE, NULL, now + RESTART_WAIT_MS, now);
+                return blocked(w, jr, g, ADMIT_RATE, gr->src, NULL, now + RESTART_WAIT_MS, now);
         }
-        enum src_admit a = admit(w, gr->src, h, rate, now, &wake);
+        enum src_admit a = admit(w, src, h, rate, now, &wake);
+        if (a == ADMIT_OPEN && src != gr->src) {
+                /* another host's circuit: this item waits (or gives up), the group goes on */
+                if (wake > 0 && wake < deadline(jr, g)) {
+                        jobrun_item_defer(jr, i, wake);
+                } else {
+                        char msg[256];
+                        snprintf(msg, sizeof(msg), "the circuit of %s is open past %s", src_name(src),
+                                 deadline_name(jr, g));
+                        jobrun_item_skipped(jr, i, "circuit_open", msg);
+                }
+                return STARTED;
+        }
         if (a != ADMIT_OK && a != ADMIT_PROBE) {
                 jobrun_untake(jr, g, i);
-                return blocked(w, jr, g, a, h, wake, now);
+                return blocked(w, jr, g, a, src, h, wake, now);
         }
         const struct job *j = jobrun_job(jr);
         const struct source_def *d = gr->query ? group_def(w, jr, g) : NULL;
@@ -369,26 +410,26 @@ static enum start start_download(struct work_env *w, struct jobrun *jr, int g, i
                                  .item = i,
                                  .group = g,
                                  .attempt = it->attempts + 1,
-                                 .src = gr->src,
+                                 .src = src,
                                  .host = h,
                                  .rate = rate,
                                  .probe = a == ADMIT_PROBE};
-        int r = xfers_start(w->xfers, &req, &tags, now);
+        r = xfers_start(w->xfers, &req, &tags, now);
         sources_strv_free(headers, nheaders);
         if (r < 0) {
                 if (a == ADMIT_PROBE)
-                        srctab_abandon_probe(w->srcs, gr->src, now);
+                        srctab_abandon_probe(w->srcs, src, now);
                 jobrun_untake(jr, g, i);
-                return blocked(w, jr, g, ADMIT_RATE, NULL, now + RESTART_WAIT_MS, now);
+                return blocked(w, jr, g, ADMIT_RATE, gr->src, NULL, now + RESTART_WAIT_MS, now);
         }
         jobrun_item_started(jr, i);
         gr->inplay++;
         if (w->file_lines)
-                log_info("job %s: DOWNLOADING: %s | Item %d | URL: %s", jobrun_id(jr), src_name(gr->src), i,
-                         it->url);
+                log_info("job %s: DOWNLOADING: %s | Item %d | URL: %s", jobrun_id(jr),
+                         jobrun_source(jr, g)->source, i, it->url);
         else
-                log_debug("job %s: DOWNLOADING: %s | Item %d | URL: %s", jobrun_id(jr), src_name(gr->src), i,
-                          it->url);
+                log_debug("job %s: DOWNLOADING: %s | Item %d | URL: %s", jobrun_id(jr),
+                          jobrun_source(jr, g)->source, i, it->url);
         return STARTED;
 }
 
@@ -561,7 +602,9 @@ static void apply_download(struct work_env *w, struct jobrun *jr, struct outcome
         jobrun_item_answer(jr, i, res->http_status, res->bytes, res->duration_ms, res->speed_bps,
                            res->content_type);
         snprintf(err, sizeof(err), "%s: %s", retry_class_code(res->rc), res->message);
-        bool counted = !ok && retry_class_counts_for_breaker(res->rc) && !ir->counted;
+        /* a query source's candidate that is not media says nothing of its host's health */
+        bool counted = !ok && retry_class_counts_for_breaker(res->rc) && !ir->counted &&
+                       !(jobrun_group(jr, g)->query && res->rc == RC_INVALID_CONTENT);
         struct src_result sr = {.ok = ok,
                                 .counted = counted,
                                 .retry = o->tags.attempt > 1,
@@ -817,15 +860,13 @@ static int64_t blocked_timers(struct work_env *w, struct jobrun *jr, int64_t now
         for (size_t k = n; k-- > 0;) {
                 int g = v[k];
                 struct group_run *gr = jobrun_group(jr, g);
-                int i = -1;
                 uint64_t gen = src_gen(gr->src) + 1;
-                if ((i = jobrun_take_ready(jr, g)) >= 0) {
-                        char *host = NULL;
-                        if (urlcheck_validate(jobrun_item(jr, i)->url, &host, NULL) == 0) {
-                                struct src *h = srctab_host(w->srcs, host);
-                                gen += h ? src_gen(h) : 0;
-                        }
-                        free(host);
+                int i = jobrun_take_ready(jr, g);
+                if (i >= 0) {
+                        struct src *src, *h;
+                        bool rate;
+                        if (item_entries(w, jr, g, i, &src, &h, &rate) == 0)
+                                gen = src_gen(src) + src_gen(h) + 1;
                         jobrun_untake(jr, g, i);
                 }
                 bool due = gr->blocked_until > 0 && now >= gr->blocked_until;

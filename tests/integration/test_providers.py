@@ -6,8 +6,9 @@ requests_per_second.
 
 Most sources are the shipped examples of etc/sources.d with their search
 URL pointed at the fake provider, so the files users install are what is
-tested. Which page a listing stopped at, and why, is not in the API: it is
-read from the daemon's "listed N candidates in P pages (why)" log line."""
+tested. How many pages a source listed and why its listing stopped are in
+its per_source entry (`pages`, `listing`) and in the daemon's "listed N
+candidates in P pages (why)" log line; both are checked."""
 
 import json
 import os
@@ -118,6 +119,7 @@ class ProviderTestCase(hauldtest.HauldTestCase):
         self.assertEqual(ps["state"], "done", ps)
         self.assertIsNone(ps["error"], ps)
         self.assertEqual(ps["circuit"], "closed", ps)
+        self.assertEqual((ps["pages"], ps["listing"]), (pages_listed, why), ps)
         end = listing_end(d, job["id"], source)
         self.assertIsNotNone(end, "no 'listed ... candidates' line for %s" % source)
         self.assertEqual(end[1:], (pages_listed, why), end)
@@ -453,8 +455,11 @@ class Limits(ProviderTestCase):
     def test_rate_shared_by_listing_and_downloads_across_jobs(self):
         # 2 requests a second, a burst of 2: in any two requests after the
         # first two, half a second passes; two jobs of 2 pages and 4
-        # downloads each make 12 requests, 5 s at least
-        spec = shipped("openverse", self.origin, "&total=4", per_page=2, requests_per_second=2)
+        # downloads each make 12 requests, 5 s at least. The downloads
+        # share the bucket because their host is the source's own
+        # (download_hosts).
+        spec = shipped("openverse", self.origin, "&total=4", per_page=2, requests_per_second=2,
+                       download_hosts=["127.0.0.1"])
         d = self.start_with(openverse=spec)
         jobs = [d.post_job({"query": q, "sources": ["openverse"], "max": 4}) for q in ("kite", "wren")]
         for job in jobs:
@@ -471,6 +476,22 @@ class Limits(ProviderTestCase):
         span = times[-1] - times[0]
         self.assertGreaterEqual(span, 4.9)
         self.assertLess(span, 9.0)
+
+    def test_rate_paces_listing_not_downloads_from_other_hosts(self):
+        # the files are on a host the source does not own: only the
+        # search requests take from its requests_per_second
+        # (results 0..5 are all images: see provider_result_kind)
+        spec = shipped("openverse", self.origin, "&total=6", per_page=3, requests_per_second=1)
+        d = self.start_with(openverse=spec)
+        job = d.wait_job(d.post_job({"query": "moth", "sources": ["openverse"], "max": 6})["id"], timeout=30)
+        self.assertEqual(job["state"], "succeeded", job)
+        lists = [e["time"] for e in searches(self.origin, "openverse")]
+        self.assertEqual(len(lists), 2)
+        self.assertGreaterEqual(lists[1] - lists[0], 0.9)
+        files = sorted(e["time"] for e in self.origin.requests() if e["path"].startswith("/file/"))
+        self.assertEqual(len(files), 6)
+        # the three downloads of one page go together, not a second apart
+        self.assertLess(files[2] - files[0], 0.9, files)
 
 
 if __name__ == "__main__":
