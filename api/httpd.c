@@ -33,6 +33,7 @@
 #include "api/httpd.h"
 #include "api/jobcache.h"
 #include "api/reply.h"
+#include "daemon/intake.h"
 #include "common/log.h"
 #include "common/str.h"
 
@@ -544,6 +545,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         if (!p)
                 return;
         request_store_release(cls, p->rq.store);
+        if (p->rq.state_free)
+                p->rq.state_free(p->rq.state);
         for (size_t i = 0; i < HTTPD_MAX_PARAMS; i++)
                 free(p->rq.params[i]);
         for (size_t i = 0; i < p->rq.nheaders; i++)
@@ -601,6 +604,7 @@ static void httpd_free(struct httpd *h)
         if (!h)
                 return;
         sse_free(h);
+        intake_free(h->intake);
         jobcache_free(h->jobs);
         if (h->unix_path)
                 unlink(h->unix_path);
@@ -612,6 +616,8 @@ static void httpd_free(struct httpd *h)
 }
 
 void httpd_reconfigure(struct httpd *h, const struct config *cfg) { h->cfg = cfg; }
+
+static void wake_sched(void *ud) { sched_wake(ud); }
 
 int httpd_start(const struct httpd_deps *deps, int listen_fd, struct httpd **ret)
 {
@@ -628,6 +634,10 @@ int httpd_start(const struct httpd_deps *deps, int listen_fd, struct httpd **ret
         pthread_mutex_init(&h->pool_lock, NULL);
         if ((r = sse_start(h)) < 0) {
                 log_error("httpd: cannot start the event streams: %s", strerror(-r));
+                goto fail;
+        }
+        if ((r = intake_new(h->cfg->store, wake_sched, h->sched, &h->intake)) < 0) {
+                log_error("httpd: cannot open the job table for new jobs: %s", strerror(-r));
                 goto fail;
         }
         if (h->events && (r = jobcache_new(h->events, &h->jobs)) < 0)
@@ -672,6 +682,8 @@ void httpd_stop(struct httpd *h)
         if (!h)
                 return;
         sse_stop(h); /* resumes and ends every event stream: microhttpd refuses to stop with one suspended */
+        intake_free(h->intake); /* answers (and resumes) every submission waiting */
+        h->intake = NULL;
         MHD_stop_daemon(h->mhd); /* closes the listening socket */
         httpd_free(h);
 }

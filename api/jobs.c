@@ -1,12 +1,16 @@
-/* jobs: the /v1/jobs resource. New jobs are validated by job_request,
- * written to the store by this handler (the scheduler learns of them
- * through sched_wake), and answered from what was stored; every change to an
- * existing job goes through the scheduler, and the answer re-reads the job
- * so it shows the state the scheduler left.
+/* jobs: the /v1/jobs resource. New jobs are validated by job_request and
+ * handed to the intake, which writes them in batches (one transaction and
+ * one sync for every submission waiting); the connection is suspended
+ * until its batch is durable, then answered 201 (the scheduler learns of
+ * new jobs through sched_wake). Every change to an existing job goes
+ * through the scheduler, and the answer re-reads the job so it shows the
+ * state the scheduler left.
  *
- * Idempotency: a key is stored with the hex SHA-256 of the body; a repeat
- * with the same key answers the stored job when the hash matches and 422
- * when it does not, also when two requests race to insert (-EEXIST).
+ * Idempotency: a key is stored with the hex SHA-256 of the request as
+ * parsed (canonical JSON: sorted keys, no whitespace); a repeat with the
+ * same key answers exactly as the first did (201 and its Location) when
+ * the hash matches, and 422 when it does not, also when two submissions
+ * with one key meet in a batch.
  * Cursors are opaque to clients: the decimal seq (jobs) or item index. */
 #include "autoconfig.h"
 
@@ -22,6 +26,7 @@
 #include "api/jobjson.h"
 #include "api/problem.h"
 #include "api/reply.h"
+#include "daemon/intake.h"
 #include "common/clock.h"
 #include "common/sha256.h"
 
@@ -187,16 +192,20 @@ static bool idempotency_key_ok(const char *key)
         return true;
 }
 
-/* A job with this Idempotency-Key exists: the same body gets it back. */
-static enum MHD_Result reply_idempotent(struct request *rq, struct job *existing, const char *hash)
+/* The SHA-256 of the request as parsed, not of its bytes: the same JSON
+ * with other whitespace or key order is the same request. */
+static int request_hash(const char *body, size_t len, char **ret)
 {
-        enum MHD_Result ret;
-        if (existing->request_hash && strcmp(existing->request_hash, hash) == 0)
-                ret = reply_json(rq, 200, job_now(rq->h, existing));
-        else
-                ret = reply_problem(rq, 422, NULL, "this Idempotency-Key was used with another body");
-        job_free(existing);
-        return ret;
+        char hash[SHA256_HEX_LEN + 1];
+        json_t *root = json_loadb(body ? body : "", len, 0, NULL);
+        char *canon = root ? json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY) : NULL;
+
+        json_decref(root);
+        int r = canon ? sha256_hex(canon, strlen(canon), hash) : -ENOMEM;
+        free(canon);
+        if (r < 0)
+                return r;
+        return (*ret = strdup(hash)) ? 0 : -ENOMEM;
 }
 
 /* The job as the handler completes it: defaults, identity, counts. */
@@ -212,43 +221,90 @@ static int job_fill(struct request *rq, struct job *job, const struct item *item
         if (key) {
                 if (!(job->idempotency_key = strdup(key)))
                         return -ENOMEM;
-                char hash[SHA256_HEX_LEN + 1];
-                int r = sha256_hex(rq->body, rq->body_len, hash);
+                int r = request_hash(rq->body, rq->body_len, &job->request_hash);
                 if (r < 0)
                         return r;
-                if (!(job->request_hash = strdup(hash)))
-                        return -ENOMEM;
         }
         return job_request_tally(job, items, n);
 }
 
-/* Store job; on a key already taken answer the job that holds it. */
-static enum MHD_Result insert(struct request *rq, struct job *job, struct item *items, size_t n)
-{
-        struct store *s;
-        struct job *existing;
-        char location[64];
-        int r = request_store(rq, &s);
+/* A submission waiting for its batch to be written; the connection is
+ * suspended meanwhile and resumed by the writer. */
+struct submission {
+        struct intake_req req;
+        struct job *job;
+        struct item *items;
+        size_t n;
+        struct MHD_Connection *conn;
+};
 
-        if (r < 0)
-                return reply_store_error(rq, r, "job");
-        if (job->idempotency_key) {
-                r = store_job_find_idempotent(s, job->idempotency_key, &existing);
-                if (r == 0)
-                        return reply_idempotent(rq, existing, job->request_hash);
-                if (r != -ENOENT)
-                        return reply_store_error(rq, r, "job");
-        }
-        r = store_job_insert(s, job, items, n);
-        if (r == -EEXIST && job->idempotency_key &&
-            (r = store_job_find_idempotent(s, job->idempotency_key, &existing)) == 0)
-                return reply_idempotent(rq, existing, job->request_hash);
-        if (r < 0)
-                return reply_store_error(rq, r, "job");
-        sched_wake(rq->h->sched);
-        snprintf(location, sizeof(location), "/v1/jobs/%s", job->id);
+static void submission_free(void *p)
+{
+        struct submission *sub = p;
+        if (!sub)
+                return;
+        job_free(sub->job);
+        items_free(sub->items, sub->n);
+        job_free(sub->req.existing);
+        free(sub);
+}
+
+/* On the writer's thread: the batch holding it is written (or failed). */
+static void submission_done(struct intake_req *r, void *ud)
+{
+        struct submission *sub = ud;
+        (void)r;
+        MHD_resume_connection(sub->conn);
+}
+
+/* 201 with its Location: a job written now, or the one a repeated
+ * Idempotency-Key names (a replay answers as the first request did). */
+static enum MHD_Result reply_created(struct request *rq, const struct job *j)
+{
+        char location[64];
+        snprintf(location, sizeof(location), "/v1/jobs/%s", j->id);
         reply_header(rq, MHD_HTTP_HEADER_LOCATION, location);
-        return reply_json(rq, 201, job_now(rq->h, job));
+        return reply_json(rq, 201, job_now(rq->h, j));
+}
+
+static enum MHD_Result reply_submission(struct request *rq, struct submission *sub)
+{
+        const struct job *e = sub->req.existing;
+
+        switch (sub->req.result) {
+        case 0:
+                return reply_created(rq, sub->job);
+        case -EEXIST:
+                if (e && e->request_hash && sub->job->request_hash &&
+                    strcmp(e->request_hash, sub->job->request_hash) == 0)
+                        return reply_created(rq, e);
+                return reply_problem(rq, 422, NULL, "this Idempotency-Key was used with another request");
+        case -ESHUTDOWN:
+                return reply_problem(rq, 503, NULL, "shutting down");
+        default:
+                return reply_store_error(rq, sub->req.result, "job");
+        }
+}
+
+/* Hand the job to the writer (taking job and items); the answer comes
+ * once it is durable. */
+static enum MHD_Result submit(struct request *rq, struct job *job, struct item *items, size_t n)
+{
+        struct submission *sub = calloc(1, sizeof(*sub));
+
+        if (!sub) {
+                job_free(job);
+                items_free(items, n);
+                return reply_problem(rq, 500, NULL, "out of memory");
+        }
+        *sub = (struct submission){.job = job, .items = items, .n = n, .conn = rq->conn};
+        sub->req = (struct intake_req){
+                .job = job, .items = items, .nitems = n, .done = submission_done, .ud = sub};
+        rq->state = sub;
+        rq->state_free = submission_free;
+        MHD_suspend_connection(rq->conn); /* before the writer may resume it */
+        intake_submit(rq->h->intake, &sub->req);
+        return MHD_YES;
 }
 
 static bool source_known(const char *name, void *userdata)
@@ -275,6 +331,8 @@ enum MHD_Result jobs_create(struct request *rq)
         enum MHD_Result ret;
         int r;
 
+        if (rq->state) /* resumed: the writer answered */
+                return reply_submission(rq, rq->state);
         if (key && !idempotency_key_ok(key)) {
                 errors = json_array();
                 problem_error_add(errors, "Idempotency-Key", "must be 1..%d visible ASCII characters",
@@ -295,10 +353,9 @@ enum MHD_Result jobs_create(struct request *rq)
         if (r < 0)
                 return reply_problem(rq, 500, NULL, "cannot parse the request: %s", strerror(-r));
         r = job_fill(rq, job, items, n, key);
-        if (r < 0)
-                ret = reply_problem(rq, 500, NULL, "cannot prepare the job: %s", strerror(-r));
-        else
-                ret = insert(rq, job, items, n);
+        if (r >= 0)
+                return submit(rq, job, items, n);
+        ret = reply_problem(rq, 500, NULL, "cannot prepare the job: %s", strerror(-r));
         job_free(job);
         items_free(items, n);
         return ret;

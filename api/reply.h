@@ -33,6 +33,7 @@ struct httpd {
         struct event_bus *events;  /* NULL: event streams answer 503 */
         struct sse *sse;           /* the live event streams (sse.c) */
         struct jobcache *jobs;     /* rendered terminal jobs; NULL: none (no event bus) */
+        struct intake *intake;     /* writes new jobs in batches (group commit) */
         struct MHD_Daemon *mhd;    /* httpd.c's */
         char *unix_path;           /* httpd.c's: our unix socket, unlinked at stop; NULL for TCP */
         int port;                  /* httpd.c's: bound TCP port, 0 for unix sockets */
@@ -52,7 +53,9 @@ struct request {
         size_t body_len;                /* bytes of body, without the NUL */
         bool answered;                  /* a response is queued */
         const char *origin;             /* Origin when listed in CORS_ORIGINS, else NULL */
-        struct store *store;            /* from the pool, returned when the request ends */
+        void *state;                    /* a handler's, across a suspension; freed with state_free */
+        void (*state_free)(void *state);
+        struct store *store; /* from the pool, returned when the request ends */
         struct {
                 const char *name; /* static */
                 char *value;

@@ -398,17 +398,17 @@ static int flush_once(struct sched *s, int64_t now)
         store_recovered(s);
         s->last_flush_ms = now;
         s->flush_now = false;
-        for (size_t i = 0; i < s->ncircuits; i++) {
+        for (size_t i = 0; i < s->njobs; i++) {
+                jobrun_written(s->jobs[i].jr);
+                jobrun_drain_events(s->jobs[i].jr, job_event, s);
+        }
+        for (size_t i = 0; i < s->ncircuits; i++) { /* after the items whose outcomes changed them */
                 const struct src *src = srctab_find(s->srcs, s->circuits[i]);
                 if (src)
                         circuit_event(src, s);
                 free(s->circuits[i]);
         }
         s->ncircuits = 0;
-        for (size_t i = 0; i < s->njobs; i++) {
-                jobrun_written(s->jobs[i].jr);
-                jobrun_drain_events(s->jobs[i].jr, job_event, s);
-        }
         for (size_t i = s->njobs; i-- > 0;) {
                 enum job_state st = jobrun_job(s->jobs[i].jr)->state;
                 if (st != JOB_RUNNING) {

@@ -259,11 +259,18 @@ class Statuses(hauldtest.HauldTestCase):
         d = self.daemon
         body = {"urls": [self.file_url("idem.png")], "label": "once"}
         key = {"Idempotency-Key": "k-123"}
-        st, _h, first = d.post("/v1/jobs", body, headers=key)
+        st, h1, first = d.post("/v1/jobs", body, headers=key)
         self.assertEqual(st, 201, first)
-        st, _h, again = d.post("/v1/jobs", body, headers=key)
-        self.assertEqual(st, 200, again)
+        # a replay answers as the first did: 201 and the same Location
+        st, h2, again = d.post("/v1/jobs", body, headers=key)
+        self.assertEqual(st, 201, again)
         self.assertEqual(again["id"], first["id"])
+        self.assertEqual(h2["Location"], h1["Location"])
+        # the same request in other whitespace and key order is the same request
+        text = '{ "label" : "once",\n  "urls" : [ %s ] }' % json.dumps(body["urls"][0])
+        st, h3, third = d.post("/v1/jobs", text, headers=dict(key, **{"Content-Type": "application/json"}))
+        self.assertEqual(st, 201, third)
+        self.assertEqual(third["id"], first["id"])
         self.assert_problem(d.post("/v1/jobs", dict(body, label="twice"), headers=key), 422)
         self.assert_problem(d.post("/v1/jobs", body, headers={"Idempotency-Key": "x" * 129}), 400,
                             field="Idempotency-Key")
