@@ -420,8 +420,17 @@ enum MHD_Result jobs_list(struct request *rq)
                 return reply_problem(rq, 400, errors, "invalid query parameters");
         if (r < 0 || (r = request_store(rq, &s)) < 0)
                 return reply_store_error(rq, r, "job");
-        struct job_filter f = {
-                .states = pg.states, .limit = pg.limit, .before_seq = pg.cursor < 0 ? 0 : pg.cursor};
+        const char *label = request_arg(rq, "label");
+        if (label && strlen(label) > JOB_LABEL_MAX * 4) { /* 256 characters are at most 1,024 bytes */
+                errors = json_array();
+                problem_error_add(errors, "label", "is longer than any label can be (%d characters)",
+                                  JOB_LABEL_MAX);
+                return reply_problem(rq, 400, errors, "invalid query parameters");
+        }
+        struct job_filter f = {.states = pg.states,
+                               .limit = pg.limit,
+                               .before_seq = pg.cursor < 0 ? 0 : pg.cursor,
+                               .label = label};
         uint64_t stamp = rq->h->jobs ? jobcache_stamp(rq->h->jobs) : 0;
         r = store_job_list(s, &f, &jobs, &n, &next);
         if (r < 0)

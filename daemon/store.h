@@ -50,6 +50,7 @@ struct job_filter {
         unsigned states;    /* bit mask of 1u << enum job_state; 0: all */
         int limit;          /* 1..500 */
         int64_t before_seq; /* cursor: only jobs with seq < before_seq; 0: from newest */
+        const char *label;  /* only jobs with exactly this label; NULL: any */
 };
 
 struct item_filter {

@@ -21,6 +21,7 @@ enum pg_query {
         P_JOB_SEQ,
         P_JOB_LIST,
         P_JOB_LIST_STATES,
+        P_JOB_LIST_LABEL,
         P_JOB_UPDATE,
         P_JOB_DELETE,
         P_JOB_QUEUED,

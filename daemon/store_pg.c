@@ -98,6 +98,8 @@ static const char *const migrations[] = {
         "  probe_owner text, probe_until bigint,"
         "  updated_at bigint NOT NULL"
         ");",
+        /* 2: listing by label, newest first */
+        "CREATE INDEX jobs_label ON jobs (label, seq);",
 };
 #define SCHEMA_VERSION ((int64_t)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -190,6 +192,9 @@ static const char *const queries[_P_CORE_MAX] = {
         [P_JOB_BY_KEY] = "SELECT " JOB_COLS " FROM jobs WHERE idempotency_key = $1",
         [P_JOB_SEQ] = "SELECT seq FROM jobs WHERE id = $1",
         [P_JOB_LIST] = "SELECT " JOB_COLS " FROM jobs WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
+        /* $3 the label, $4 the states (an empty array: any) */
+        [P_JOB_LIST_LABEL] = "SELECT " JOB_COLS " FROM jobs WHERE label = $3 AND seq < $1 AND"
+                             " (cardinality($4::text[]) = 0 OR state = ANY ($4::text[])) ORDER BY seq DESC LIMIT $2",
         /* each state's newest page, merged: every page uses jobs_state */
         [P_JOB_LIST_STATES] = "SELECT " JOB_COLS " FROM jobs WHERE seq IN (SELECT p.seq FROM"
                               " unnest($3::text[]) AS s (state) CROSS JOIN LATERAL (SELECT seq FROM jobs"
@@ -674,7 +679,9 @@ static int pg_job_list(void *vbe, const struct job_filter *f, struct job ***ret,
 
         pgp_i64(&p, f->before_seq > 0 ? f->before_seq : INT64_MAX);
         pgp_i64(&p, f->limit + 1);
-        if (f->states) {
+        if (f->label)
+                pgp_str(&p, f->label);
+        if (f->states || f->label) {
                 struct pg_array a = {0};
                 for (int s = 0; s < _JOB_STATE_MAX; s++)
                         if (f->states & 1u << s)
@@ -684,7 +691,11 @@ static int pg_job_list(void *vbe, const struct job_filter *f, struct job ***ret,
                         p.failed = true;
                 pgp_take(&p, lit);
         }
-        r = core_exec(be, f->states ? P_JOB_LIST_STATES : P_JOB_LIST, &p, &res);
+        r = core_exec(be,
+                      f->label    ? P_JOB_LIST_LABEL
+                      : f->states ? P_JOB_LIST_STATES
+                                  : P_JOB_LIST,
+                      &p, &res);
         pgp_clear(&p);
         if (r < 0)
                 return r;

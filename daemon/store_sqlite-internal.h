@@ -25,6 +25,7 @@ enum query {
         Q_JOB_SEQ,
         Q_JOB_LIST,
         Q_JOB_LIST_STATES,
+        Q_JOB_LIST_LABEL,
         Q_JOB_UPDATE,
         Q_JOB_DELETE,
         Q_JOB_QUEUED,

@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -113,6 +114,8 @@ static const char *const migrations[] = {
         "  probe_owner TEXT, probe_until INTEGER,"
         "  updated_at INTEGER NOT NULL"
         ");",
+        /* 4: listing by label, newest first */
+        "CREATE INDEX jobs_label ON jobs (label, seq);",
 };
 #define SCHEMA_VERSION ((int64_t)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -202,6 +205,9 @@ static const char *const queries[_Q_CORE_MAX] = {
         [Q_JOB_BY_KEY] = "SELECT " JOB_COLS " FROM jobs WHERE idempotency_key = ?1",
         [Q_JOB_SEQ] = "SELECT seq FROM jobs WHERE id = ?1",
         [Q_JOB_LIST] = "SELECT " JOB_COLS " FROM jobs WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2",
+        /* ?3 the label, ?4 ",state,state," or "" for any */
+        [Q_JOB_LIST_LABEL] = "SELECT " JOB_COLS " FROM jobs WHERE label = ?3 AND seq < ?1 AND"
+                             " (?4 = '' OR instr(?4, ',' || state || ',') > 0) ORDER BY seq DESC LIMIT ?2",
         [Q_JOB_LIST_STATES] = "SELECT " JOB_COLS " FROM jobs WHERE seq IN ("
                 STATE_PAGE("?3") " UNION ALL " STATE_PAGE("?4") " UNION ALL " STATE_PAGE("?5") " UNION ALL "
                 STATE_PAGE("?6") " UNION ALL " STATE_PAGE("?7") " UNION ALL " STATE_PAGE("?8") " UNION ALL "
@@ -698,12 +704,21 @@ static int sq_job_list(void *p, const struct job_filter *f, struct job ***ret, s
         int64_t next = 0;
         int r, rc = SQLITE_DONE;
 
-        r = sq_stmt(be, f->states ? Q_JOB_LIST_STATES : Q_JOB_LIST, &st);
+        r = sq_stmt(be, f->label ? Q_JOB_LIST_LABEL : f->states ? Q_JOB_LIST_STATES : Q_JOB_LIST, &st);
         if (r < 0)
                 return r;
         rc = sqlite3_bind_int64(st, 1, f->before_seq > 0 ? f->before_seq : INT64_MAX);
         rc |= sqlite3_bind_int(st, 2, f->limit + 1);
-        for (int s = 0; f->states && s < _JOB_STATE_MAX; s++)
+        if (f->label) {
+                char set[160] = ","; /* ",queued,running," */
+                for (int s = 0; f->states && s < _JOB_STATE_MAX; s++)
+                        if (f->states & 1u << s)
+                                snprintf(set + strlen(set), sizeof(set) - strlen(set), "%s,",
+                                         job_state_to_string(s));
+                rc |= sq_bind_str(st, 3, f->label);
+                rc |= sqlite3_bind_text(st, 4, f->states ? set : "", -1, SQLITE_TRANSIENT);
+        }
+        for (int s = 0; !f->label && f->states && s < _JOB_STATE_MAX; s++)
                 rc |= sq_bind_str(st, 3 + s, f->states & 1u << s ? job_state_to_string(s) : NULL);
         r = sq_bind_failed(rc);
         jobs = calloc((size_t)f->limit, sizeof(*jobs));

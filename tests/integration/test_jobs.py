@@ -2,6 +2,7 @@
 restarts, listing and paging, and the daemon's own limits."""
 
 import os
+import urllib.parse
 
 import hauldtest
 
@@ -146,6 +147,26 @@ class Listing(hauldtest.HauldTestCase):
         self.assertEqual(set(seen), ids)
         labels = [int(self.daemon.get_job(i)["label"]) for i in seen[:3]]
         self.assertEqual(labels, sorted(labels, reverse=True))  # newest first
+
+    def test_label_filter(self):
+        d = self.daemon
+        ids = {name: [d.post_job({"urls": [self.file_url("%s%d.png" % (name, i))], "label": name})["id"]
+                      for i in range(3)] for name in ("nightly", "night", "other thing")}
+        for name, want in ids.items():
+            st, _h, data = d.get("/v1/jobs?" + urllib.parse.urlencode({"label": name}))
+            self.assertEqual(st, 200, data)
+            self.assertEqual([j["id"] for j in data["jobs"]], list(reversed(want)))  # newest first
+        st, _h, data = d.get("/v1/jobs?label=night&limit=2")
+        self.assertEqual(len(data["jobs"]), 2)
+        st, _h, more = d.get("/v1/jobs?label=night&limit=2&cursor=" + data["next_cursor"])
+        self.assertEqual([j["id"] for j in more["jobs"]], [ids["night"][0]])
+        for job_id in ids["night"]:
+            d.wait_job(job_id)
+        st, _h, data = d.get("/v1/jobs?label=night&state=succeeded")
+        self.assertEqual(len(data["jobs"]), 3)
+        st, _h, data = d.get("/v1/jobs?label=night&state=failed")
+        self.assertEqual(data["jobs"], [])
+        self.assert_problem(d.get("/v1/jobs?label=" + "x" * 1025), 400, field="label")
 
     def test_state_filter_and_bad_parameters(self):
         job = self.run_job({"urls": [self.file_url("f.png")]})

@@ -136,6 +136,52 @@ START_TEST(test_items_roundtrip)
 END_TEST
 
 /* 120 jobs, every third one succeeded; pages of 50. */
+/* label=: exactly that label, newest first, paged, with or without states */
+START_TEST(test_list_by_label)
+{
+        struct store *s = open_store();
+        struct job *all[30];
+        int64_t cursor = 0, next;
+        size_t n, total = 0;
+
+        for (int i = 0; i < 30; i++) {
+                struct job *j = job_make(T0 + i, i % 2 ? JOB_SUCCEEDED : JOB_QUEUED, 0);
+                free(j->label);
+                j->label = strdup(i % 3 == 0 ? "night" : i % 3 == 1 ? "nightly" : "");
+                ck_assert_int_eq(store_job_insert(s, j, NULL, 0), 0);
+                all[i] = j;
+        }
+        do { /* i % 3 == 0: 10 jobs, in pages of 4 */
+                struct job_filter f = {.limit = 4, .before_seq = cursor, .label = "night"};
+                struct job **jobs;
+                ck_assert_int_eq(store_job_list(s, &f, &jobs, &n, &next), 0);
+                for (size_t i = 0; i < n; i++) {
+                        ck_assert_str_eq(jobs[i]->label, "night");
+                        if (i > 0)
+                                ck_assert_int_lt(jobs[i]->seq, jobs[i - 1]->seq);
+                }
+                total += n;
+                jobs_free(jobs, n);
+                cursor = next;
+        } while (cursor);
+        ck_assert_uint_eq(total, 10);
+        struct job_filter f = {.limit = 50, .label = "night", .states = 1u << JOB_SUCCEEDED};
+        struct job **jobs;
+        ck_assert_int_eq(store_job_list(s, &f, &jobs, &n, &next), 0);
+        ck_assert_uint_eq(n, 5); /* i % 3 == 0 and odd: 3, 9, 15, 21, 27 */
+        for (size_t i = 0; i < n; i++)
+                ck_assert_int_eq(jobs[i]->state, JOB_SUCCEEDED);
+        jobs_free(jobs, n);
+        f = (struct job_filter){.limit = 50, .label = "nigh"};
+        ck_assert_int_eq(store_job_list(s, &f, &jobs, &n, &next), 0);
+        ck_assert_uint_eq(n, 0);
+        jobs_free(jobs, n);
+        for (int i = 0; i < 30; i++)
+                job_free(all[i]);
+        store_close(s);
+}
+END_TEST
+
 START_TEST(test_list_paging)
 {
         struct store *s = open_store();
@@ -1048,8 +1094,9 @@ static void upgrade_from(int version)
         ck_assert(c[0].rescued);
         free(c);
         store_close(s);
-        ck_assert_int_eq(sql_int("SELECT max(version) FROM migrations"), 3);
-        ck_assert_int_eq(sql_int("SELECT count(*) FROM migrations"), 3);
+        ck_assert_int_eq(sql_int("SELECT max(version) FROM migrations"), 4);
+        ck_assert_int_eq(sql_int("SELECT count(*) FROM migrations"), 4);
+        ck_assert_int_eq(sql_int("SELECT count(*) FROM sqlite_master WHERE name = 'jobs_label'"), 1);
         ck_assert_int_eq(sql_int("SELECT count(*) FROM sqlite_master WHERE name = 'jobs_finished'"), 1);
         ck_assert_int_eq(sql_int("SELECT count(*) FROM sqlite_master WHERE name IN ('nodes', 'circuits')"),
                          2);
@@ -1163,6 +1210,7 @@ static void add_core(TCase *tc, enum backend be)
         tcase_add_test(tc, test_job_roundtrip);
         tcase_add_test(tc, test_items_roundtrip);
         tcase_add_test(tc, test_list_paging);
+        tcase_add_test(tc, test_list_by_label);
         tcase_add_test(tc, test_next_queued);
         tcase_add_test(tc, test_update);
         tcase_add_test(tc, test_delete_cascade);
