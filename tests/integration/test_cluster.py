@@ -410,7 +410,48 @@ class DatabaseRestartTest(ClusterTestCase):
         self.assertFalse(twice, "transfers redone after the restart: %s" % twice)
         for n in busy:
             self.assertIn("the job table is written again", self.nodes[n].log_text(), n)
+            self.assert_no_flood(n)
         self.assertFalse(failed_reads, "API reads failed once /v1/health answered 200 again")
+
+    def test_idle_nodes_through_a_restart(self):
+        self.start_nodes()
+        time.sleep(1.5)  # a heartbeat or two: every node settled and idle
+        restart = PG.restart(3)
+        health = {n: set() for n in NODES}
+        try:
+            while restart.poll() is None:
+                for n, d in self.nodes.items():
+                    health[n].add(d.get("/v1/health")[0])
+                time.sleep(0.1)
+        finally:
+            restart.wait(60)
+        self.assertEqual(restart.returncode, 0, restart.stderr.read())
+        # work comes in as soon as the database is back
+        jobs = {}
+        for n, d in self.nodes.items():
+            def submitted():
+                status, _, job = d.post("/v1/jobs", {"urls": [self.file_url("after-%s.png" % n, size=2000)]})
+                return job["id"] if status == 201 else None
+            jobs[n] = wait_for(submitted, 5, "a job accepted by %s after the restart" % n)
+        for n, job_id in jobs.items():
+            job = wait_for(lambda: self.read_ended(job_id), 15, "job %s ended" % job_id)
+            self.assertEqual(job["state"], "succeeded", job)
+        for n in NODES:
+            self.assert_no_flood(n)
+        for n in NODES:
+            self.assertIn(503, health[n], "%s's /v1/health answered only %s while the table could not be "
+                                          "reached (an idle node)" % (n, sorted(health[n])))
+
+    def assert_no_flood(self, name, most=5):
+        """No error or warning of the node's log repeats more than most
+        times (a failure is logged once per change of state)."""
+        counts = {}
+        for line in self.nodes[name].log_text().splitlines():
+            parts = line.split(" ", 2)
+            if len(parts) == 3 and parts[1] in ("error", "warning"):
+                counts[parts[2]] = counts.get(parts[2], 0) + 1
+        flood = {text: c for text, c in counts.items() if c > most}
+        self.assertFalse(flood, "%s logged the same line over and over: %s" % (name, flood))
 
     def read_ended(self, job_id):
         status, _, job = self.live_node().get("/v1/jobs/" + job_id)
