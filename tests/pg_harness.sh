@@ -8,6 +8,13 @@
 #   pg_harness.sh start DIR   make and start a cluster in DIR (a new or
 #                             empty folder); print its connection URL
 #   pg_harness.sh stop DIR    stop the cluster in DIR and remove DIR
+#   pg_harness.sh restart DIR [SECONDS]
+#                             stop the server of DIR (fast: connections are
+#                             cut), wait SECONDS (default 0), start it again
+#                             on the same port
+#   pg_harness.sh psql DIR ARGS...
+#                             psql as the superuser on DIR's database hauld
+#                             (over the Unix socket), e.g. -c 'SELECT 1'
 #   pg_harness.sh run CMD...  start a cluster in a temporary folder, run CMD
 #                             with HAULD_TEST_PG_URL set to its URL, then
 #                             stop and remove it whatever CMD did (also on
@@ -60,6 +67,17 @@ free_port() {
         python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# Start the server of DIR's cluster on PORT.
+server_start() {
+        local dir=$1 port=$2
+        # durability is not under test: no fsync, so the suite runs fast
+        as_owner "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+                -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir'" \
+                -o "-c fsync=off -c full_page_writes=off -c max_connections=40 -c shared_buffers=32MB" \
+                start > /dev/null ||
+                { cat "$dir/server.log" >&2; die "the server did not start"; }
+}
+
 start() {
         local dir=$1 port pw
         mkdir -p "$dir"
@@ -75,12 +93,7 @@ start() {
                 { cat "$dir/initdb.log" >&2; die "initdb failed"; }
         rm -f "$dir/pwfile"
         port=$(free_port)
-        # durability is not under test: no fsync, so the suite runs fast
-        as_owner "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-                -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir'" \
-                -o "-c fsync=off -c full_page_writes=off -c max_connections=40 -c shared_buffers=32MB" \
-                start > /dev/null ||
-                { cat "$dir/server.log" >&2; die "the server did not start"; }
+        server_start "$dir" "$port"
         as_owner "$BIN/psql" -h "$dir" -p "$port" -U hauld -d postgres -qAt -v ON_ERROR_STOP=1 \
                 -c 'CREATE DATABASE hauld' > /dev/null || die "CREATE DATABASE failed"
         echo "$port" > "$dir/port"
@@ -99,6 +112,15 @@ stop() {
         rm -rf "$dir"
 }
 
+restart() {
+        local dir=$1 pause=${2:-0}
+        [[ -f $dir/port ]] || die "$dir holds no cluster made by start"
+        as_owner "$BIN/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop > /dev/null ||
+                die "the server did not stop"
+        sleep "$pause"
+        server_start "$dir" "$(cat "$dir/port")"
+}
+
 case ${1:-} in
 start)
         [[ $# == 2 ]] || die "usage: $0 start DIR"
@@ -107,6 +129,17 @@ start)
 stop)
         [[ $# == 2 ]] || die "usage: $0 stop DIR"
         stop "$2"
+        ;;
+restart)
+        [[ $# == 2 || $# == 3 ]] || die "usage: $0 restart DIR [SECONDS]"
+        restart "$2" "${3:-0}"
+        ;;
+psql)
+        [[ $# -ge 2 ]] || die "usage: $0 psql DIR ARGS..."
+        dir=$2
+        shift 2
+        [[ -f $dir/port ]] || die "$dir holds no cluster made by start"
+        as_owner "$BIN/psql" -h "$dir" -p "$(cat "$dir/port")" -U hauld -d hauld -qAtX -v ON_ERROR_STOP=1 "$@"
         ;;
 run)
         shift
@@ -131,7 +164,7 @@ run)
         exit $rc
         ;;
 *)
-        sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac
