@@ -20,7 +20,11 @@
  * openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS) or, where the kernel (or
  * a seccomp filter) lacks openat2, one component at a time with
  * O_NOFOLLOW; only a regular file is served. A path that would leave the
- * directory is refused (403) and logged, whoever wrote it into the table. */
+ * directory is refused (403) and logged, whoever wrote it into the table.
+ *
+ * Several nodes: a file is on the node that downloaded it (the item's
+ * node); an item of another node answers 409 naming it, and is left out of
+ * the archive. This node's id comes from the scheduler's snapshot. */
 #include "autoconfig.h"
 
 #include <errno.h>
@@ -134,10 +138,29 @@ static int open_download_dir(const struct config *cfg)
         return fd < 0 ? -errno : fd;
 }
 
-/* The node that holds an item's file, when it is not this daemon. This
- * daemon has no node id yet (one node): every item naming a node is
- * another's. */
-static const char *node_elsewhere(const struct item *it) { return it->node && *it->node ? it->node : NULL; }
+/* The node that holds an item's file, when it is not self (this
+ * daemon's node id; NULL: unknown, then every named node is another). */
+static const char *node_elsewhere(const struct item *it, const char *self)
+{
+        if (!it->node || !*it->node || (self && strcmp(it->node, self) == 0))
+                return NULL;
+        return it->node;
+}
+
+/* This daemon's node id, as the scheduler's newest snapshot has it, into
+ * buf; NULL when none is known. */
+static const char *node_self(struct httpd *h, char *buf, size_t size)
+{
+        struct snapshot *snap = sched_snapshot(h->sched);
+        const char *self = NULL;
+
+        if (snap && snap->node && strlen(snap->node) < size) {
+                strcpy(buf, snap->node);
+                self = buf;
+        }
+        snapshot_unref(snap);
+        return self;
+}
 
 /* ---- HTTP dates, entity tags, ranges ----------------------------------------------- */
 
@@ -326,7 +349,8 @@ static int index_arg(struct request *rq)
  * *ret_ok set when it has one. */
 static enum MHD_Result item_servable(struct request *rq, const char *id, const struct item *it, bool *ret_ok)
 {
-        const char *node = node_elsewhere(it);
+        char self[STORE_NODE_ID_MAX + 1];
+        const char *node = node_elsewhere(it, node_self(rq->h, self, sizeof(self)));
 
         *ret_ok = false;
         if (it->state != ITEM_SUCCEEDED)
@@ -518,13 +542,14 @@ struct archive {
         struct httpd *h;
         struct store *store; /* owned: taken from the request */
         char job_id[JOB_ID_LEN + 1];
-        int dir_fd;          /* DOWNLOAD_DIR */
-        struct item *items;  /* the current page, by index */
-        size_t nitems, next; /* items in it; the next one to look at */
-        int cursor;          /* index after which the next page starts; -1: no more pages */
-        struct strmap *sent; /* paths already in the archive; keys owned (freed with the map) */
-        int fd;              /* the file being sent; -1: none */
-        int64_t left;        /* its bytes still to send */
+        char self[STORE_NODE_ID_MAX + 1]; /* this daemon's node id; "": unknown */
+        int dir_fd;                       /* DOWNLOAD_DIR */
+        struct item *items;               /* the current page, by index */
+        size_t nitems, next;              /* items in it; the next one to look at */
+        int cursor;                       /* index after which the next page starts; -1: no more pages */
+        struct strmap *sent;              /* paths already in the archive; keys owned (freed with the map) */
+        int fd;                           /* the file being sent; -1: none */
+        int64_t left;                     /* its bytes still to send */
         char head[TAR_HEAD_MAX];
         size_t head_len, head_off; /* header bytes in head, and sent of them */
         int64_t zeros;             /* padding bytes to send after head and file */
@@ -649,7 +674,7 @@ static int entry_open(struct archive *a, const struct item *it)
         bool seen;
         size_t prefix = strlen(a->job_id);
 
-        if (!it->path || node_elsewhere(it))
+        if (!it->path || node_elsewhere(it, a->self[0] ? a->self : NULL))
                 return 0;
         int r = path_seen(a, it->path, &seen);
         if (r < 0 || seen)
@@ -796,6 +821,7 @@ enum MHD_Result files_archive(struct request *rq)
         a->fd = -1;
         a->cursor = -1;
         memcpy(a->job_id, id, JOB_ID_LEN + 1);
+        node_self(rq->h, a->self, sizeof(a->self));
         a->store = rq->store; /* the archive keeps the request's store connection */
         rq->store = NULL;
         a->dir_fd = open_download_dir(rq->h->cfg);
