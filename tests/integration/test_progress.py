@@ -328,6 +328,9 @@ class Pause(ProgressCase):
         self.assertEqual(st, 200)
         time.sleep(1.0)  # the slot is free, yet a paused job does not start
         self.assertEqual(d.get_job(job["id"])["state"], "paused")
+        d.restart()  # nor after a restart
+        time.sleep(0.5)
+        self.assertEqual(d.get_job(job["id"])["state"], "paused")
         self.assertEqual(self.origin.count("/file/later.png"), 0)
         st, _, j = d.post("/v1/jobs/%s/resume" % job["id"])
         self.assertEqual(st, 200, j)
