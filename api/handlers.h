@@ -18,6 +18,10 @@ enum MHD_Result jobs_pause(struct request *rq);
 enum MHD_Result jobs_resume(struct request *rq);
 enum MHD_Result jobs_delete(struct request *rq);
 
+/* A job's downloaded files (files.c): one item's file, every file as a tar */
+enum MHD_Result files_item(struct request *rq);
+enum MHD_Result files_archive(struct request *rq);
+
 /* The daemon's own resources (system.c) */
 enum MHD_Result system_health(struct request *rq);
 enum MHD_Result system_config(struct request *rq);

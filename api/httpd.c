@@ -90,6 +90,8 @@ static const struct route routes[] = {
         {"POST", "/v1/jobs/{}/retry", jobs_retry, 0},
         {"POST", "/v1/jobs/{}/pause", jobs_pause, 0},
         {"POST", "/v1/jobs/{}/resume", jobs_resume, 0},
+        {"GET", "/v1/jobs/{}/items/{}/file", files_item, 0},
+        {"GET", "/v1/jobs/{}/archive", files_archive, 0},
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 

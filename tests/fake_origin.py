@@ -471,6 +471,7 @@ class _Handler(BaseHTTPRequestHandler):
                     piece = piece[:limit - sent]
                 self._write(piece)
                 sent += len(piece)
+                self.origin._note_sent(self, len(piece))
                 if drip > 0 and not self._sleep(len(piece) / drip):
                     return self._abort(rst=False)
                 if limit is not None and sent >= limit:
@@ -488,6 +489,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # truncate: a plain close
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+            self.origin._note_end(self, client_closed=True)
+        finally:
+            self.origin._note_end(self)
 
     def _stall(self, seconds):
         """Hold the connection open, sending nothing, until the client
@@ -531,6 +535,9 @@ class FakeOrigin:
     path (decoded, no query), query (raw string), params (dict, last value
     wins), headers (dict with lower-case names), key (the fail key: ?key or
     the path), ordinal (1-based count of that key), body (bytes).
+    Also sent (body bytes written so far), client_closed (the client
+    went away before the body was whole) and done (the answer is over,
+    whole or not).
     """
 
     def __init__(self, host="127.0.0.1", port=0, verbose=False, url_host=None):
@@ -648,8 +655,31 @@ class FakeOrigin:
                 "key": key,
                 "ordinal": ordinal,
                 "body": h.request_body,
+                "sent": 0,
+                "client_closed": False,
+                "done": False,
             })
+            h._log_entry = self._log[-1]
         return ordinal
+
+    def _note_sent(self, h, n):
+        entry = getattr(h, "_log_entry", None)
+        if entry is not None:
+            with self._lock:
+                entry["sent"] += n
+
+    def _note_end(self, h, client_closed=False):
+        entry = getattr(h, "_log_entry", None)
+        if entry is not None:
+            with self._lock:
+                entry["client_closed"] = entry["client_closed"] or client_closed
+                entry["done"] = True
+
+    def bytes_served(self, path=None, key=None):
+        """Body bytes written for path (or key; with neither, all)."""
+        with self._lock:
+            return sum(e["sent"] for e in self._log
+                       if (path is None or e["path"] == path) and (key is None or e["key"] == key))
 
     def count(self, path=None, key=None):
         """Requests to path, or carrying key; with neither, all requests
