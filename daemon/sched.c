@@ -1025,8 +1025,8 @@ static void srctab_opts_from(const struct config *cfg, struct srctab_opts *o)
         *o = (struct srctab_opts){
                 .threshold = cfg->circuit_breaker_threshold,
                 .open_ms = (int64_t)(cfg->circuit_breaker_timeout * 1000),
-                .open_growth = 2,
-                .max_open_ms = (int64_t)(cfg->circuit_breaker_timeout * 1000) * MAX_OPEN_FACTOR,
+                .open_growth = cfg->circuit_breaker_growth,
+                .max_open_ms = (int64_t)(cfg->circuit_breaker_max_timeout * 1000),
                 .host_connections = cfg->max_connections_per_source,
                 .default_source_connections = cfg->max_connections_per_source,
                 .idle_prune_ms = IDLE_SOURCE_MS,
@@ -1203,7 +1203,7 @@ int sched_new(const struct config *cfg, const struct source_set *sources, struct
                                    .srcs = s->srcs,
                                    .xfers = s->xfers,
                                    .dl_fd = s->dl_fd,
-                                   .file_lines = true,
+                                   .file_lines = cfg->log_file_lines,
                                    .rand01 = rand01,
                                    .rand_ud = s};
         publish_snapshot(s, s->started_ms);
