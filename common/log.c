@@ -1,7 +1,8 @@
 /* log: one line per call on stderr, written with a single write(2) so lines
  * from the engine and API threads never interleave. Under journald the
  * syslog priority prefix comes first (journald strips it and keeps the
- * priority); in text the prefix replaces our timestamp.
+ * priority); in text the prefix replaces our timestamp. Either format
+ * escapes control characters, so one call is always one line.
  *
  * LOG_FORMAT=json writes one JSON object per line for log shippers:
  * {"time", "level", "job" (when the message starts with "job ID: "),
@@ -182,6 +183,33 @@ static void put_json_chars(struct out *o, const char *s, size_t n)
         }
 }
 
+/* The message as text: control characters written as escapes (\n, \r,
+ * \t, \xHH), so that no message can end its line or forge the next one;
+ * stops at the first escape that does not fit. */
+static void put_text_chars(struct out *o, const char *s)
+{
+        for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+                char esc[8];
+                bool ok;
+
+                if (*p >= 0x20 && *p != 0x7f) {
+                        ok = put(o, (const char *)p, 1);
+                } else {
+                        if (*p == '\n')
+                                snprintf(esc, sizeof(esc), "\\n");
+                        else if (*p == '\r')
+                                snprintf(esc, sizeof(esc), "\\r");
+                        else if (*p == '\t')
+                                snprintf(esc, sizeof(esc), "\\t");
+                        else
+                                snprintf(esc, sizeof(esc), "\\x%02x", *p);
+                        ok = puts_(o, esc);
+                }
+                if (!ok)
+                        return;
+        }
+}
+
 /* The id of a message that starts with "job ID: ": its length, or 0. */
 static size_t job_id_len(const char *msg)
 {
@@ -237,7 +265,7 @@ size_t log_format_line(char *buf, size_t size, enum log_format fmt, bool in_jour
                         puts_(&o, " ");
                 }
                 o.end = size - 2;
-                put(&o, msg, strlen(msg) < o.end - o.len ? strlen(msg) : o.end - o.len);
+                put_text_chars(&o, msg);
         }
         buf[o.len++] = '\n';
         buf[o.len] = '\0';

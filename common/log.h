@@ -36,12 +36,14 @@ void log_init(void);
 
 /* One line as log_msg() writes it, for msg at level and the wall time
  * *wall, into buf (size >= 256): the "<N>" prefix when journal, then the
- * text or the JSON object, then '\n'. A message too long for size is cut
- * (in JSON at a whole character or escape). JSON is valid whatever msg
- * holds: quotes, backslashes and control characters are escaped and bytes
- * that are not UTF-8 become U+FFFD; "job" is set when msg starts with
- * "job ID: " (the message keeps that prefix). Returns the length written,
- * newline included; buf is also NUL-terminated. */
+ * text or the JSON object, then '\n'. Control characters in msg are
+ * escaped in both formats (text: \n, \r, \t, \xHH), so a line never
+ * splits. A message too long for size is cut at a whole character or
+ * escape (text: at a byte). JSON is valid whatever msg holds: quotes and
+ * backslashes are escaped too and bytes that are not UTF-8 become U+FFFD;
+ * "job" is set when msg starts with "job ID: " (the message keeps that
+ * prefix). Returns the length written, newline included; buf is also
+ * NUL-terminated. */
 size_t log_format_line(char *buf, size_t size, enum log_format format, bool journal, enum log_level level,
                        const struct timespec *wall, const char *msg);
 

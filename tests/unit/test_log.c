@@ -61,6 +61,26 @@ START_TEST(test_text)
 }
 END_TEST
 
+/* A message cannot end its line or forge the next one: control characters
+ * become escapes; other bytes pass as they are. */
+START_TEST(test_text_escapes_control_characters)
+{
+        format(LOG_FORMAT_TEXT, true, LOG_INFO,
+               "job 1: === JOB START === | Label: x\n<3>job 1: forged\r\t\x01\x1b[31m\x7f caf\xc3\xa9 \xff");
+        ck_assert_str_eq(
+                line, "<6>job 1: === JOB START === | Label: x\\n<3>job 1: forged\\r\\t\\x01\\x1b[31m\\x7f "
+                      "caf\xc3\xa9 \xff\n");
+        /* cut at a whole escape */
+        char msg[600];
+        memset(msg, '\n', sizeof(msg) - 1);
+        msg[sizeof(msg) - 1] = '\0';
+        size_t n = log_format_line(line, 256, LOG_FORMAT_TEXT, true, LOG_INFO, &when, msg);
+        ck_assert_uint_eq(n, 3 + 2 * 125 + 1); /* "<6>", 125 escapes, newline: 254 of 256 */
+        ck_assert_int_eq(line[n - 2], 'n');
+        ck_assert_int_eq(line[n - 3], '\\');
+}
+END_TEST
+
 START_TEST(test_json_fields)
 {
         json_t *o;
@@ -320,6 +340,7 @@ static Suite *log_suite(void)
         TCase *tc = tcase_create("core");
 
         tcase_add_test(tc, test_text);
+        tcase_add_test(tc, test_text_escapes_control_characters);
         tcase_add_test(tc, test_json_fields);
         tcase_add_test(tc, test_json_job_only_from_the_prefix);
         tcase_add_test(tc, test_json_escapes);
