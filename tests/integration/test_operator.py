@@ -456,6 +456,30 @@ class JsonLines(OperatorCase):
             seen.add(o["level"])
         self.assertEqual(seen, {"info", "warning"})
 
+    def test_reload_switches_the_format(self):
+        tmp = tempfile.mkdtemp(prefix="hauld-conf-")
+        self.addCleanup(subprocess.call, ["rm", "-rf", tmp])
+        conf = os.path.join(tmp, "hauld.conf")
+        with open(conf, "w") as f:
+            f.write("LOG_FORMAT=text\n")
+        d = self.daemon_with({"LOG_LEVEL": None}, args=["--config", conf])
+        self.assertEqual(self.config_format(d), "text")
+        with open(conf, "w") as f:
+            f.write("LOG_FORMAT=json\n")
+        d.reload()
+        d.wait_for(lambda: self.config_format(d) == "json", timeout=5, what="LOG_FORMAT=json in force")
+        job = self.run_job({"urls": [self.file_url("a.png")]}, daemon=d)
+        text = d.log_text()
+        self.assertRegex(text, r'(?m)^\{"time":"[^"]+","level":"info","message":"config: reloaded')
+        after = text[text.index('"config: reloaded'):].splitlines()[1:]
+        about = [json.loads(raw) for raw in after if job["id"] in raw]
+        self.assertGreaterEqual(len(about), 10)
+        self.assertTrue(all(o["job"] == job["id"] for o in about))
+
+    @staticmethod
+    def config_format(d):
+        return d.get("/v1/config")[2]["LOG_FORMAT"]
+
     def test_text_under_journald(self):
         d = self.daemon_with({"LOG_LEVEL": "info", "JOURNAL_STREAM": "8:12345"})
         job = self.run_job({"urls": [self.file_url("a.png")], "label": "two\nlines"}, daemon=d)
