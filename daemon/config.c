@@ -6,7 +6,9 @@
  *
  * Invariants: after config_defaults() or a successful config_load() every
  * string field but api_token_file, api_token and config_file is non-NULL and
- * valid, and STORE and DOWNLOAD_DIR follow STATE_DIR unless a layer set them.
+ * valid, STORE and DOWNLOAD_DIR follow STATE_DIR unless a layer set them, and
+ * CIRCUIT_BREAKER_MAX_TIMEOUT is 8 x CIRCUIT_BREAKER_TIMEOUT unless a layer
+ * set it (then at least CIRCUIT_BREAKER_TIMEOUT).
  * No logging here: errors go back to the caller in struct config_error. */
 #include "autoconfig.h"
 
@@ -36,13 +38,16 @@
 #define TOKEN_MAX         4096 /* bytes of the API token file */
 #define UNIX_PATH_MAX     (sizeof(((struct sockaddr_un *)0)->sun_path) - 1)
 #define USER_AGENT_MAX    256 /* bytes of USER_AGENT */
+#define MAX_OPEN_FACTOR   8   /* CIRCUIT_BREAKER_MAX_TIMEOUT's default, times CIRCUIT_BREAKER_TIMEOUT */
 
 enum kind {
         K_INT,      /* int, decimal */
         K_DURATION, /* double seconds; suffix s, m, h, d */
+        K_NUMBER,   /* double, decimal digits [. digits], no suffix */
         K_SIZE,     /* int64_t bytes; suffix K, M, G, T */
         K_BOOL,
         K_LEVEL,   /* enum log_level stored in an int */
+        K_FORMAT,  /* enum log_format stored in an int */
         K_STRING,  /* char *, checked by check() */
         K_OPTPATH, /* char *, absolute path; "" stores NULL (none) */
 };
@@ -54,7 +59,7 @@ struct key {
         const char *name;
         enum kind kind;
         size_t off;      /* offsetof(struct config, field) */
-        double min, max; /* K_INT, K_DURATION (s), K_SIZE (bytes) */
+        double min, max; /* K_INT, K_DURATION (s), K_NUMBER, K_SIZE (bytes) */
         const char *def; /* default text; NULL: computed in config_defaults() */
         check_fn check;  /* K_STRING */
 };
@@ -109,6 +114,10 @@ static const struct key keys[] = {
         K("MAX_CONNECTIONS_PER_SOURCE", K_INT, max_connections_per_source, 1, 1000, "4", NULL),
         K("RETRY_BACKOFF_BASE", K_DURATION, retry_backoff_base, 0, 3600, "1", NULL),
         K("RETRY_BACKOFF_MAX", K_DURATION, retry_backoff_max, 0, DAY, "60", NULL),
+        K("RETRY_JITTER", K_NUMBER, retry_jitter, 0, 1, "0.1", NULL),
+        K("CIRCUIT_BREAKER_GROWTH", K_NUMBER, circuit_breaker_growth, 1, 10, "2", NULL),
+        K("CIRCUIT_BREAKER_MAX_TIMEOUT", K_DURATION, circuit_breaker_max_timeout, 0.1, MAX_OPEN_FACTOR * DAY,
+          NULL, NULL),
         K("MAX_FILE_SIZE", K_SIZE, max_file_size, 1, TIB, "2G", NULL),
         K("ACCEPT_CONTENT", K_STRING, accept_content, 0, 0, "image,video", check_accept),
         K("ALLOW_PRIVATE_ADDRESSES", K_BOOL, allow_private_addresses, 0, 0, "false", NULL),
@@ -116,6 +125,8 @@ static const struct key keys[] = {
         K("MAX_REQUEST_BODY", K_SIZE, max_request_body, KIB, GIB, "1M", NULL),
         K("JOB_RETENTION", K_DURATION, job_retention, 0, 3650 * DAY, "7d", NULL),
         K("LOG_LEVEL", K_LEVEL, log_level, 0, 0, "info", NULL),
+        K("LOG_FORMAT", K_FORMAT, log_format, 0, 0, "text", NULL),
+        K("LOG_FILE_LINES", K_BOOL, log_file_lines, 0, 0, "true", NULL),
 };
 /* clang-format on */
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -168,19 +179,39 @@ static int parse_int(const char *v, long long *ret)
         return 0;
 }
 
-/* digits [. digits] [s|m|h|d]: no sign, exponent, hex, inf or nan */
-static int parse_duration(const char *v, double *ret)
+/* digits [. digits]: no sign, exponent, hex, inf or nan. Returns the
+ * length of the number (0: none there). */
+static size_t scan_decimal(const char *v)
 {
         const char *p = v;
         size_t digits = 0;
-        double unit = 1;
 
         for (; isdigit((unsigned char)*p); p++)
                 digits++;
         if (*p == '.')
                 for (p++; isdigit((unsigned char)*p); p++)
                         digits++;
-        if (digits == 0)
+        return digits ? (size_t)(p - v) : 0;
+}
+
+static int parse_number(const char *v, double *ret)
+{
+        size_t n = scan_decimal(v);
+
+        if (n == 0 || v[n])
+                return -EINVAL;
+        *ret = strtod(v, NULL);
+        return 0;
+}
+
+/* a decimal [s|m|h|d] */
+static int parse_duration(const char *v, double *ret)
+{
+        size_t n = scan_decimal(v);
+        const char *p = v + n;
+        double unit = 1;
+
+        if (n == 0)
                 return -EINVAL;
         switch (*p) {
         case '\0':
@@ -284,6 +315,11 @@ static void range_text(const struct key *k, char *buf, size_t n)
                 snprintf(buf, n, "must be a number of seconds in %s..%s (suffix s, m, h or d allowed)", lo,
                          hi);
                 break;
+        case K_NUMBER:
+                fmt_number(k->min, lo, sizeof(lo));
+                fmt_number(k->max, hi, sizeof(hi));
+                snprintf(buf, n, "must be a number in %s..%s", lo, hi);
+                break;
         case K_SIZE:
                 fmt_size((int64_t)k->min, lo, sizeof(lo));
                 fmt_size((int64_t)k->max, hi, sizeof(hi));
@@ -294,6 +330,9 @@ static void range_text(const struct key *k, char *buf, size_t n)
                 break;
         case K_LEVEL:
                 snprintf(buf, n, "must be one of debug, info, warning, error");
+                break;
+        case K_FORMAT:
+                snprintf(buf, n, "must be text or json");
                 break;
         case K_STRING:
         case K_OPTPATH:
@@ -531,7 +570,8 @@ static int set_number(struct config *c, const struct key *k, const char *v)
                 *(int *)p = (int)i;
                 return 0;
         case K_DURATION:
-                r = parse_duration(v, &d);
+        case K_NUMBER:
+                r = k->kind == K_DURATION ? parse_duration(v, &d) : parse_number(v, &d);
                 if (r < 0 || d < k->min || d > k->max)
                         return -EINVAL;
                 *(double *)p = d;
@@ -553,6 +593,7 @@ static int set_key(struct config *c, const struct key *k, const char *v, char *m
 {
         void *p = (char *)c + k->off;
         enum log_level level;
+        enum log_format format;
         const char *bad;
         bool b;
 
@@ -570,6 +611,11 @@ static int set_key(struct config *c, const struct key *k, const char *v, char *m
                 if (log_level_parse(v, &level) < 0)
                         break;
                 *(int *)p = (int)level;
+                return 0;
+        case K_FORMAT:
+                if (log_format_parse(v, &format) < 0)
+                        break;
+                *(int *)p = (int)format;
                 return 0;
         case K_STRING:
                 bad = k->check ? k->check(v) : NULL;
@@ -706,6 +752,7 @@ int config_defaults(struct config *c)
         r = default_token_file(c);
         if (r < 0)
                 goto fail;
+        c->circuit_breaker_max_timeout = MAX_OPEN_FACTOR * c->circuit_breaker_timeout;
         r = derive(&c->store, "sqlite:", c->state_dir, "jobs.db");
         if (r < 0)
                 goto fail;
@@ -903,6 +950,25 @@ static int check_backoff(const struct config *c, const struct origin *org, struc
                     "must be at most RETRY_BACKOFF_MAX (%s)", num);
 }
 
+/* A circuit's open time may grow, never shrink: CIRCUIT_BREAKER_MAX_TIMEOUT
+ * follows CIRCUIT_BREAKER_TIMEOUT unless a layer set it, and is then at
+ * least that. */
+static int check_max_open(struct config *c, const struct origin *org, struct config_error *err)
+{
+        const struct origin *om = &org[key_index("CIRCUIT_BREAKER_MAX_TIMEOUT")];
+        char num[32];
+
+        if (!om->file) {
+                c->circuit_breaker_max_timeout = MAX_OPEN_FACTOR * c->circuit_breaker_timeout;
+                return 0;
+        }
+        if (c->circuit_breaker_max_timeout >= c->circuit_breaker_timeout)
+                return 0;
+        fmt_number(c->circuit_breaker_timeout, num, sizeof(num));
+        return fail(err, om->file, om->line, "CIRCUIT_BREAKER_MAX_TIMEOUT",
+                    "must be at least CIRCUIT_BREAKER_TIMEOUT (%s)", num);
+}
+
 /* Derived paths, checks across keys and the token, once all layers ran. */
 static int finish(struct config *c, const struct origin *org, struct config_error *err)
 {
@@ -919,6 +985,9 @@ static int finish(struct config *c, const struct origin *org, struct config_erro
                         return r;
         }
         r = check_backoff(c, org, err);
+        if (r < 0)
+                return r;
+        r = check_max_open(c, org, err);
         if (r < 0)
                 return r;
         if (c->api_token_file)
@@ -1010,6 +1079,7 @@ static void format_value(const struct config *c, const struct key *k, char *buf,
                 snprintf(buf, n, "%d", *(const int *)p);
                 break;
         case K_DURATION:
+        case K_NUMBER:
                 fmt_number(*(const double *)p, buf, n);
                 break;
         case K_SIZE:
@@ -1020,6 +1090,9 @@ static void format_value(const struct config *c, const struct key *k, char *buf,
                 break;
         case K_LEVEL:
                 snprintf(buf, n, "%s", log_level_name((enum log_level) * (const int *)p));
+                break;
+        case K_FORMAT:
+                snprintf(buf, n, "%s", log_format_name((enum log_format) * (const int *)p));
                 break;
         case K_STRING:
         case K_OPTPATH:

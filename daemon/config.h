@@ -26,25 +26,31 @@ struct config {
         char *store; /* "sqlite:/path" */
         char *download_dir;
         char *sources_dir;
-        char *api_token_file;           /* NULL: none ("" in any layer sets none) */
-        char *api_token;                /* read from api_token_file; never logged */
-        char *cors_origins;             /* comma-separated, "" none */
-        char *allowed_hosts;            /* comma-separated, "" none */
-        int max_concurrent_downloads;   /* 1..10000 */
-        int max_concurrent_jobs;        /* jobs running at once, 1..10000 */
-        char *node_id;                  /* this node's name in a shared job table; "": STATE_DIR/node-id */
-        char *node_url;                 /* where other nodes reach this node's API; "": from LISTEN */
-        double lease_timeout;           /* s a claimed job stays this node's without a renewal, 3..3600 */
-        int max_connections_per_source; /* 1..1000 */
-        double retry_backoff_base;      /* s, 0..3600 */
-        double retry_backoff_max;       /* s, 0..86400 */
-        int64_t max_file_size;          /* bytes, 1..1T */
-        char *accept_content;           /* "image,video", "any", ... */
+        char *api_token_file;               /* NULL: none ("" in any layer sets none) */
+        char *api_token;                    /* read from api_token_file; never logged */
+        char *cors_origins;                 /* comma-separated, "" none */
+        char *allowed_hosts;                /* comma-separated, "" none */
+        int max_concurrent_downloads;       /* 1..10000 */
+        int max_concurrent_jobs;            /* jobs running at once, 1..10000 */
+        char *node_id;                      /* this node's name in a shared job table; "": STATE_DIR/node-id */
+        char *node_url;                     /* where other nodes reach this node's API; "": from LISTEN */
+        double lease_timeout;               /* s a claimed job stays this node's without a renewal, 3..3600 */
+        int max_connections_per_source;     /* 1..1000 */
+        double retry_backoff_base;          /* s, 0..3600 */
+        double retry_backoff_max;           /* s, 0..86400 */
+        double retry_jitter;                /* fraction 0..1: a retry delay d is spread over d*(1 +- j) */
+        double circuit_breaker_growth;      /* 1..10: factor of the open time after each failed probe */
+        double circuit_breaker_max_timeout; /* s, 0.1..8d, >= circuit_breaker_timeout: cap of a grown
+                                               open time; default 8 x circuit_breaker_timeout */
+        int64_t max_file_size;              /* bytes, 1..1T */
+        char *accept_content;               /* "image,video", "any", ... */
         bool allow_private_addresses;
         char *user_agent;         /* User-Agent of every request: 1..256 printable ASCII */
         int64_t max_request_body; /* bytes, 1K..1G */
         double job_retention;     /* s, 0..10 years; 0 keeps forever */
         int log_level;            /* enum log_level */
+        int log_format;           /* enum log_format: text or json lines */
+        bool log_file_lines;      /* DOWNLOADING and SUCCESS per file at info (false: at debug) */
 
         char *config_file; /* the file read, or NULL */
 };
@@ -62,13 +68,15 @@ struct config_error {
 int config_defaults(struct config *c);
 /* Full load: defaults, config_file (NULL: /etc/hauld/hauld.conf if it exists),
  * environment (only the known keys), then flags given as "KEY=VALUE" strings.
- * Derived paths (STORE, DOWNLOAD_DIR) follow STATE_DIR unless set. Reads
+ * Derived paths (STORE, DOWNLOAD_DIR) follow STATE_DIR unless set, and
+ * CIRCUIT_BREAKER_MAX_TIMEOUT follows CIRCUIT_BREAKER_TIMEOUT unless set. Reads
  * API_TOKEN_FILE. On error fills *ret_err, leaves *c freed (zeroed) and
  * returns -EINVAL (-ENOMEM when out of memory). */
 int config_load(struct config *c, const char *config_file, char *const *flags, int nflags,
                 struct config_error *ret_err);
 /* Set one key from a string (used by load and tests); *c is unchanged on
- * error. Does not re-derive STORE/DOWNLOAD_DIR or read the token file. */
+ * error. Does not re-derive STORE/DOWNLOAD_DIR/CIRCUIT_BREAKER_MAX_TIMEOUT,
+ * check keys against each other or read the token file. */
 int config_set(struct config *c, const char *key, const char *value, struct config_error *ret_err);
 /* Visit every key with its effective value as text; secrets are "***". */
 void config_foreach(const struct config *c, void (*fn)(const char *key, const char *value, void *ud),

@@ -93,6 +93,7 @@ static void reload(struct sched *sched, struct httpd *httpd, struct settings **l
                 goto out;
         }
         log_set_level((enum log_level)n->cfg.log_level);
+        log_set_format((enum log_format)n->cfg.log_format);
         sched_reconfigure(sched, &n->cfg, n->sources);
         httpd_reconfigure(httpd, &n->cfg);
         n->next = *live;
@@ -229,6 +230,7 @@ int main(int argc, char **argv)
         if (load(cfg, file, argv + optind, argc - optind) < 0)
                 return CONFIG_EXIT_BAD;
         log_set_level((enum log_level)cfg->log_level);
+        log_set_format((enum log_format)cfg->log_format);
         if (store_check_url(cfg->store) < 0) {
                 /* the URL may hold a password: name the scheme only */
                 log_error("config: STORE: this build has no backend for %.*s; use sqlite:/absolute/path",

@@ -3,6 +3,10 @@
  * from an HTTP status to a class, the backoff delay and the Retry-After
  * parser.
  *
+ * The delay before retry n is base * 2^(n-1) capped by the maximum, spread
+ * by the jitter over [d*(1-j), d*(1+j)] and capped again, so at defaults
+ * (1 s, 60 s, 0.1) the retries wait 0.9..1.1, 1.8..2.2 and 3.6..4.4 s.
+ *
  * Pure: no I/O, no clock, no randomness of its own. The caller passes the
  * wall time (for HTTP dates) and a uniform random number (for jitter), so
  * every answer is a function of the arguments. */
@@ -40,7 +44,7 @@ static const struct class_info classes[_RC_MAX] = {
 };
 
 /* A century: far above any backoff cap; only keeps absurd Retry-After
- * values from overflowing int64 arithmetic. */
+ * values and uncapped delays from overflowing int64 arithmetic. */
 #define RETRY_AFTER_MAX_S ((int64_t)100 * 365 * 24 * 3600)
 
 static bool class_valid(enum retry_class c) { return (unsigned)c < _RC_MAX; }
@@ -72,35 +76,39 @@ bool retry_should_retry(const struct retry_policy *p, enum retry_class c, int at
         return attempts >= 1 && attempts - 1 < p->max_retries;
 }
 
-/* base * 2^(attempts-1), capped by max (max < 0: no cap), without
- * overflowing. */
+/* The longest delay the arithmetic handles: keeps a policy without a cap
+ * (backoff_max_ms < 0) from overflowing int64 once jitter widens it. */
+#define DELAY_LIMIT_MS (RETRY_AFTER_MAX_S * 1000)
+
+/* base * 2^(attempts-1), capped by max (max < 0: no cap) and by
+ * DELAY_LIMIT_MS, without overflowing. */
 static int64_t backoff_ms(int64_t base, int64_t max, int attempts)
 {
         int64_t d = base > 0 ? base : 0;
 
-        for (int i = 1; i < attempts; i++) {
-                if (max >= 0 && d >= max)
-                        break;
-                if (d > INT64_MAX / 2)
-                        break;
+        if (max < 0 || max > DELAY_LIMIT_MS)
+                max = DELAY_LIMIT_MS;
+        for (int i = 1; i < attempts && d > 0 && d < max; i++)
                 d *= 2;
-        }
-        if (max >= 0 && d > max)
-                d = max;
-        return d;
+        return d > max ? max : d;
+}
+
+/* x clamped into [0, 1]; NaN -> 0. */
+static double unit_interval(double x)
+{
+        if (!(x >= 0.0))
+                return 0.0;
+        return x > 1.0 ? 1.0 : x;
 }
 
 int64_t retry_delay_ms(const struct retry_policy *p, int attempts, int64_t retry_after_ms, double rand01)
 {
         int64_t d = backoff_ms(p->backoff_base_ms, p->backoff_max_ms, attempts < 1 ? 1 : attempts);
-        int64_t lo = d / 2;
+        int64_t half = (int64_t)((double)d * unit_interval(p->jitter) + 0.5); /* <= d */
 
-        if (!(rand01 >= 0.0)) /* also catches NaN */
-                rand01 = 0.0;
-        if (rand01 >= 1.0)
-                rand01 = 1.0;
-        d = lo + (int64_t)((double)(d - lo) * rand01);
-
+        d = d - half + (int64_t)((double)(2 * half) * unit_interval(rand01));
+        if (p->backoff_max_ms >= 0 && d > p->backoff_max_ms)
+                d = p->backoff_max_ms;
         if (retry_after_ms >= 0) {
                 int64_t floor = retry_after_ms;
                 if (p->backoff_max_ms >= 0 && floor > p->backoff_max_ms)

@@ -29,6 +29,8 @@ struct retry_policy {
         int max_retries;         /* retries after the first attempt */
         int64_t backoff_base_ms; /* first delay; doubles each retry */
         int64_t backoff_max_ms;  /* cap of one delay and of an honoured Retry-After */
+        double jitter;           /* RETRY_JITTER, fraction 0..1: a delay d is spread over
+                                    [d*(1-jitter), d*(1+jitter)]; 0: the exact schedule */
 };
 
 const char *retry_class_code(enum retry_class c);
@@ -41,10 +43,11 @@ enum retry_class retry_classify_http(int status, bool has_retry_after);
 /* Should an item that has made `attempts` attempts (>= 1) and failed with c
  * be tried again? */
 bool retry_should_retry(const struct retry_policy *p, enum retry_class c, int attempts);
-/* Delay before attempt number attempts+1, in ms: base * 2^(attempts-1),
- * capped by backoff_max, with jitter: the result is uniformly spread over
- * [d/2, d] using rand01 in [0,1). A Retry-After (retry_after_ms >= 0) is a
- * floor, itself capped by backoff_max. */
+/* Delay before attempt number attempts+1, in ms: d = base * 2^(attempts-1)
+ * capped by backoff_max, then spread uniformly over
+ * [d*(1-jitter), d*(1+jitter)] using rand01 in [0,1) (0 gives the low end,
+ * 0.5 d itself), and capped by backoff_max again. A Retry-After
+ * (retry_after_ms >= 0) is a floor, itself capped by backoff_max. */
 int64_t retry_delay_ms(const struct retry_policy *p, int attempts, int64_t retry_after_ms, double rand01);
 /* Parse a Retry-After header value: delta-seconds or an HTTP-date, relative
  * to now_wall_ms. Returns ms >= 0, or -1 when unparseable. */

@@ -56,7 +56,6 @@
 #define STORE_RETRY_MIN_MS 100   /* a failed write is tried again after this, doubling */
 #define STORE_RETRY_MAX_MS 5000
 #define IDLE_SOURCE_MS     600000 /* URL sources and hosts idle this long are forgotten */
-#define MAX_OPEN_FACTOR    8      /* a circuit's open time grows to at most this many times its setting */
 #define STORE_CHECK_MS     2000   /* how often the job table's file is checked to be the one opened */
 
 enum cmd_type {
@@ -1191,8 +1190,8 @@ static void srctab_opts_from(const struct sched *s, const struct config *cfg, st
         *o = (struct srctab_opts){
                 .threshold = cfg->circuit_breaker_threshold,
                 .open_ms = (int64_t)(cfg->circuit_breaker_timeout * 1000),
-                .open_growth = 2,
-                .max_open_ms = (int64_t)(cfg->circuit_breaker_timeout * 1000) * MAX_OPEN_FACTOR,
+                .open_growth = cfg->circuit_breaker_growth,
+                .max_open_ms = (int64_t)(cfg->circuit_breaker_max_timeout * 1000),
                 .host_connections = share(s, cfg->max_connections_per_source),
                 .default_source_connections = share(s, cfg->max_connections_per_source),
                 .idle_prune_ms = IDLE_SOURCE_MS,
@@ -1411,7 +1410,7 @@ int sched_new(const struct config *cfg, const struct source_set *sources, struct
                                    .xfers = s->xfers,
                                    .dl_fd = s->dl_fd,
                                    .node = cluster_node(s->cluster),
-                                   .file_lines = true,
+                                   .file_lines = cfg->log_file_lines,
                                    .rand01 = rand01,
                                    .rand_ud = s,
                                    .take_probe = s->shared ? take_probe : NULL,

@@ -1,6 +1,7 @@
 /* Unit tests of daemon/config.c: defaults, the file format, the layers
  * (file < environment < flags), every key at the limits of its range,
- * derived paths, the token file and what config_foreach shows.
+ * derived paths and the derived CIRCUIT_BREAKER_MAX_TIMEOUT, the token file
+ * and what config_foreach shows.
  * check forks each test, so setenv/unsetenv stay inside one test. */
 #include "autoconfig.h"
 
@@ -24,7 +25,7 @@ static void collect_name(const char *key, const char *value, void *ud)
         (*(int *)ud)++;
 }
 
-#define NKEYS 33 /* every key config_foreach() visits */
+#define NKEYS 38 /* every key config_foreach() visits */
 
 /* A temp dir and an environment without any of our keys. */
 static void setup(void)
@@ -96,6 +97,9 @@ START_TEST(test_defaults)
         ck_assert_int_eq(c.max_connections_per_source, 4);
         ck_assert_double_eq(c.retry_backoff_base, 1);
         ck_assert_double_eq(c.retry_backoff_max, 60);
+        ck_assert_double_eq(c.retry_jitter, 0.1);
+        ck_assert_double_eq(c.circuit_breaker_growth, 2);
+        ck_assert_double_eq(c.circuit_breaker_max_timeout, 480);
         ck_assert_int_eq(c.max_file_size, 2 * GiB);
         ck_assert_str_eq(c.accept_content, "image,video");
         ck_assert(!c.allow_private_addresses);
@@ -103,6 +107,8 @@ START_TEST(test_defaults)
         ck_assert_int_eq(c.max_request_body, 1024 * 1024);
         ck_assert_double_eq(c.job_retention, 7 * 86400);
         ck_assert_int_eq(c.log_level, LOG_INFO);
+        ck_assert_int_eq(c.log_format, LOG_FORMAT_TEXT);
+        ck_assert(c.log_file_lines);
         ck_assert_str_eq(c.config_file, "/dev/null");
         config_free(&c);
 }
@@ -314,6 +320,10 @@ static const struct limit {
         {"RETRY_BACKOFF_BASE", "0", "3600", "-0.5", "3600.5", "seconds in 0..3600",
          "RETRY_BACKOFF_MAX=86400"},
         {"RETRY_BACKOFF_MAX", "0", "86400", "-1", "86401", "seconds in 0..86400", "RETRY_BACKOFF_BASE=0"},
+        {"RETRY_JITTER", "0", "1", "-0.1", "1.01", "a number in 0..1", NULL},
+        {"CIRCUIT_BREAKER_GROWTH", "1", "10", "0.99", "10.5", "a number in 1..10", NULL},
+        {"CIRCUIT_BREAKER_MAX_TIMEOUT", "0.1", "8d", "0.05", "691201", "seconds in 0.1..691200",
+         "CIRCUIT_BREAKER_TIMEOUT=0.1"},
         {"MAX_FILE_SIZE", "1", "1T", "0", "1099511627777", "bytes in 1..1T", NULL},
         {"MAX_REQUEST_BODY", "1K", "1G", "1023", "1025M", "bytes in 1K..1G", NULL},
         {"JOB_RETENTION", "0", "3650d", "-1", "315360001", "seconds in 0..315360000", NULL},
@@ -401,6 +411,71 @@ START_TEST(test_backoff_order)
         ck_assert_str_eq(err.message, "must be at most RETRY_BACKOFF_MAX (60)");
         ck_assert_int_eq(config_load(&c, "/dev/null", base, 1, &err), -EINVAL);
         ck_assert_str_eq(err.file, "command line");
+}
+END_TEST
+
+/* CIRCUIT_BREAKER_MAX_TIMEOUT follows CIRCUIT_BREAKER_TIMEOUT (8 x) unless a
+ * layer set it; set, it may not be under CIRCUIT_BREAKER_TIMEOUT. */
+START_TEST(test_circuit_max_timeout)
+{
+        struct config c;
+        struct config_error err;
+        char *day[] = {"CIRCUIT_BREAKER_TIMEOUT=1d"};
+        char *below[] = {"CIRCUIT_BREAKER_MAX_TIMEOUT=30"};
+        char *equal[] = {"CIRCUIT_BREAKER_TIMEOUT=2m", "CIRCUIT_BREAKER_MAX_TIMEOUT=120"};
+
+        ck_assert_int_eq(load_text(&c, "CIRCUIT_BREAKER_TIMEOUT=600\n", &err), 0);
+        ck_assert_double_eq(c.circuit_breaker_max_timeout, 4800);
+        config_free(&c);
+        ck_assert_int_eq(config_load(&c, "/dev/null", day, 1, &err), 0);
+        ck_assert_double_eq(c.circuit_breaker_max_timeout, 8 * 86400);
+        config_free(&c);
+        ck_assert_int_eq(config_load(&c, "/dev/null", equal, 2, &err), 0);
+        ck_assert_double_eq(c.circuit_breaker_max_timeout, 120);
+        config_free(&c);
+        /* set below the open time: the error names where it was set */
+        ck_assert_int_eq(config_load(&c, "/dev/null", below, 1, &err), -EINVAL);
+        ck_assert_str_eq(err.file, "command line");
+        ck_assert_str_eq(err.key, "CIRCUIT_BREAKER_MAX_TIMEOUT");
+        ck_assert_str_eq(err.message, "must be at least CIRCUIT_BREAKER_TIMEOUT (60)");
+        ck_assert_int_eq(load_text(&c, "\nCIRCUIT_BREAKER_MAX_TIMEOUT=5m\n", &err), 0);
+        ck_assert_double_eq(c.circuit_breaker_max_timeout, 300);
+        config_free(&c);
+        /* a later layer raising the open time past a file's cap is caught */
+        setenv("CIRCUIT_BREAKER_TIMEOUT", "10m", 1);
+        ck_assert_int_eq(load_text(&c, "\nCIRCUIT_BREAKER_MAX_TIMEOUT=5m\n", &err), -EINVAL);
+        ck_assert_int_eq(err.line, 2);
+        ck_assert_str_eq(err.key, "CIRCUIT_BREAKER_MAX_TIMEOUT");
+        ck_assert_str_eq(err.message, "must be at least CIRCUIT_BREAKER_TIMEOUT (600)");
+        unsetenv("CIRCUIT_BREAKER_TIMEOUT");
+}
+END_TEST
+
+/* Plain numbers (RETRY_JITTER, CIRCUIT_BREAKER_GROWTH): decimals, no
+ * suffix, sign or exponent. */
+START_TEST(test_numbers)
+{
+        struct config c;
+        struct config_error err;
+
+        ck_assert_int_eq(config_defaults(&c), 0);
+        ck_assert_int_eq(config_set(&c, "RETRY_JITTER", "0.25", &err), 0);
+        ck_assert_double_eq(c.retry_jitter, 0.25);
+        ck_assert_int_eq(config_set(&c, "RETRY_JITTER", ".5", &err), 0);
+        ck_assert_double_eq(c.retry_jitter, 0.5);
+        ck_assert_int_eq(config_set(&c, "RETRY_JITTER", "0", &err), 0);
+        ck_assert_double_eq(c.retry_jitter, 0);
+        ck_assert_int_eq(config_set(&c, "CIRCUIT_BREAKER_GROWTH", "1.5", &err), 0);
+        ck_assert_double_eq(c.circuit_breaker_growth, 1.5);
+        static const char *const bad[] = {"",   ".",   "0.5s", "1e-1", "+0.5",
+                                          "-0", "0,5", "nan",  "inf",  " 0.5"};
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                ck_assert_msg(config_set(&c, "RETRY_JITTER", bad[i], &err) == -EINVAL, "%s accepted",
+                              bad[i]);
+                ck_assert_str_eq(err.message, "must be a number in 0..1");
+        }
+        ck_assert_double_eq(c.retry_jitter, 0); /* unchanged by failures */
+        config_free(&c);
 }
 END_TEST
 
@@ -510,6 +585,20 @@ START_TEST(test_booleans_and_levels)
         ck_assert_int_eq(config_set(&c, "LOG_LEVEL", "verbose", &err), -EINVAL);
         ck_assert_int_eq(c.log_level, LOG_ERROR);
         ck_assert_str_eq(err.message, "must be one of debug, info, warning, error");
+
+        ck_assert_int_eq(config_set(&c, "LOG_FORMAT", "json", &err), 0);
+        ck_assert_int_eq(c.log_format, LOG_FORMAT_JSON);
+        ck_assert_int_eq(config_set(&c, "LOG_FORMAT", "text", &err), 0);
+        ck_assert_int_eq(c.log_format, LOG_FORMAT_TEXT);
+        ck_assert_int_eq(config_set(&c, "LOG_FORMAT", "JSON", &err), -EINVAL);
+        ck_assert_str_eq(err.message, "must be text or json");
+        ck_assert_int_eq(config_set(&c, "LOG_FORMAT", "logfmt", &err), -EINVAL);
+        ck_assert_int_eq(c.log_format, LOG_FORMAT_TEXT);
+        ck_assert_int_eq(config_set(&c, "LOG_FILE_LINES", "false", &err), 0);
+        ck_assert(!c.log_file_lines);
+        ck_assert_int_eq(config_set(&c, "LOG_FILE_LINES", "quiet", &err), -EINVAL);
+        ck_assert_ptr_nonnull(strstr(err.message, "true or false"));
+        ck_assert(!c.log_file_lines);
         ck_assert_int_eq(config_set(&c, "NO_SUCH_KEY", "1", &err), -EINVAL);
         ck_assert_str_eq(err.message, "unknown key");
         config_free(&c);
@@ -758,6 +847,11 @@ START_TEST(test_foreach)
         ck_assert_str_eq(shown_value(&s, "ALLOW_PRIVATE_ADDRESSES"), "false");
         ck_assert_str_eq(shown_value(&s, "LOG_LEVEL"), "info");
         ck_assert_str_eq(shown_value(&s, "REQUEST_TIMEOUT"), "15");
+        ck_assert_str_eq(shown_value(&s, "RETRY_JITTER"), "0.1");
+        ck_assert_str_eq(shown_value(&s, "CIRCUIT_BREAKER_GROWTH"), "2");
+        ck_assert_str_eq(shown_value(&s, "CIRCUIT_BREAKER_MAX_TIMEOUT"), "480");
+        ck_assert_str_eq(shown_value(&s, "LOG_FORMAT"), "text");
+        ck_assert_str_eq(shown_value(&s, "LOG_FILE_LINES"), "true");
         config_free(&c);
 
         /* what is shown reads back as the same settings */
@@ -765,6 +859,8 @@ START_TEST(test_foreach)
         ck_assert_int_eq(config_set(&c, "REQUEST_TIMEOUT", "0.25", &err), 0);
         ck_assert_int_eq(config_set(&c, "MIN_DOWNLOAD_SPEED", "1000", &err), 0);
         ck_assert_int_eq(config_set(&c, "MAX_REQUEST_BODY", "1536K", &err), 0);
+        ck_assert_int_eq(config_set(&c, "RETRY_JITTER", "0.35", &err), 0);
+        ck_assert_int_eq(config_set(&c, "LOG_FORMAT", "json", &err), 0);
         ck_assert_int_eq(config_set(&c, "STORE", "postgresql://db/h?password=pw0rd&sslmode=require", &err),
                          0);
         s.n = 0;
@@ -921,6 +1017,8 @@ static Suite *config_suite(void)
         tcase_add_loop_test(tc, test_limits, 0, (int)(sizeof(limits) / sizeof(limits[0])));
         tcase_add_test(tc, test_limits_exact_values);
         tcase_add_test(tc, test_backoff_order);
+        tcase_add_test(tc, test_circuit_max_timeout);
+        tcase_add_test(tc, test_numbers);
         tcase_add_test(tc, test_sizes);
         tcase_add_test(tc, test_durations);
         tcase_add_test(tc, test_booleans_and_levels);
