@@ -271,6 +271,36 @@ class CircuitsDefer(BatchCase):
         self.assertIn("CIRCUIT BREAKER closed for %s (probe succeeded)" % source_of(self.origin),
                       d.log_text())
 
+    def test_failed_probe_opens_the_circuit_again_and_the_others_keep_waiting(self):
+        # CIRCUIT_BREAKER_TIMEOUT 1 s, THRESHOLD 3; the host stays dead. The
+        # probe at 1 s fails: open again for 2 s; the probe at 3 s fails:
+        # open for 4 s, past the job's 6 s deadline, so the items still
+        # waiting are skipped then. Nothing but the probes reaches the host.
+        d = self.start(dict(QUICK_BACKOFF, CIRCUIT_BREAKER_THRESHOLD="3", CIRCUIT_BREAKER_TIMEOUT="1",
+                            MAX_RETRIES_PER_SOURCE="3", MAX_RETRIES_PER_ITEM="0"))
+        dead = hauldtest.FakeOrigin().start()
+        self.addCleanup(dead.stop)
+        host = source_of(dead)
+        job = d.post_job({"urls": [dead.url("/x%d" % i, status=500) for i in range(6)], "timeout": 6})
+        d.wait_for(lambda: (circuit(d, host) or {}).get("state") == "open", timeout=10,
+                   what="the circuit of %s open" % host)
+        opened = time.monotonic()
+        first = dead.count()
+        job = d.wait_job(job["id"], timeout=20)
+        later = [r["time"] - opened for r in dead.requests()[first:]]
+        self.assertEqual(len(later), 2, "requests after the opening, in s from it: %s"
+                         % ", ".join("%.2f" % t for t in later))
+        self.assertGreaterEqual(later[0], 0.8, later)
+        self.assertGreaterEqual(later[1] - later[0], 1.8, later)  # open twice as long
+        c = circuit(d, host)
+        self.assertEqual((c["state"], c["trips"]), ("open", 3), c)
+        self.assertEqual(job["state"], "failed", job)
+        for it in d.items(job["id"]):
+            self.assertEqual(it["error"]["code"], "http_5xx", it)
+            self.assertLess(it["attempts"], 4, it)  # none spent its attempts against the open circuit
+        self.assertTrue(any(it["state"] == "skipped" and "the circuit of %s is open" % host
+                            in it["error"]["message"] for it in d.items(job["id"])))
+
     def test_dead_host_open_past_the_deadline_skips_at_once(self):
         # CIRCUIT_BREAKER_THRESHOLD 3 (from 5): it opens for 60 s, the job
         # has 20 s; no request is made after the opening
