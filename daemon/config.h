@@ -4,9 +4,12 @@
  * problem through ret_err. */
 #pragma once
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
-#define CONFIG_EXIT_BAD 78 /* EX_CONFIG */
+#define CONFIG_EXIT_BAD         78      /* EX_CONFIG */
+#define CONFIG_FILE_MAX         1048576 /* bytes of the settings file */
+#define CONFIG_RESTART_KEYS_MAX 8       /* keys a reload cannot change (config_merge_reload()) */
 
 struct config {
         /* download settings, names as existing deployments use them */
@@ -40,8 +43,12 @@ struct config {
         bool allow_private_addresses;
         char *user_agent;         /* User-Agent of every request: 1..256 printable ASCII */
         int64_t max_request_body; /* bytes, 1K..1G */
-        double job_retention;     /* s, 0..10 years; 0 keeps forever */
-        int log_level;            /* enum log_level */
+        int api_threads;          /* microhttpd pool threads, 1..64 */
+        int api_max_connections;  /* open API connections, 16..65536 (fewer when RLIMIT_NOFILE is low) */
+        int api_max_connections_per_ip; /* open API connections from one address, 1..65536 */
+        double api_header_timeout;      /* s a request has to send all of its headers, 1..300 */
+        double job_retention;           /* s, 0..10 years; 0 keeps forever */
+        int log_level;                  /* enum log_level */
 
         char *config_file; /* the file read, or NULL */
 };
@@ -59,11 +66,28 @@ struct config_error {
 int config_defaults(struct config *c);
 /* Full load: defaults, config_file (NULL: /etc/hauld/hauld.conf if it exists),
  * environment (only the known keys), then flags given as "KEY=VALUE" strings.
+ * The file (at most CONFIG_FILE_MAX bytes) and API_TOKEN_FILE (4096) must
+ * be regular files, or symlinks to one; the null device reads as an empty
+ * file. Anything else is refused before it is opened, so a FIFO or a device
+ * never blocks or streams.
  * Derived paths (STORE, DOWNLOAD_DIR) follow STATE_DIR unless set. Reads
  * API_TOKEN_FILE. On error fills *ret_err, leaves *c freed (zeroed) and
  * returns -EINVAL (-ENOMEM when out of memory). */
 int config_load(struct config *c, const char *config_file, char *const *flags, int nflags,
                 struct config_error *ret_err);
+/* Is SOURCES_DIR an existing directory (empty is fine)? -EINVAL with
+ * *ret_err naming it and why not. */
+int config_check_sources_dir(const struct config *c, struct config_error *ret_err);
+/* Does a change of key take a restart (the listener, its threads and
+ * limits, where state lives)? */
+bool config_needs_restart(const char *key);
+/* The settings in effect after a reload: next, read anew, gets running's
+ * value of every key that needs a restart. The names of those whose value
+ * in next differed (static strings, config_foreach() order) go to
+ * ret_kept, their number to *ret_nkept. -ENOMEM leaves next half merged:
+ * free it. */
+int config_merge_reload(const struct config *running, struct config *next,
+                        const char *ret_kept[CONFIG_RESTART_KEYS_MAX], size_t *ret_nkept);
 /* Set one key from a string (used by load and tests); *c is unchanged on
  * error. Does not re-derive STORE/DOWNLOAD_DIR or read the token file. */
 int config_set(struct config *c, const char *key, const char *value, struct config_error *ret_err);
