@@ -10,6 +10,10 @@
  * deadline is dropped while a request is being answered (its body, a long
  * event stream), where the idle timeout applies.
  *
+ * The total of open connections is counted here (started less closed)
+ * and held to max_connections by the accept policy: microhttpd's own
+ * limit applies to each of its threads alone.
+ *
  * Invariants: a watch is in the armed list exactly while its connection
  * owes a request's headers; the list and the log counters are guarded by
  * lock. A watch's fd stays open while the watch exists: microhttpd tells
@@ -19,6 +23,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +52,9 @@ struct conns {
         pthread_t thread;
         bool stopping;
         int64_t header_timeout_ms;
+        unsigned max_connections;
+        atomic_uint open;   /* connections started and not yet closed */
+        atomic_uint turned; /* refused for max_connections since the window began */
         struct watch *head; /* armed watches, in arming order */
         /* the log window */
         int64_t window_ms;       /* monotonic start of the current window */
@@ -94,12 +102,28 @@ static struct watch *watch_of(struct MHD_Connection *conn)
 
 /* ---- microhttpd's callbacks ------------------------------------------------- */
 
+enum MHD_Result conns_admit(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+        struct conns *c = cls;
+
+        (void)addr;
+        (void)addrlen;
+        if (atomic_load(&c->open) < c->max_connections)
+                return MHD_YES;
+        atomic_fetch_add(&c->turned, 1);
+        return MHD_NO;
+}
+
 void conns_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
                   enum MHD_ConnectionNotificationCode code)
 {
         struct conns *c = cls;
         struct watch *w = *socket_context;
 
+        if (code == MHD_CONNECTION_NOTIFY_STARTED)
+                atomic_fetch_add(&c->open, 1);
+        else
+                atomic_fetch_sub(&c->open, 1);
         if (code == MHD_CONNECTION_NOTIFY_STARTED) {
                 const union MHD_ConnectionInfo *ci =
                         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -168,9 +192,10 @@ void conns_log(void *cls, const char *fmt, va_list ap)
 
 /* Shut every connection past its deadline; at the end of a window, one line
  * for what was held back and one for the connections shut. Under lock. */
-static void sweep(struct conns *c, int64_t now, unsigned *ret_hushed, unsigned *ret_late, char *last)
+static void sweep(struct conns *c, int64_t now, unsigned *ret_hushed, unsigned *ret_late,
+                  unsigned *ret_turned, char *last)
 {
-        *ret_hushed = *ret_late = 0;
+        *ret_hushed = *ret_late = *ret_turned = 0;
         for (struct watch *w = c->head; w; w = w->next)
                 if (!w->shut && w->deadline_ms <= now) {
                         shutdown(w->fd, SHUT_RDWR);
@@ -181,6 +206,7 @@ static void sweep(struct conns *c, int64_t now, unsigned *ret_hushed, unsigned *
                 return;
         *ret_hushed = c->hushed;
         *ret_late = c->late;
+        *ret_turned = atomic_exchange(&c->turned, 0);
         memcpy(last, c->last, LOG_TEXT_MAX);
         c->window_ms = now;
         c->said = false;
@@ -191,7 +217,7 @@ static void *sweeper(void *arg)
 {
         struct conns *c = arg;
         char last[LOG_TEXT_MAX];
-        unsigned hushed, late;
+        unsigned hushed, late, turned;
         struct timespec ts;
 
         pthread_mutex_lock(&c->lock);
@@ -202,8 +228,13 @@ static void *sweeper(void *arg)
                 ts.tv_nsec %= 1000000000L;
                 pthread_cond_timedwait(&c->wake, &c->lock, &ts);
                 int64_t timeout_ms = c->header_timeout_ms;
-                sweep(c, clock_mono_ms(), &hushed, &late, last);
+                sweep(c, clock_mono_ms(), &hushed, &late, &turned, last);
                 pthread_mutex_unlock(&c->lock);
+                if (turned)
+                        log_warning("httpd: refused %u connection%s in the last %d s: %u open "
+                                    "(API_MAX_CONNECTIONS)",
+                                    turned, turned == 1 ? "" : "s", CONNS_LOG_WINDOW_MS / 1000,
+                                    c->max_connections);
                 if (hushed)
                         log_warning(
                                 "httpd: %u more messages about connections in the last %d s; the last: %s",
@@ -221,7 +252,7 @@ static void *sweeper(void *arg)
 
 /* ---- start and stop ------------------------------------------------------------- */
 
-int conns_start(int64_t header_timeout_ms, struct conns **ret)
+int conns_start(int64_t header_timeout_ms, unsigned max_connections, struct conns **ret)
 {
         struct conns *c = calloc(1, sizeof(*c));
         pthread_condattr_t ca;
@@ -230,6 +261,9 @@ int conns_start(int64_t header_timeout_ms, struct conns **ret)
         if (!c)
                 return -ENOMEM;
         c->header_timeout_ms = header_timeout_ms;
+        c->max_connections = max_connections;
+        atomic_init(&c->open, 0);
+        atomic_init(&c->turned, 0);
         c->window_ms = clock_mono_ms();
         pthread_mutex_init(&c->lock, NULL);
         pthread_condattr_init(&ca);

@@ -752,18 +752,21 @@ void httpd_reconfigure(struct httpd *h, const struct config *cfg)
         h->cfg = cfg;
 }
 
-/* microhttpd on fd, with the listener's settings. */
-static struct MHD_Daemon *start_mhd(struct httpd *h, int fd)
+/* microhttpd on fd, with the listener's settings. It splits its connection
+ * limit among its threads, so each gets room for all limit of them;
+ * conns_admit() holds the total. */
+static struct MHD_Daemon *start_mhd(struct httpd *h, int fd, unsigned limit)
 {
         const struct config *cfg = h->cfg;
+        unsigned threads = (unsigned)cfg->api_threads;
 
         /* the logger goes first so that microhttpd reports nothing to stderr itself */
         return MHD_start_daemon(
-                MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME, 0, NULL, NULL,
-                on_request, h, MHD_OPTION_EXTERNAL_LOGGER, conns_log, h->conns, MHD_OPTION_LISTEN_SOCKET, fd,
-                MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->api_threads, MHD_OPTION_CONNECTION_TIMEOUT,
-                (unsigned)HTTPD_CONNECTION_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT,
-                connection_limit((unsigned)cfg->api_max_connections), MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME, 0, conns_admit,
+                h->conns, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, conns_log, h->conns,
+                MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_THREAD_POOL_SIZE, threads,
+                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTPD_CONNECTION_TIMEOUT_S,
+                MHD_OPTION_CONNECTION_LIMIT, limit * threads, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
                 (unsigned)cfg->api_max_connections_per_ip, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
                 (size_t)HTTPD_CONNECTION_MEMORY, MHD_OPTION_NOTIFY_CONNECTION, conns_notify, h->conns,
                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
@@ -786,7 +789,8 @@ int httpd_start(const struct httpd_deps *deps, int listen_fd, struct httpd **ret
                 log_error("httpd: cannot start the event streams: %s", strerror(-r));
                 goto fail;
         }
-        if ((r = conns_start(header_timeout_ms(h->cfg), &h->conns)) < 0) {
+        unsigned limit = connection_limit((unsigned)h->cfg->api_max_connections);
+        if ((r = conns_start(header_timeout_ms(h->cfg), limit, &h->conns)) < 0) {
                 log_error("httpd: cannot start the connection sweeper: %s", strerror(-r));
                 goto fail;
         }
@@ -798,7 +802,7 @@ int httpd_start(const struct httpd_deps *deps, int listen_fd, struct httpd **ret
         }
         fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
         h->port = socket_port(fd);
-        h->mhd = start_mhd(h, fd);
+        h->mhd = start_mhd(h, fd, limit);
         if (!h->mhd) {
                 r = -EIO;
                 log_error("httpd: cannot start the HTTP server");
