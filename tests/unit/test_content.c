@@ -295,8 +295,8 @@ START_TEST(test_scriptable_needs_naming)
 {
         static const char *const bodies[] = {
                 "<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>",
-                "<?xml version=\"1.0\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\">"
-                "<script>alert(1)</script></svg>",
+                ("<?xml version=\"1.0\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\">"
+                 "<script>alert(1)</script></svg>"),
                 "<!-- x -->\n<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>",
                 "<!DOCTYPE html>\n<html><body><script>alert(1)</script></body></html>",
                 "<?xml version=\"1.0\"?>\n<note><script>alert(1)</script></note>",
