@@ -3,11 +3,17 @@
  * route table, the guards every request passes in a fixed order and the
  * request body buffer. The handlers (handlers.h) answer through reply.c.
  *
- * A request goes through, in order: Host check (421), CORS preflight for
- * OPTIONS, bearer token (401), route (404) and method (405), draining
+ * A request goes through, in order: framing (400: one way to read the
+ * body's length), Host check (421), CORS preflight for OPTIONS, origin
+ * (403: a request that changes something from another site's page) and
+ * form-like bodies (415: the types a page may POST anywhere without a
+ * preflight), bearer token (401), route (404) and method (405), draining
  * (503), body size (413) and type (415); then, once the body is in, the
  * handler. Each guard answers with a problem+json; CORS headers go on every
- * answer to a listed origin.
+ * answer to a listed origin. Before any of that, conns.c gives the request
+ * API_HEADER_TIMEOUT to deliver its headers, and microhttpd caps
+ * connections in all (API_MAX_CONNECTIONS) and per address
+ * (API_MAX_CONNECTIONS_PER_IP).
  *
  * Invariants: a request is touched only by the pool thread running its
  * connection; the body buffer never grows past MAX_REQUEST_BODY + 1 bytes. */
@@ -29,6 +35,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "api/conns.h"
 #include "api/handlers.h"
 #include "api/httpd.h"
 #include "api/jobcache.h"
@@ -37,9 +44,7 @@
 #include "common/log.h"
 #include "common/str.h"
 
-#define HTTPD_THREADS              2    /* microhttpd pool threads */
-#define HTTPD_CONNECTION_TIMEOUT_S 30   /* idle seconds before a connection is closed */
-#define HTTPD_CONNECTION_LIMIT     1024 /* open connections, all clients (fewer when RLIMIT_NOFILE is low) */
+#define HTTPD_CONNECTION_TIMEOUT_S 30          /* idle seconds before a connection is closed */
 #define HTTPD_CONNECTION_MEMORY    (32 * 1024) /* bytes of request headers and buffers per connection */
 #define HTTPD_LISTEN_BACKLOG       128
 #define HTTPD_DISCARD_MAX          (16 << 20) /* bytes of an oversized chunked body read before hanging up */
@@ -361,6 +366,91 @@ static bool is_json_type(const char *ct)
         return *ct == '\0' || *ct == ';';
 }
 
+/* The bare type of a Content-Type value, compared without case. */
+static bool type_is(const char *ct, const char *type)
+{
+        size_t n = strlen(type);
+
+        ct += strspn(ct, " \t");
+        if (strncasecmp(ct, type, n) != 0)
+                return false;
+        ct += n;
+        ct += strspn(ct, " \t");
+        return *ct == '\0' || *ct == ';';
+}
+
+/* A type any web page may POST to any site without a CORS preflight. */
+static bool is_form_type(const char *ct)
+{
+        return ct && (type_is(ct, "text/plain") || type_is(ct, "application/x-www-form-urlencoded") ||
+                      type_is(ct, "multipart/form-data"));
+}
+
+static bool changes_state(const char *method)
+{
+        return strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0 && strcmp(method, "OPTIONS") != 0;
+}
+
+/* Is origin this daemon's own page, scheme://<Host>? https too: a proxy in
+ * front may add TLS, and only whoever serves that host can send it. */
+static bool same_origin(const char *origin, const char *host)
+{
+        if (!host)
+                return false;
+        if (strncasecmp(origin, "http://", 7) == 0)
+                origin += 7;
+        else if (strncasecmp(origin, "https://", 8) == 0)
+                origin += 8;
+        else
+                return false;
+        return strcasecmp(origin, host) == 0;
+}
+
+/* ---- framing ----------------------------------------------------------------- */
+
+struct framing {
+        unsigned lengths;    /* Content-Length headers */
+        unsigned encodings;  /* Transfer-Encoding headers */
+        const char *length;  /* the first Content-Length */
+        const char *coding;  /* the first Transfer-Encoding */
+        bool lengths_differ; /* two Content-Length values are not the same */
+};
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+        struct framing *f = cls;
+
+        (void)kind;
+        if (!key || !value)
+                return MHD_YES;
+        if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+                if (f->lengths++ == 0)
+                        f->length = value;
+                else if (strcmp(f->length, value) != 0)
+                        f->lengths_differ = true;
+        } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0 && f->encodings++ == 0)
+                f->coding = value;
+        return MHD_YES;
+}
+
+/* Why the body's length could be read more than one way (a proxy in front
+ * and this server would cut the stream into different requests), or NULL. */
+static const char *framing_problem(struct request *rq)
+{
+        struct framing f = {0};
+
+        MHD_get_connection_values(rq->conn, MHD_HEADER_KIND, count_framing, &f);
+        if (f.lengths_differ)
+                return "Content-Length headers that disagree";
+        if (f.lengths > 0 && f.encodings > 0)
+                return "both Content-Length and Transfer-Encoding";
+        if (f.encodings > 1)
+                return "more than one Transfer-Encoding header";
+        if (f.encodings == 1 && !type_is(f.coding, "chunked"))
+                return "a Transfer-Encoding other than chunked";
+        return NULL;
+}
+
 /* ---- routes ---------------------------------------------------------------- */
 
 struct span {
@@ -446,14 +536,54 @@ static bool needs_token(const struct pending *p)
         return token && *token && !(p->route && (p->route->flags & ROUTE_PUBLIC));
 }
 
+/* A form-like body nobody but a browser page sends: libcurl's default for
+ * an empty POST (curl -d '', hauldctl) is an empty urlencoded one, let
+ * through when no Origin says a page sent it. */
+static bool form_body_refused(struct request *rq, const char *origin)
+{
+        const char *ct = header(rq, MHD_HTTP_HEADER_CONTENT_TYPE);
+        const char *clen = header(rq, MHD_HTTP_HEADER_CONTENT_LENGTH);
+
+        if (!is_form_type(ct))
+                return false;
+        return origin || !type_is(ct, "application/x-www-form-urlencoded") || !clen ||
+               strcmp(clen, "0") != 0;
+}
+
+/* The guards against other sites' pages: a request that changes something
+ * must come from no page (no Origin), this daemon's own or a CORS_ORIGINS
+ * one, and must not carry a body a page may send anywhere unasked. */
+static enum MHD_Result cross_site(struct request *rq, const char *origin)
+{
+        const char *host = header(rq, MHD_HTTP_HEADER_HOST);
+
+        if (!changes_state(rq->method))
+                return MHD_YES;
+        if (origin && !rq->origin && !same_origin(origin, host))
+                return reply_problem(rq, 403, NULL,
+                                     "a request from the page of another origin may not change anything; "
+                                     "list the origin in CORS_ORIGINS to allow it");
+        if (form_body_refused(rq, origin))
+                return reply_problem(
+                        rq, 415, NULL,
+                        "a %s body may come from any web page; send application/json, or no body",
+                        header(rq, MHD_HTTP_HEADER_CONTENT_TYPE));
+        return MHD_YES;
+}
+
 /* The guards that need only the headers. Answers, or leaves p for the body. */
 static enum MHD_Result admit(struct pending *p, const char *url)
 {
         struct request *rq = &p->rq;
         const struct config *cfg = rq->h->cfg;
         char allow[ALLOW_MAX];
+        const char *why;
         bool known;
 
+        if ((why = framing_problem(rq))) {
+                reply_header(rq, MHD_HTTP_HEADER_CONNECTION, "close");
+                return reply_problem(rq, 400, NULL, "the request's length is ambiguous: %s", why);
+        }
         const char *origin = header(rq, "Origin");
         if (origin && cfg->cors_origins && str_list_contains(cfg->cors_origins, origin))
                 rq->origin = origin;
@@ -463,6 +593,9 @@ static enum MHD_Result admit(struct pending *p, const char *url)
         rq->pattern = p->route ? p->route->pattern : NULL;
         if (strcmp(rq->method, "OPTIONS") == 0)
                 return known ? preflight(rq, allow) : reply_problem(rq, 404, NULL, "no such route");
+        enum MHD_Result ret = cross_site(rq, origin);
+        if (ret != MHD_YES || rq->answered)
+                return ret;
         if (needs_token(p) && !token_ok(cfg->api_token, header(rq, MHD_HTTP_HEADER_AUTHORIZATION)))
                 return reply_problem(rq, 401, NULL, "a valid bearer token is required");
         if (!known)
@@ -525,6 +658,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 p->rq.conn = conn;
                 p->rq.method = method;
                 *con_cls = p;
+                conns_headers_in(conn);
                 return admit(p, url);
         }
         if (p->rq.answered) {
@@ -542,11 +676,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode code)
 {
+        struct httpd *h = cls;
         struct pending *p = *con_cls;
 
+        if (code == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+                conns_request_done(h->conns, conn);
         if (!p)
                 return;
-        request_store_release(cls, p->rq.store);
+        request_store_release(h, p->rq.store);
         if (p->rq.state_free)
                 p->rq.state_free(p->rq.state);
         for (size_t i = 0; i < HTTPD_MAX_PARAMS; i++)
@@ -558,34 +695,26 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         *con_cls = NULL;
 }
 
-__attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const char *fmt, va_list ap)
-{
-        char buf[512];
-        vsnprintf(buf, sizeof(buf), fmt, ap);
-        buf[strcspn(buf, "\n")] = '\0';
-        log_warning("httpd: %s", buf);
-}
-
 /* ---- start and stop ---------------------------------------------------------------- */
 
-/* HTTPD_CONNECTION_LIMIT, within the descriptors this process may open:
- * the soft RLIMIT_NOFILE is raised toward the hard one first (epoll has no
- * FD_SETSIZE limit), and HTTPD_NOFILE_RESERVE descriptors are kept for the
- * rest of the daemon. */
-static unsigned connection_limit(void)
+/* API_MAX_CONNECTIONS (limit), within the descriptors this process may
+ * open: the soft RLIMIT_NOFILE is raised toward the hard one first (epoll
+ * has no FD_SETSIZE limit), and HTTPD_NOFILE_RESERVE descriptors are kept
+ * for the rest of the daemon. */
+static unsigned connection_limit(unsigned limit)
 {
         struct rlimit rl;
-        rlim_t want = HTTPD_CONNECTION_LIMIT + HTTPD_NOFILE_RESERVE;
+        rlim_t want = limit + HTTPD_NOFILE_RESERVE;
 
         if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-                return HTTPD_CONNECTION_LIMIT;
+                return limit;
         if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
                 rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
                 if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
                         getrlimit(RLIMIT_NOFILE, &rl);
         }
         if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want)
-                return HTTPD_CONNECTION_LIMIT;
+                return limit;
         if (rl.rlim_cur <= 2 * HTTPD_NOFILE_RESERVE)
                 return HTTPD_NOFILE_RESERVE;
         log_warning("httpd: RLIMIT_NOFILE is %llu: at most %llu API connections",
@@ -613,11 +742,41 @@ static void httpd_free(struct httpd *h)
         free(h->unix_path);
         for (size_t i = 0; i < h->npool; i++)
                 store_close(h->pool[i]);
+        conns_stop(h->conns);
         pthread_mutex_destroy(&h->pool_lock);
         free(h);
 }
 
-void httpd_reconfigure(struct httpd *h, const struct config *cfg) { h->cfg = cfg; }
+static int64_t header_timeout_ms(const struct config *cfg)
+{
+        return (int64_t)(cfg->api_header_timeout * 1000);
+}
+
+void httpd_reconfigure(struct httpd *h, const struct config *cfg)
+{
+        conns_set_header_timeout(h->conns, header_timeout_ms(cfg));
+        h->cfg = cfg;
+}
+
+/* microhttpd on fd, with the listener's settings. It splits its connection
+ * limit among its threads, so each gets room for all limit of them;
+ * conns_admit() holds the total. */
+static struct MHD_Daemon *start_mhd(struct httpd *h, int fd, unsigned limit)
+{
+        const struct config *cfg = h->cfg;
+        unsigned threads = (unsigned)cfg->api_threads;
+
+        /* the logger goes first so that microhttpd reports nothing to stderr itself */
+        return MHD_start_daemon(
+                MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME, 0, conns_admit,
+                h->conns, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, conns_log, h->conns,
+                MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_THREAD_POOL_SIZE, threads,
+                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTPD_CONNECTION_TIMEOUT_S,
+                MHD_OPTION_CONNECTION_LIMIT, limit * threads, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                (unsigned)cfg->api_max_connections_per_ip, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                (size_t)HTTPD_CONNECTION_MEMORY, MHD_OPTION_NOTIFY_CONNECTION, conns_notify, h->conns,
+                MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
+}
 
 static void wake_sched(void *ud) { sched_wake(ud); }
 
@@ -638,6 +797,11 @@ int httpd_start(const struct httpd_deps *deps, int listen_fd, struct httpd **ret
                 log_error("httpd: cannot start the event streams: %s", strerror(-r));
                 goto fail;
         }
+        unsigned limit = connection_limit((unsigned)h->cfg->api_max_connections);
+        if ((r = conns_start(header_timeout_ms(h->cfg), limit, &h->conns)) < 0) {
+                log_error("httpd: cannot start the connection sweeper: %s", strerror(-r));
+                goto fail;
+        }
         if ((r = intake_new(h->cfg->store, wake_sched, h->sched, &h->intake)) < 0) {
                 log_error("httpd: cannot open the job table for new jobs: %s", strerror(-r));
                 goto fail;
@@ -650,14 +814,7 @@ int httpd_start(const struct httpd_deps *deps, int listen_fd, struct httpd **ret
         }
         fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
         h->port = socket_port(fd);
-        /* the logger goes first so that microhttpd reports nothing to stderr itself */
-        h->mhd = MHD_start_daemon(
-                MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME, 0, NULL, NULL,
-                on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h, MHD_OPTION_LISTEN_SOCKET, fd,
-                MHD_OPTION_THREAD_POOL_SIZE, (unsigned)HTTPD_THREADS, MHD_OPTION_CONNECTION_TIMEOUT,
-                (unsigned)HTTPD_CONNECTION_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT, connection_limit(),
-                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTPD_CONNECTION_MEMORY,
-                MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
+        h->mhd = start_mhd(h, fd, limit);
         if (!h->mhd) {
                 r = -EIO;
                 log_error("httpd: cannot start the HTTP server");

@@ -29,7 +29,9 @@ int httpd_start(const struct httpd_deps *deps, int listen_fd, struct httpd **ret
 /* The TCP port actually bound (for LISTEN=127.0.0.1:0), 0 for unix sockets. */
 int httpd_port(const struct httpd *h);
 /* Use reloaded settings from now on; the caller keeps cfg alive (and the
- * old one until httpd_stop()). LISTEN and STORE need a restart. */
+ * old one until httpd_stop()). The listener's keys (LISTEN, STORE,
+ * API_THREADS, API_MAX_CONNECTIONS*) must be the running ones
+ * (config_merge_reload()): they are not applied again. */
 void httpd_reconfigure(struct httpd *h, const struct config *cfg);
 /* Refuse new work with 503 (shutting down); reads still answer. */
 void httpd_set_draining(struct httpd *h);

@@ -338,6 +338,12 @@ static void parse_url_entry(struct parse *p, size_t i, json_t *e, struct item *i
                 snprintf(field, sizeof(field), "urls[%zu].source", i);
                 bad(p, field, "must be a source name of 1..%d bytes without '/'", SOURCE_NAME_MAX);
                 ok = false;
+        } else if (source && p->hooks && p->hooks->source_known &&
+                   p->hooks->source_known(json_string_value(source), p->hooks->userdata)) {
+                /* one name, one circuit and one set of counters: a label may not borrow a query source's */
+                snprintf(field, sizeof(field), "urls[%zu].source", i);
+                bad(p, field, "names a configured query source; choose another label");
+                ok = false;
         }
         size_t fnlen = json_is_string(filename) ? strlen(json_string_value(filename)) : 0;
         if (filename && (fnlen < 1 || fnlen > JOB_REQUEST_FILENAME_MAX)) {

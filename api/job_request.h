@@ -19,8 +19,9 @@
 
 /* Hooks into modules the parser must not depend on. */
 struct job_request_hooks {
-        /* Is name a configured query source? NULL: every name is (the
-         * sources module does not exist yet; GET /v1/sources will back it). */
+        /* Is name a configured query source? Checks sources[] (an unknown
+         * one is refused) and urls[].source labels (one naming a query
+         * source is refused). NULL: every name is, and labels go unchecked. */
         bool (*source_known)(const char *name, void *userdata);
         /* The most characters a query may have for the query source name
          * (its max_query_length), 0 when it sets no limit or is unknown.

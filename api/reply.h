@@ -21,6 +21,7 @@
 #define HTTPD_MAX_PARAMS     2 /* path parameters of one route ("{id}", "{source}") */
 #define HTTPD_MAX_HEADERS    4 /* extra headers one handler may add */
 
+struct conns;
 struct event_bus;
 struct sse;
 struct jobcache;
@@ -35,6 +36,7 @@ struct httpd {
         struct jobcache *jobs;     /* rendered terminal jobs; NULL: none (no event bus) */
         struct intake *intake;     /* writes new jobs in batches (group commit) */
         struct MHD_Daemon *mhd;    /* httpd.c's */
+        struct conns *conns;       /* httpd.c's: header deadlines, microhttpd's log */
         char *unix_path;           /* httpd.c's: our unix socket, unlinked at stop; NULL for TCP */
         int port;                  /* httpd.c's: bound TCP port, 0 for unix sockets */
         atomic_bool draining;      /* httpd.c's: POST and DELETE answer 503 */

@@ -4,6 +4,11 @@
  * set_key(), so every layer shares one parser and one range check, and any
  * error can name the key and its range.
  *
+ * The settings file and the token file are read whole, once, and only
+ * when they are regular files: what they are is checked before they are
+ * opened, so a FIFO or a device can neither block the start nor stream
+ * into memory.
+ *
  * Invariants: after config_defaults() or a successful config_load() every
  * string field but api_token_file, api_token and config_file is non-NULL and
  * valid, STORE and DOWNLOAD_DIR follow STATE_DIR unless a layer set them, and
@@ -21,10 +26,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "common/fs.h"
 #include "common/log.h"
 #include "common/str.h"
 #include "daemon/config.h"
@@ -39,6 +45,7 @@
 #define UNIX_PATH_MAX     (sizeof(((struct sockaddr_un *)0)->sun_path) - 1)
 #define USER_AGENT_MAX    256 /* bytes of USER_AGENT */
 #define MAX_OPEN_FACTOR   8   /* CIRCUIT_BREAKER_MAX_TIMEOUT's default, times CIRCUIT_BREAKER_TIMEOUT */
+#define CONNS_PER_THREAD  4   /* API_MAX_CONNECTIONS per API_THREADS, at least */
 
 enum kind {
         K_INT,      /* int, decimal */
@@ -123,6 +130,10 @@ static const struct key keys[] = {
         K("ALLOW_PRIVATE_ADDRESSES", K_BOOL, allow_private_addresses, 0, 0, "false", NULL),
         K("USER_AGENT", K_STRING, user_agent, 0, 0, PACKAGE_NAME "/" PACKAGE_VERSION, check_user_agent),
         K("MAX_REQUEST_BODY", K_SIZE, max_request_body, KIB, GIB, "1M", NULL),
+        K("API_THREADS", K_INT, api_threads, 1, 64, "4", NULL),
+        K("API_MAX_CONNECTIONS", K_INT, api_max_connections, 16, 65536, "1024", NULL),
+        K("API_MAX_CONNECTIONS_PER_IP", K_INT, api_max_connections_per_ip, 1, 65536, "64", NULL),
+        K("API_HEADER_TIMEOUT", K_DURATION, api_header_timeout, 1, 300, "10", NULL),
         K("JOB_RETENTION", K_DURATION, job_retention, 0, 3650 * DAY, "7d", NULL),
         K("LOG_LEVEL", K_LEVEL, log_level, 0, 0, "info", NULL),
         K("LOG_FORMAT", K_FORMAT, log_format, 0, 0, "text", NULL),
@@ -826,31 +837,132 @@ static int load_line(struct config *c, char *s, const char *file, int line, stru
         return apply(c, k, value, file, line, org, err);
 }
 
+/* ---- reading a settings file ---- */
+
+static const char *file_kind(mode_t m)
+{
+        if (S_ISDIR(m))
+                return "a directory";
+        if (S_ISFIFO(m))
+                return "a FIFO";
+        if (S_ISCHR(m))
+                return "a character device";
+        if (S_ISBLK(m))
+                return "a block device";
+        if (S_ISSOCK(m))
+                return "a socket";
+        return "of another kind";
+}
+
+static bool is_null_device(const struct stat *st)
+{
+        struct stat null;
+
+        return S_ISCHR(st->st_mode) && stat("/dev/null", &null) == 0 && S_ISCHR(null.st_mode) &&
+               st->st_rdev == null.st_rdev;
+}
+
+/* Why st is no file to read at most max bytes of, or NULL. */
+static const char *unreadable(const struct stat *st, size_t max, char *msg, size_t msgsz)
+{
+        if (S_ISDIR(st->st_mode))
+                snprintf(msg, msgsz, "is a directory");
+        else if (!S_ISREG(st->st_mode))
+                snprintf(msg, msgsz, "is not a regular file (it is %s)", file_kind(st->st_mode));
+        else if ((uintmax_t)st->st_size > max)
+                snprintf(msg, msgsz, "is larger than %zu bytes", max);
+        else
+                return NULL;
+        return msg;
+}
+
+/* Read the regular file path (at most max bytes) whole into a
+ * NUL-terminated buffer. What it is gets checked before it is opened (a
+ * FIFO or a device is never opened) and again on the open file, which is
+ * opened without blocking. The null device reads as empty. On -EINVAL, msg
+ * says why, to follow the file's name ("is a directory"). */
+static int read_small_file(const char *path, size_t max, char **ret, size_t *ret_len, char *msg,
+                           size_t msgsz)
+{
+        struct stat st;
+        char *buf = NULL;
+        size_t len = 0;
+        ssize_t n;
+        int fd = -1, r = -EINVAL;
+
+        if (stat(path, &st) < 0) {
+                snprintf(msg, msgsz, "cannot be opened: %s", strerror(errno));
+                return -EINVAL;
+        }
+        if (!is_null_device(&st) && unreadable(&st, max, msg, msgsz))
+                return -EINVAL;
+        if (!(buf = malloc(max + 1)))
+                return -ENOMEM;
+        if (is_null_device(&st))
+                goto done;
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        if (fd < 0) {
+                snprintf(msg, msgsz, "cannot be opened: %s", strerror(errno));
+                goto fail;
+        }
+        if (fstat(fd, &st) < 0 || unreadable(&st, max, msg, msgsz)) /* replaced since stat() */
+                goto fail;
+        while ((n = read(fd, buf + len, max + 1 - len)) != 0) {
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0) {
+                        snprintf(msg, msgsz, "cannot be read: %s", strerror(errno));
+                        goto fail;
+                }
+                len += (size_t)n;
+                if (len > max) { /* grew since fstat() */
+                        snprintf(msg, msgsz, "is larger than %zu bytes", max);
+                        goto fail;
+                }
+        }
+        close(fd);
+done:
+        buf[len] = '\0';
+        *ret = buf;
+        *ret_len = len;
+        return 0;
+fail:
+        if (fd >= 0)
+                close(fd);
+        explicit_bzero(buf, max + 1);
+        free(buf);
+        return r;
+}
+
 static int load_file(struct config *c, const char *path, struct origin *org, struct config_error *err)
 {
-        FILE *f = fopen(path, "re");
-        char *buf = NULL;
-        size_t cap = 0;
-        ssize_t n;
-        int line = 0, r = 0;
+        char msg[sizeof(err->message)], *buf = NULL, *s, *end;
+        size_t len;
+        int line = 0, r;
 
-        if (!f)
-                return fail(err, path, 0, "", "cannot open: %s", strerror(errno));
-        while ((n = getline(&buf, &cap, f)) >= 0) {
+        r = read_small_file(path, CONFIG_FILE_MAX, &buf, &len, msg, sizeof(msg));
+        if (r == -EINVAL)
+                return fail(err, path, 0, "", "%s", msg);
+        if (r < 0)
+                return r;
+        end = buf + len;
+        for (s = buf; s < end;) {
+                char *nl = memchr(s, '\n', (size_t)(end - s));
+                if (!nl)
+                        nl = end; /* the buffer's NUL */
                 line++;
-                if ((size_t)n != strlen(buf)) {
+                if (memchr(s, '\0', (size_t)(nl - s))) {
                         r = fail(err, path, line, "", "contains a NUL byte");
                         goto out;
                 }
-                r = load_line(c, buf, path, line, org, err);
+                *nl = '\0';
+                r = load_line(c, s, path, line, org, err);
                 if (r < 0)
                         goto out;
+                s = nl + 1;
         }
-        if (ferror(f))
-                r = fail(err, path, line, "", "cannot read: %s", strerror(errno));
 out:
         free(buf);
-        fclose(f);
         return r;
 }
 
@@ -896,16 +1008,15 @@ static int read_token(struct config *c, const struct origin *o, struct config_er
 {
         const char *file = o->file ? o->file : "";
         const char *path = c->api_token_file;
-        char *buf = NULL;
+        char msg[sizeof(err->message)], *buf = NULL;
         size_t size, len, start = 0;
         int r;
 
-        r = fs_read_file(path, TOKEN_MAX, &buf, &size);
-        if (r == -EFBIG)
-                return fail(err, file, o->line, "API_TOKEN_FILE", "%s is larger than %d bytes", path,
-                            TOKEN_MAX);
+        r = read_small_file(path, TOKEN_MAX, &buf, &size, msg, sizeof(msg));
+        if (r == -EINVAL)
+                return fail(err, file, o->line, "API_TOKEN_FILE", "%s %s", path, msg);
         if (r < 0)
-                return fail(err, file, o->line, "API_TOKEN_FILE", "cannot read %s: %s", path, strerror(-r));
+                return r;
         len = size;
         while (len > 0 && isspace((unsigned char)buf[len - 1]))
                 len--;
@@ -969,6 +1080,24 @@ static int check_max_open(struct config *c, const struct origin *org, struct con
                     "must be at least CIRCUIT_BREAKER_TIMEOUT (%s)", num);
 }
 
+/* microhttpd shares API_MAX_CONNECTIONS out among its threads: each gets
+ * at least CONNS_PER_THREAD. Blames the key a layer set. */
+static int check_api_threads(const struct config *c, const struct origin *org, struct config_error *err)
+{
+        const struct origin *ot = &org[key_index("API_THREADS")];
+        const struct origin *oc = &org[key_index("API_MAX_CONNECTIONS")];
+
+        if (c->api_max_connections >= CONNS_PER_THREAD * c->api_threads)
+                return 0;
+        if (ot->file)
+                return fail(err, ot->file, ot->line, "API_THREADS",
+                            "must be at most API_MAX_CONNECTIONS / %d (%d)", CONNS_PER_THREAD,
+                            c->api_max_connections / CONNS_PER_THREAD);
+        return fail(err, oc->file ? oc->file : "", oc->line, "API_MAX_CONNECTIONS",
+                    "must be at least %d per API thread (%d for API_THREADS=%d)", CONNS_PER_THREAD,
+                    CONNS_PER_THREAD * c->api_threads, c->api_threads);
+}
+
 /* Derived paths, checks across keys and the token, once all layers ran. */
 static int finish(struct config *c, const struct origin *org, struct config_error *err)
 {
@@ -988,6 +1117,8 @@ static int finish(struct config *c, const struct origin *org, struct config_erro
         if (r < 0)
                 return r;
         r = check_max_open(c, org, err);
+        if (r >= 0)
+                r = check_api_threads(c, org, err);
         if (r < 0)
                 return r;
         if (c->api_token_file)
@@ -1032,6 +1163,127 @@ fail:
                 fail(ret_err, path ? path : "", 0, "", "out of memory");
         config_free(c);
         return r;
+}
+
+int config_check_sources_dir(const struct config *c, struct config_error *ret_err)
+{
+        struct stat st;
+
+        if (stat(c->sources_dir, &st) < 0) {
+                if (errno == ENOENT)
+                        return fail(ret_err, "", 0, "SOURCES_DIR",
+                                    "%s does not exist (an empty directory means no query sources)",
+                                    c->sources_dir);
+                return fail(ret_err, "", 0, "SOURCES_DIR", "%s cannot be opened: %s", c->sources_dir,
+                            strerror(errno));
+        }
+        if (!S_ISDIR(st.st_mode))
+                return fail(ret_err, "", 0, "SOURCES_DIR", "%s is not a directory", c->sources_dir);
+        return 0;
+}
+
+/* ---- reloading ---- */
+
+/* What a running daemon cannot change: its listener, the listener's
+ * threads and limits (microhttpd takes them at start), and where state
+ * lives (the job table and the download directory are opened at start). */
+static const char *const restart_keys[] = {
+        "LISTEN",
+        "STATE_DIR",
+        "STORE",
+        "DOWNLOAD_DIR",
+        "API_THREADS",
+        "API_MAX_CONNECTIONS",
+        "API_MAX_CONNECTIONS_PER_IP",
+};
+_Static_assert(sizeof(restart_keys) / sizeof(restart_keys[0]) <= CONFIG_RESTART_KEYS_MAX,
+               "CONFIG_RESTART_KEYS_MAX is too small");
+
+bool config_needs_restart(const char *key)
+{
+        for (size_t i = 0; i < sizeof(restart_keys) / sizeof(restart_keys[0]); i++)
+                if (strcmp(restart_keys[i], key) == 0)
+                        return true;
+        return false;
+}
+
+static bool same_value(const struct config *a, const struct config *b, const struct key *k)
+{
+        const void *pa = (const char *)a + k->off, *pb = (const char *)b + k->off;
+        const char *sa, *sb;
+
+        switch (k->kind) {
+        case K_INT:
+        case K_LEVEL:
+        case K_FORMAT:
+                return *(const int *)pa == *(const int *)pb;
+        case K_DURATION:
+        case K_NUMBER:
+                return *(const double *)pa == *(const double *)pb;
+        case K_SIZE:
+                return *(const int64_t *)pa == *(const int64_t *)pb;
+        case K_BOOL:
+                return *(const bool *)pa == *(const bool *)pb;
+        case K_STRING:
+        case K_OPTPATH:
+                sa = *(char *const *)pa;
+                sb = *(char *const *)pb;
+                return sa == sb || (sa && sb && strcmp(sa, sb) == 0);
+        }
+        return false;
+}
+
+/* to's field of k takes from's value. */
+static int copy_value(struct config *to, const struct config *from, const struct key *k)
+{
+        void *pt = (char *)to + k->off;
+        const void *pf = (const char *)from + k->off;
+        char *s = NULL;
+
+        switch (k->kind) {
+        case K_STRING:
+        case K_OPTPATH:
+                if (*(char *const *)pf && !(s = strdup(*(char *const *)pf)))
+                        return -ENOMEM;
+                free(*(char **)pt);
+                *(char **)pt = s;
+                return 0;
+        case K_INT:
+        case K_LEVEL:
+        case K_FORMAT:
+                *(int *)pt = *(const int *)pf;
+                return 0;
+        case K_DURATION:
+        case K_NUMBER:
+                *(double *)pt = *(const double *)pf;
+                return 0;
+        case K_SIZE:
+                *(int64_t *)pt = *(const int64_t *)pf;
+                return 0;
+        case K_BOOL:
+                *(bool *)pt = *(const bool *)pf;
+                return 0;
+        }
+        return -EINVAL;
+}
+
+int config_merge_reload(const struct config *running, struct config *next,
+                        const char *ret_kept[CONFIG_RESTART_KEYS_MAX], size_t *ret_nkept)
+{
+        const char *kept[CONFIG_RESTART_KEYS_MAX];
+        size_t n = 0;
+
+        for (size_t i = 0; i < NKEYS; i++) {
+                if (!config_needs_restart(keys[i].name) || same_value(running, next, &keys[i]))
+                        continue;
+                int r = copy_value(next, running, &keys[i]);
+                if (r < 0)
+                        return r;
+                kept[n++] = keys[i].name;
+        }
+        memcpy(ret_kept, kept, n * sizeof(kept[0]));
+        *ret_nkept = n;
+        return 0;
 }
 
 /* ---- showing ---- */

@@ -10,7 +10,13 @@
  * an SVG doctype comes first; an SVG that opens with a comment (editors
  * write one) comes back as text/plain or text/xml. When libmagic answers
  * with a text or XML type, svg_root() looks past the prolog for an <svg
- * root element and the answer becomes image/svg+xml. */
+ * root element and the answer becomes image/svg+xml.
+ *
+ * Scriptable types (SVG, HTML, XHTML, XML and JavaScript: what a browser
+ * runs scripts from when it opens the file) are never let through by a
+ * class ("image", "text", or one with a wildcard subtype): ACCEPT_CONTENT must name them
+ * ("image/svg+xml"), or be "any". An SVG with a <script> is an image to
+ * libmagic. */
 #include "autoconfig.h" /* autoconf's; "config.h" would find daemon/config.h */
 
 #include <errno.h>
@@ -185,6 +191,22 @@ static bool mime_essence(const char *mime, char out[static MIME_TYPE_MAX + 1])
         return strchr(out, '/') != NULL;
 }
 
+/* Does a browser run scripts from a file of this bare type? */
+static bool scriptable(const char *type)
+{
+        static const char *const subtypes[] = {"svg",        "html",         "xhtml",     "xml",
+                                               "javascript", "x-javascript", "ecmascript"};
+        const char *sub = strchr(type, '/') + 1;
+        size_t n = strlen(sub);
+
+        if (n > 4 && strcasecmp(sub + n - 4, "+xml") == 0) /* image/svg+xml, application/xhtml+xml, ... */
+                return true;
+        for (size_t i = 0; i < sizeof(subtypes) / sizeof(subtypes[0]); i++)
+                if (strcasecmp(sub, subtypes[i]) == 0)
+                        return true;
+        return false;
+}
+
 bool content_accepted(const char *accept, const char *mime)
 {
         char type[MIME_TYPE_MAX + 1], top[MIME_TYPE_MAX + 3];
@@ -198,6 +220,8 @@ bool content_accepted(const char *accept, const char *mime)
                 return false;
         if (str_list_contains(accept, type))
                 return true;
+        if (scriptable(type))
+                return false; /* only when named */
         /* Then the top-level type, named bare or with a wildcard subtype. */
         n = strcspn(type, "/");
         memcpy(top, type, n);

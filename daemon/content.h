@@ -15,8 +15,10 @@ void sniffer_free(struct sniffer *s);
 int sniffer_mime(struct sniffer *s, const void *buf, size_t len, char **ret);
 
 /* Does mime satisfy ACCEPT_CONTENT? accept is a comma-separated list of
- * "any", top-level types ("image", "video", "audio", "text", "application")
- * or full types ("application/pdf"). */
+ * "any", top-level types ("image", "video", "audio", "text", "application",
+ * also written with a wildcard subtype) or full types ("application/pdf").
+ * A scriptable type (SVG, HTML, XHTML, XML, JavaScript) passes only when
+ * named in full, or with "any". */
 bool content_accepted(const char *accept, const char *mime);
 /* A file extension (without dot) for a MIME type, or NULL: "jpg" for
  * image/jpeg, "png", "gif", "webp", "avif", "heic", "bmp", "tiff", "svg",

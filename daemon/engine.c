@@ -56,15 +56,17 @@
 #include "daemon/naming.h"
 #include "daemon/urlcheck.h"
 
-#define ERROR_BODY_MAX  (64 * 1024) /* error bodies read (and dropped) to keep the connection */
-#define MAX_REDIRECTS   5
-#define MEMORY_BODY_MAX (8 * 1024 * 1024)      /* a listing page larger than this is refused */
-#define VALIDATOR_MAX   512                    /* longest ETag or Last-Modified kept for resuming */
-#define XATTR_VALIDATOR "user.hauld.validator" /* on a part file: its ETag or Last-Modified */
-#define WRITEBACK_EVERY (4 * 1024 * 1024)      /* start write-back of a part after this many bytes */
-#define RECV_BUFFER     (128 * 1024)           /* libcurl's receive buffer: 16 KiB meant 8x the syscalls */
-#define SPARE_HANDLES   64                     /* easy handles kept for reuse */
-#define SPEED_SAMPLE_MS 1000                   /* a transfer's speed is sampled this often */
+#define ERROR_BODY_MAX   (64 * 1024) /* error bodies read (and dropped) to keep the connection */
+#define MAX_REDIRECTS    5
+#define MEMORY_BODY_MAX  (8 * 1024 * 1024)      /* a listing page larger than this is refused */
+#define VALIDATOR_MAX    512                    /* longest ETag or Last-Modified kept for resuming */
+#define XATTR_VALIDATOR  "user.hauld.validator" /* on a part file: its ETag or Last-Modified */
+#define WRITEBACK_EVERY  (4 * 1024 * 1024)      /* start write-back of a part after this many bytes */
+#define RECV_BUFFER      (128 * 1024)           /* libcurl's receive buffer: 16 KiB meant 8x the syscalls */
+#define SPARE_HANDLES    64                     /* easy handles kept for reuse */
+#define SPEED_SAMPLE_MS  1000                   /* a transfer's speed is sampled this often */
+#define HEADER_LINES_MAX 500                    /* header lines of one answer; more is a bad_response */
+#define HEADER_BYTES_MAX (64 * 1024)            /* bytes of one answer's headers; more is a bad_response */
 #define DEFAULT_USER_AGENT                                                                                  \
         PACKAGE_NAME "/" PACKAGE_VERSION /* without opts.user_agent (USER_AGENT's default) */
 
@@ -104,6 +106,9 @@ struct xfer {
         char etag[VALIDATOR_MAX];   /* of the current answer */
         char last_modified[VALIDATOR_MAX];
         int64_t range_start; /* Content-Range start of the current answer; -1: none */
+        size_t header_lines; /* of the current answer */
+        size_t header_bytes; /* of the current answer, its status line included */
+        bool headers_done;   /* the current answer's headers ended (its blank line came) */
         char *url;
         char *host;      /* host[:port] of the URL asked for: its own headers go there only */
         bool own_follow; /* it has headers of its own: redirects are followed here, not by libcurl */
@@ -446,8 +451,24 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud)
                 x->disposition = NULL;
                 x->etag[0] = x->last_modified[0] = '\0';
                 x->range_start = -1;
+                x->header_lines = 0;
+                x->header_bytes = len;
+                x->headers_done = false;
                 return len;
         }
+        if (len <= 2 && (line[0] == '\r' || line[0] == '\n')) {
+                x->headers_done = true;
+                return len;
+        }
+        x->header_bytes += len;
+        if (++x->header_lines > HEADER_LINES_MAX)
+                return xfer_abort_with(x, RC_BAD_RESPONSE, "the answer has more than %d header lines",
+                                       HEADER_LINES_MAX),
+                       0;
+        if (x->header_bytes > HEADER_BYTES_MAX)
+                return xfer_abort_with(x, RC_BAD_RESPONSE, "the answer's headers are over %d bytes",
+                                       HEADER_BYTES_MAX),
+                       0;
         const char *colon = memchr(line, ':', len);
         if (!colon)
                 return len;
@@ -743,6 +764,11 @@ static enum retry_class classify_curl(struct xfer *x, CURLcode cc)
         case CURLE_UNSUPPORTED_PROTOCOL:
         case CURLE_URL_MALFORMAT:
                 return RC_HTTP_4XX;
+        case CURLE_WEIRD_SERVER_REPLY: /* no HTTP status line, a header without a colon, ... */
+#if LIBCURL_VERSION_NUM >= 0x080600
+        case CURLE_TOO_LARGE: /* headers past libcurl's own limits */
+#endif
+                return RC_BAD_RESPONSE;
         default:
                 return RC_CONNECT;
         }
@@ -839,6 +865,10 @@ static void finish(struct engine *e, struct xfer *x, CURLcode cc)
         res.bytes = x->bytes;
         res.duration_ms = now - x->started_ms;
         res.speed_bps = res.duration_ms > 0 ? x->bytes * 1000 / res.duration_ms : x->bytes * 1000;
+        /* libcurl before 8.6 answers a header line over CURL_MAX_HTTP_HEADER with "out of memory" */
+        if (cc == CURLE_OUT_OF_MEMORY && x->abort_rc == RC_OK && x->header_bytes > 0 && !x->headers_done)
+                xfer_abort_with(x, RC_BAD_RESPONSE, "an answer's header line is over %d bytes",
+                                CURL_MAX_HTTP_HEADER);
         if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && x->abort_rc == RC_OK && x->discarded > 0)) {
                 res.rc = classify_curl(x, cc);
                 snprintf(res.message, sizeof(res.message), "%s",

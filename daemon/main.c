@@ -59,25 +59,55 @@ static int load_sources(const struct config *cfg, struct source_set **ret)
         return -EINVAL;
 }
 
+/* "config: FILE:LINE: KEY: message", each part only when known. */
+static void log_config_error(const struct config_error *err)
+{
+        char where[sizeof(err->file) + 16] = "";
+
+        if (err->line > 0)
+                snprintf(where, sizeof(where), "%s:%d: ", err->file, err->line);
+        else if (err->file[0])
+                snprintf(where, sizeof(where), "%s: ", err->file);
+        log_error("config: %s%s%s%s", where, err->key, err->key[0] ? ": " : "", err->message);
+}
+
+/* The settings, checked as a start needs them: SOURCES_DIR must exist. */
 static int load(struct config *cfg, const char *file, char **flags, int nflags)
 {
         struct config_error err = {0};
 
-        if (config_load(cfg, file, flags, nflags, &err) == 0)
-                return 0;
-        if (err.line > 0)
-                log_error("config: %s:%d: %s: %s", err.file, err.line, err.key, err.message);
-        else if (err.file[0])
-                log_error("config: %s: %s: %s", err.file, err.key, err.message);
-        else
-                log_error("config: %s: %s", err.key, err.message);
-        config_free(cfg);
-        return -EINVAL;
+        if (config_load(cfg, file, flags, nflags, &err) < 0) {
+                log_config_error(&err);
+                return -EINVAL;
+        }
+        if (config_check_sources_dir(cfg, &err) < 0) {
+                log_config_error(&err);
+                config_free(cfg);
+                return -EINVAL;
+        }
+        return 0;
 }
 
-static void reload(struct sched *sched, struct httpd *httpd, struct settings **live, const char *file,
+/* next as it will be in effect: what takes a restart keeps running's value. */
+static int settle(const struct config *running, struct config *next)
+{
+        const char *kept[CONFIG_RESTART_KEYS_MAX];
+        size_t n;
+
+        if (config_merge_reload(running, next, kept, &n) < 0)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                log_warning("config: %s changed in the settings, but takes a restart to change; "
+                            "the running value stays",
+                            kept[i]);
+        return 0;
+}
+
+/* live is the first settings; the newest in effect head its list. */
+static void reload(struct sched *sched, struct httpd *httpd, struct settings *live, const char *file,
                    char **flags, int nflags)
 {
+        const struct config *running = live->next ? &live->next->cfg : &live->cfg;
         struct settings *n = calloc(1, sizeof(*n));
 
         notify_send("RELOADING=1");
@@ -86,7 +116,7 @@ static void reload(struct sched *sched, struct httpd *httpd, struct settings **l
                 log_warning("config: reload failed; the previous settings stay");
                 goto out;
         }
-        if (load_sources(&n->cfg, &n->sources) < 0) {
+        if (settle(running, &n->cfg) < 0 || load_sources(&n->cfg, &n->sources) < 0) {
                 config_free(&n->cfg);
                 free(n);
                 log_warning("config: reload failed; the previous settings and sources stay");
@@ -96,8 +126,8 @@ static void reload(struct sched *sched, struct httpd *httpd, struct settings **l
         log_set_format((enum log_format)n->cfg.log_format);
         sched_reconfigure(sched, &n->cfg, n->sources);
         httpd_reconfigure(httpd, &n->cfg);
-        n->next = *live;
-        *live = n;
+        n->next = live->next;
+        live->next = n;
         log_info("config: reloaded (%zu source%s)", sources_count(n->sources),
                  sources_count(n->sources) == 1 ? "" : "s");
 out:
@@ -178,7 +208,7 @@ static int serve(struct settings *live, const char *file, char **flags, int nfla
                         continue;
                 if (sig != SIGHUP)
                         break;
-                reload(sched, httpd, &live->next, file, flags, nflags);
+                reload(sched, httpd, live, file, flags, nflags);
         }
         log_info("stopping (signal %d)", sig);
         notify_send("STOPPING=1");

@@ -41,6 +41,7 @@ static const struct class_info classes[_RC_MAX] = {
         [RC_BLOCKED_ADDRESS] = {"blocked_address", false, false},
         [RC_CIRCUIT_OPEN] = {"circuit_open", false, false},
         [RC_IO] = {"io", false, false},
+        [RC_BAD_RESPONSE] = {"bad_response", false, true},
 };
 
 /* A century: far above any backoff cap; only keeps absurd Retry-After

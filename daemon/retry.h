@@ -22,6 +22,8 @@ enum retry_class {
         RC_BLOCKED_ADDRESS, /* "blocked_address" not retried, not counted */
         RC_CIRCUIT_OPEN,    /* "circuit_open"    not retried, not counted */
         RC_IO,              /* "io"              local disk error: not retried, not counted */
+        RC_BAD_RESPONSE,    /* "bad_response"    no usable HTTP answer (headers too large or too many,
+                               garbled): not retried, counted */
         _RC_MAX
 };
 

@@ -52,6 +52,8 @@ Parameters (combinable, on any path)
   disposition=D     Content-Disposition header
   redirect=URL      302 to URL (redirect_status=301|303|307|308 to vary)
   etag=E            ETag override (quoted as given)
+  big_header=N      add one header "X-Big: " with a value of N bytes
+  many_headers=N    add N headers "X-Many-<i>: <i>"
   last_modified=D   Last-Modified override (an HTTP date)
 
 FakeOrigin.set_override(path, **params) forces parameters on every later
@@ -352,6 +354,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Retry-After", p["retry_after"])
         for k, v in (headers or {}).items():
             self.send_header(k, v)
+        if "big_header" in p:
+            self.send_header("X-Big", "b" * int(p["big_header"]))
+        for i in range(int(p.get("many_headers", 0))):
+            self.send_header("X-Many-%d" % i, str(i))
         if self.close_connection:
             self.send_header("Connection", "close")
 

@@ -375,7 +375,10 @@ class Streams(hauldtest.HauldTestCase):
         sock.close()
         return status
 
-    daemon_env = {"MAX_RETRIES_PER_SOURCE": "0", "MAX_RETRIES_PER_ITEM": "0"}
+    # the streams all come from 127.0.0.1: the cap per address would refuse
+    # them before the stream limit does
+    daemon_env = {"MAX_RETRIES_PER_SOURCE": "0", "MAX_RETRIES_PER_ITEM": "0",
+                  "API_MAX_CONNECTIONS_PER_IP": "1024"}
 
     def job_urls(self, n=4, size=150000, drip=300000):
         return [self.file_url("s%d.png" % i, size=size, seed=i, drip=drip) for i in range(n)]
@@ -529,6 +532,10 @@ class Streams(hauldtest.HauldTestCase):
 
 
 class Limits(hauldtest.HauldTestCase):
+    # every connection comes from 127.0.0.1: the cap per address would refuse
+    # them before the total does (test_hardening.py tests that cap)
+    daemon_env = {"API_MAX_CONNECTIONS_PER_IP": "1024"}
+
     def test_idle_and_half_sent_connections_do_not_starve_the_api(self):
         want = IDLE_CONNECTIONS + HALF_SENT + 64
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -25,7 +25,7 @@ static void collect_name(const char *key, const char *value, void *ud)
         (*(int *)ud)++;
 }
 
-#define NKEYS 38 /* every key config_foreach() visits */
+#define NKEYS 42 /* every key config_foreach() visits */
 
 /* A temp dir and an environment without any of our keys. */
 static void setup(void)
@@ -105,6 +105,10 @@ START_TEST(test_defaults)
         ck_assert(!c.allow_private_addresses);
         ck_assert_str_eq(c.user_agent, "hauld/" PACKAGE_VERSION);
         ck_assert_int_eq(c.max_request_body, 1024 * 1024);
+        ck_assert_int_eq(c.api_threads, 4);
+        ck_assert_int_eq(c.api_max_connections, 1024);
+        ck_assert_int_eq(c.api_max_connections_per_ip, 64);
+        ck_assert_double_eq(c.api_header_timeout, 10);
         ck_assert_double_eq(c.job_retention, 7 * 86400);
         ck_assert_int_eq(c.log_level, LOG_INFO);
         ck_assert_int_eq(c.log_format, LOG_FORMAT_TEXT);
@@ -155,9 +159,176 @@ START_TEST(test_missing_file)
         ck_assert_int_eq(config_load(&c, path, NULL, 0, &err), -EINVAL);
         ck_assert_str_eq(err.file, path);
         ck_assert_ptr_nonnull(strstr(err.message, "No such file"));
-        /* a directory is not a settings file either */
+        /* a directory is not a settings file either, and says so */
         ck_assert_int_eq(config_load(&c, tmp, NULL, 0, &err), -EINVAL);
         ck_assert_str_eq(err.file, tmp);
+        ck_assert_str_eq(err.message, "is a directory");
+}
+END_TEST
+
+/* The settings file is a regular file (or a symlink to one), read once
+ * without blocking: a FIFO or a device fails at once, naming what it is. */
+START_TEST(test_file_kinds)
+{
+        struct config c;
+        struct config_error err;
+        char fifo[4096], link[4096], conf[4096];
+
+        snprintf(fifo, sizeof(fifo), "%s/fifo", tmp);
+        ck_assert_int_eq(mkfifo(fifo, 0600), 0); /* nobody writes: opening it blocking would hang */
+        ck_assert_int_eq(config_load(&c, fifo, NULL, 0, &err), -EINVAL);
+        ck_assert_str_eq(err.file, fifo);
+        ck_assert_str_eq(err.message, "is not a regular file (it is a FIFO)");
+
+        ck_assert_int_eq(config_load(&c, "/dev/zero", NULL, 0, &err), -EINVAL);
+        ck_assert_str_eq(err.file, "/dev/zero");
+        ck_assert_str_eq(err.message, "is not a regular file (it is a character device)");
+
+        /* a symlink to a regular file is read through; to a FIFO, refused */
+        snprintf(conf, sizeof(conf), "%s", write_file("real.conf", "MAX_RETRIES_PER_ITEM=7\n"));
+        snprintf(link, sizeof(link), "%s/link.conf", tmp);
+        ck_assert_int_eq(symlink(conf, link), 0);
+        ck_assert_int_eq(config_load(&c, link, NULL, 0, &err), 0);
+        ck_assert_int_eq(c.max_retries_per_item, 7);
+        config_free(&c);
+        snprintf(link, sizeof(link), "%s/fifo.conf", tmp);
+        ck_assert_int_eq(symlink(fifo, link), 0);
+        ck_assert_int_eq(config_load(&c, link, NULL, 0, &err), -EINVAL);
+        ck_assert_ptr_nonnull(strstr(err.message, "FIFO"));
+
+        /* the null device reads as an empty file */
+        ck_assert_int_eq(config_load(&c, "/dev/null", NULL, 0, &err), 0);
+        config_free(&c);
+}
+END_TEST
+
+/* At most CONFIG_FILE_MAX bytes: exactly that loads, one more does not. */
+START_TEST(test_file_size_limit)
+{
+        struct config c;
+        struct config_error err;
+        char *text = malloc(CONFIG_FILE_MAX + 2);
+
+        ck_assert_ptr_nonnull(text);
+        memset(text, '#', CONFIG_FILE_MAX);
+        memcpy(text, "LOG_LEVEL=debug\n", 16);
+        text[CONFIG_FILE_MAX - 1] = '\n';
+        text[CONFIG_FILE_MAX] = '\0';
+        ck_assert_int_eq(load_text(&c, text, &err), 0);
+        ck_assert_int_eq(c.log_level, LOG_DEBUG);
+        config_free(&c);
+        text[CONFIG_FILE_MAX] = '\n';
+        text[CONFIG_FILE_MAX + 1] = '\0';
+        ck_assert_int_eq(load_text(&c, text, &err), -EINVAL);
+        ck_assert_ptr_nonnull(strstr(err.file, "hauld.conf"));
+        ck_assert_str_eq(err.message, "is larger than 1048576 bytes");
+        free(text);
+}
+END_TEST
+
+/* SOURCES_DIR must exist and be a directory; empty is fine. */
+START_TEST(test_sources_dir)
+{
+        struct config c;
+        struct config_error err;
+        char dir[4096];
+
+        ck_assert_int_eq(config_defaults(&c), 0);
+        snprintf(dir, sizeof(dir), "%s/missing", tmp);
+        ck_assert_int_eq(config_set(&c, "SOURCES_DIR", dir, &err), 0);
+        ck_assert_int_eq(config_check_sources_dir(&c, &err), -EINVAL);
+        ck_assert_str_eq(err.key, "SOURCES_DIR");
+        ck_assert_ptr_nonnull(strstr(err.message, dir));
+        ck_assert_ptr_nonnull(strstr(err.message, "does not exist"));
+
+        ck_assert_int_eq(config_set(&c, "SOURCES_DIR", tmp, &err), 0);
+        ck_assert_int_eq(config_check_sources_dir(&c, &err), 0);
+
+        ck_assert_int_eq(config_set(&c, "SOURCES_DIR", write_file("plain", "x"), &err), 0);
+        ck_assert_int_eq(config_check_sources_dir(&c, &err), -EINVAL);
+        ck_assert_ptr_nonnull(strstr(err.message, "is not a directory"));
+        config_free(&c);
+}
+END_TEST
+
+/* A reload keeps what takes a restart, names each kept key once, and
+ * takes everything else. */
+START_TEST(test_merge_reload)
+{
+        struct config run, next;
+        struct config_error err;
+        const char *kept[CONFIG_RESTART_KEYS_MAX];
+        size_t n = 99;
+        char *before[] = {"LISTEN=127.0.0.1:8080", "STORE=sqlite:/srv/a/jobs.db", "MAX_RETRIES_PER_ITEM=2"};
+        char *after[] = {"LISTEN=127.0.0.1:9090", "STORE=sqlite:/srv/b/jobs.db", "MAX_RETRIES_PER_ITEM=5",
+                         "API_THREADS=8",         "API_HEADER_TIMEOUT=3",        "LOG_LEVEL=debug"};
+
+        ck_assert_int_eq(config_load(&run, "/dev/null", before, 3, &err), 0);
+        ck_assert_int_eq(config_load(&next, "/dev/null", before, 3, &err), 0);
+        ck_assert_int_eq(config_merge_reload(&run, &next, kept, &n), 0);
+        ck_assert_uint_eq(n, 0);
+        config_free(&next);
+
+        ck_assert_int_eq(config_load(&next, "/dev/null", after, 6, &err), 0);
+        ck_assert_int_eq(config_merge_reload(&run, &next, kept, &n), 0);
+        ck_assert_uint_eq(n, 3);
+        ck_assert_str_eq(kept[0], "LISTEN");
+        ck_assert_str_eq(kept[1], "STORE");
+        ck_assert_str_eq(kept[2], "API_THREADS");
+        ck_assert_str_eq(next.listen, "127.0.0.1:8080");
+        ck_assert_str_eq(next.store, "sqlite:/srv/a/jobs.db");
+        ck_assert_ptr_ne(next.store, run.store); /* its own copy */
+        ck_assert_int_eq(next.api_threads, 4);
+        ck_assert_int_eq(next.max_retries_per_item, 5);
+        ck_assert_double_eq(next.api_header_timeout, 3);
+        ck_assert_int_eq(next.log_level, LOG_DEBUG);
+        config_free(&next);
+
+        /* a new STATE_DIR moves nothing it derives either */
+        char *moved[] = {"STATE_DIR=/srv/elsewhere"};
+        config_free(&run);
+        ck_assert_int_eq(config_load(&run, "/dev/null", NULL, 0, &err), 0);
+        ck_assert_int_eq(config_load(&next, "/dev/null", moved, 1, &err), 0);
+        ck_assert_int_eq(config_merge_reload(&run, &next, kept, &n), 0);
+        ck_assert_uint_eq(n, 3);
+        ck_assert_str_eq(kept[0], "STATE_DIR");
+        ck_assert_str_eq(kept[1], "STORE");
+        ck_assert_str_eq(kept[2], "DOWNLOAD_DIR");
+        ck_assert_str_eq(next.state_dir, run.state_dir);
+        ck_assert_str_eq(next.download_dir, run.download_dir);
+        config_free(&next);
+        config_free(&run);
+
+        static const char *const restart[] = {"LISTEN",
+                                              "STATE_DIR",
+                                              "STORE",
+                                              "DOWNLOAD_DIR",
+                                              "API_THREADS",
+                                              "API_MAX_CONNECTIONS",
+                                              "API_MAX_CONNECTIONS_PER_IP"};
+        for (size_t i = 0; i < sizeof(restart) / sizeof(restart[0]); i++)
+                ck_assert_msg(config_needs_restart(restart[i]), "%s", restart[i]);
+        ck_assert(!config_needs_restart("MAX_RETRIES_PER_ITEM"));
+        ck_assert(!config_needs_restart("SOURCES_DIR"));
+        ck_assert(!config_needs_restart("API_HEADER_TIMEOUT"));
+        ck_assert(!config_needs_restart("API_TOKEN_FILE"));
+}
+END_TEST
+
+/* microhttpd shares the connections out among its threads: at least 4 each. */
+START_TEST(test_api_threads_and_connections)
+{
+        struct config c;
+        struct config_error err;
+        char *fit[] = {"API_MAX_CONNECTIONS=16", "API_THREADS=4"};
+        char *over[] = {"API_MAX_CONNECTIONS=16", "API_THREADS=5"};
+
+        ck_assert_int_eq(config_load(&c, "/dev/null", fit, 2, &err), 0);
+        config_free(&c);
+        ck_assert_int_eq(config_load(&c, "/dev/null", over, 2, &err), -EINVAL);
+        ck_assert_str_eq(err.key, "API_THREADS");
+        ck_assert_str_eq(err.file, "command line");
+        ck_assert_str_eq(err.message, "must be at most API_MAX_CONNECTIONS / 4 (4)");
 }
 END_TEST
 
@@ -327,6 +498,10 @@ static const struct limit {
         {"MAX_FILE_SIZE", "1", "1T", "0", "1099511627777", "bytes in 1..1T", NULL},
         {"MAX_REQUEST_BODY", "1K", "1G", "1023", "1025M", "bytes in 1K..1G", NULL},
         {"JOB_RETENTION", "0", "3650d", "-1", "315360001", "seconds in 0..315360000", NULL},
+        {"API_THREADS", "1", "64", "0", "65", "an integer in 1..64", "API_MAX_CONNECTIONS=256"},
+        {"API_MAX_CONNECTIONS", "16", "65536", "15", "65537", "an integer in 16..65536", "API_THREADS=1"},
+        {"API_MAX_CONNECTIONS_PER_IP", "1", "65536", "0", "65537", "an integer in 1..65536", NULL},
+        {"API_HEADER_TIMEOUT", "1", "5m", "0.5", "301", "seconds in 1..300", NULL},
 };
 
 /* Load with flag key=value (after l->pre); the result of config_load. */
@@ -779,6 +954,20 @@ START_TEST(test_token_file_errors)
         ck_assert_int_eq(load_text(&c, conf, &err), -EINVAL);
         ck_assert_ptr_nonnull(strstr(err.message, "larger than 4096"));
 
+        /* what is no regular file is named for what it is, and never read */
+        snprintf(conf, sizeof(conf), "API_TOKEN_FILE=%s\n", tmp);
+        ck_assert_int_eq(load_text(&c, conf, &err), -EINVAL);
+        ck_assert_str_eq(err.key, "API_TOKEN_FILE");
+        ck_assert_ptr_nonnull(strstr(err.message, "is a directory"));
+        char fifo[4096];
+        snprintf(fifo, sizeof(fifo), "%s/token.fifo", tmp);
+        ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+        snprintf(conf, sizeof(conf), "API_TOKEN_FILE=%s\n", fifo);
+        ck_assert_int_eq(load_text(&c, conf, &err), -EINVAL);
+        ck_assert_ptr_nonnull(strstr(err.message, "is not a regular file (it is a FIFO)"));
+        ck_assert_int_eq(load_text(&c, "API_TOKEN_FILE=/dev/zero\n", &err), -EINVAL);
+        ck_assert_ptr_nonnull(strstr(err.message, "character device"));
+
         if (geteuid() != 0) {
                 const char *p = write_file("secret", "tok\n");
                 ck_assert_int_eq(chmod(p, 0), 0);
@@ -799,7 +988,7 @@ static void show(const char *key, const char *value, void *ud)
 {
         struct shown *s = ud;
 
-        ck_assert_int_lt(s->n, 40);
+        ck_assert_int_lt(s->n, 64);
         snprintf(s->keys[s->n], sizeof(s->keys[0]), "%s", key);
         snprintf(s->values[s->n], sizeof(s->values[0]), "%s", value);
         s->n++;
@@ -1010,6 +1199,11 @@ static Suite *config_suite(void)
         tcase_add_test(tc, test_defaults_systemd_dirs);
         tcase_add_test(tc, test_no_default_file);
         tcase_add_test(tc, test_missing_file);
+        tcase_add_test(tc, test_file_kinds);
+        tcase_add_test(tc, test_file_size_limit);
+        tcase_add_test(tc, test_sources_dir);
+        tcase_add_test(tc, test_merge_reload);
+        tcase_add_test(tc, test_api_threads_and_connections);
         tcase_add_test(tc, test_layers);
         tcase_add_test(tc, test_file_format);
         tcase_add_test(tc, test_file_errors);

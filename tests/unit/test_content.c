@@ -210,7 +210,25 @@ static const struct {
         {"image,any", "x/y", true},
         {"ANY", "video/mp4", true},
         {"image", "image/jpeg", true},
-        {"image", "image/svg+xml", true},
+        /* scriptable types pass only when named (or with "any") */
+        {"image", "image/svg+xml", false},
+        {"image/*", "image/svg+xml", false},
+        {"image,image/svg+xml", "image/svg+xml", true},
+        {"image/svg+xml", "IMAGE/SVG+XML", true},
+        {"any", "image/svg+xml", true},
+        {"image", "image/svg", false},
+        {"text", "text/html", false},
+        {"text/*", "text/html; charset=utf-8", false},
+        {"text/html", "text/html; charset=utf-8", true},
+        {"text", "text/xml", false},
+        {"application", "application/xml", false},
+        {"application", "application/xhtml+xml", false},
+        {"application", "application/rss+xml", false},
+        {"application", "application/javascript", false},
+        {"text", "text/javascript", false},
+        {"text", "text/plain", true},
+        {"application", "application/x-xml-like", true},
+        {"text", "text/xmlish", true},
         {"image", "video/mp4", false},
         {"image", "text/plain", false},
         {"image", "application/octet-stream", false},
@@ -262,10 +280,40 @@ START_TEST(test_sniffed_svg_is_image)
         char *mime = NULL;
 
         ck_assert_int_eq(sniffer_mime(sn, svg, sizeof(svg) - 1, &mime), 0);
-        ck_assert(content_accepted("image", mime));
+        ck_assert_str_eq(mime, "image/svg+xml");
+        ck_assert(content_accepted("image,image/svg+xml", mime));
         ck_assert(!content_accepted("video,text", mime));
         ck_assert_str_eq(content_extension(mime), "svg");
         free(mime);
+}
+END_TEST
+
+/* What a browser would run scripts from is no "image": an SVG with a
+ * <script>, in each form libmagic or the prolog check names it, and an
+ * HTML page, need ACCEPT_CONTENT to name their type. */
+START_TEST(test_scriptable_needs_naming)
+{
+        static const char *const bodies[] = {
+                "<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>",
+                ("<?xml version=\"1.0\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\">"
+                 "<script>alert(1)</script></svg>"),
+                "<!-- x -->\n<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>",
+                "<!DOCTYPE html>\n<html><body><script>alert(1)</script></body></html>",
+                "<?xml version=\"1.0\"?>\n<note><script>alert(1)</script></note>",
+        };
+
+        for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+                char *mime = NULL;
+                ck_assert_int_eq(sniffer_mime(sn, bodies[i], strlen(bodies[i]), &mime), 0);
+                ck_assert_msg(!content_accepted("image,video", mime), "body %zu (%s) accepted", i, mime);
+                ck_assert_msg(!content_accepted("image,video,text,application", mime),
+                              "body %zu (%s) accepted by the classes", i, mime);
+                ck_assert_msg(content_accepted("any", mime), "body %zu (%s)", i, mime);
+                char named[160];
+                snprintf(named, sizeof(named), "image,%s", mime);
+                ck_assert_msg(content_accepted(named, mime), "body %zu (%s) named", i, mime);
+                free(mime);
+        }
 }
 END_TEST
 
@@ -341,6 +389,7 @@ static Suite *content_suite(void)
         tcase_add_test(tc, test_sniff_binary_junk);
         tcase_add_test(tc, test_sniffers_independent);
         tcase_add_test(tc, test_sniffed_svg_is_image);
+        tcase_add_test(tc, test_scriptable_needs_naming);
         tcase_add_loop_test(tc, test_sniffed_types_have_extensions, 0, N(samples));
         suite_add_tcase(s, tc);
 

@@ -560,6 +560,36 @@ static char *error_messages(const char *field)
         return out;
 }
 
+/* An explicit URL's source label may not be a query source's name: the
+ * two would share one circuit and one set of counters. Labels that name no
+ * query source, and labels taken from the host, pass. */
+START_TEST(test_label_names_query_source)
+{
+        int calls = 0;
+        struct job_request_hooks hooks = {.source_known = only_openverse, .userdata = &calls};
+        const char *body = "{\"urls\":[{\"url\":\"http://a.example/1.jpg\",\"source\":\"mine\"},"
+                           "{\"url\":\"http://a.example/2.jpg\",\"source\":\"openverse\"},"
+                           "\"http://openverse/3.jpg\"]}";
+
+        ck_assert_int_eq(parse_hooked(&hooks, body), -EINVAL);
+        ck_assert(has_error("urls[1].source"));
+        ck_assert(!has_error("urls[0].source"));
+        ck_assert(!has_error("urls[2]"));
+        char *msg = error_messages("urls[1].source");
+        ck_assert_ptr_nonnull(strstr(msg, "configured query source"));
+        free(msg);
+        ck_assert_int_eq(calls, 2); /* the explicit labels only */
+
+        /* the same label without the hook, or with another label, is fine */
+        ck_assert_int_eq(parse_hooked(NULL, body), 0);
+        ck_assert_str_eq(res.items[1].source, "openverse");
+        ck_assert_int_eq(parse_hooked(&hooks, "{\"urls\":[{\"url\":\"http://a.example/2.jpg\","
+                                              "\"source\":\"openverse-mirror\"}]}"),
+                         0);
+        result_clear();
+}
+END_TEST
+
 START_TEST(test_query_length_hook)
 {
         int calls = 0;
@@ -841,6 +871,7 @@ static Suite *job_request_suite(void)
         tcase_add_test(tc, test_source_from_host_port);
         tcase_add_test(tc, test_source_hook);
         tcase_add_test(tc, test_query_length_hook);
+        tcase_add_test(tc, test_label_names_query_source);
         tcase_add_test(tc, test_tally);
         tcase_add_test(tc, test_jobjson_round_trip);
         tcase_add_test(tc, test_jobjson_percent);

@@ -38,6 +38,7 @@ static const struct class_row class_rows[] = {
         {RC_BLOCKED_ADDRESS, "blocked_address", false, false},
         {RC_CIRCUIT_OPEN, "circuit_open", false, false},
         {RC_IO, "io", false, false},
+        {RC_BAD_RESPONSE, "bad_response", false, true},
 };
 
 START_TEST(test_class_table)

@@ -638,11 +638,7 @@ START_TEST(test_batch_10000)
         item_eq(&got[n - 1], &items[n - 1]);
         fprintf(stderr, "test_store: 10000 items: insert %.1f ms, update batch %.1f ms, load %.1f ms\n",
                 t_insert, t_update, t_load);
-        /* SQLite: the targets are 200 and 100 ms; the bounds leave room
-         * for sanitizers. PostgreSQL: each update is a round trip to the
-         * server (about 50 us on a Unix socket or loopback). */
-        ck_assert_double_lt(t_insert, 2000);
-        ck_assert_double_lt(t_update, backend == BE_PG ? 5000 : 1000);
+        /* Printed for the reader, not asserted: speed goals live in bench/. */
         items_free(got, n);
         items_free(items, JOB_MAX_ITEMS);
         job_free(j);
@@ -650,8 +646,9 @@ START_TEST(test_batch_10000)
 }
 END_TEST
 
-/* A page from the middle of 100,000 jobs, filtered and not, uses the
- * indexes: it costs about what a page of 100 jobs costs. */
+/* A page from the middle of 100,000 jobs, filtered and not, is the
+ * right page. The times are printed, not asserted: the speed goal for
+ * listing lives in bench/ (the "list" row). */
 START_TEST(test_list_100000)
 {
         struct store *s = open_store();
@@ -698,8 +695,6 @@ START_TEST(test_list_100000)
         fprintf(stderr,
                 "test_store: 100000 jobs: fill %.0f ms; page all %.2f ms, failed %.2f ms, none %.2f ms\n",
                 t_fill, t_list[0], t_list[1], t_list[2]);
-        for (int m = 0; m < 3; m++)
-                ck_assert_double_lt(t_list[m], 50);
         store_close(s);
 }
 END_TEST
