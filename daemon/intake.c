@@ -158,14 +158,19 @@ void intake_submit(struct intake *in, struct intake_req *r)
         pthread_mutex_unlock(&in->lock);
 }
 
-void intake_free(struct intake *in)
+void intake_stop(struct intake *in)
 {
-        if (!in)
-                return;
         pthread_mutex_lock(&in->lock);
         in->stopping = true;
         pthread_cond_signal(&in->work);
         pthread_mutex_unlock(&in->lock);
+}
+
+void intake_free(struct intake *in)
+{
+        if (!in)
+                return;
+        intake_stop(in);
         pthread_join(in->thread, NULL);
         store_close(in->store);
         pthread_mutex_destroy(&in->lock);

@@ -34,5 +34,9 @@ int intake_new(const char *store_url, void (*wake)(void *ud), void *wake_ud, str
 /* Queue r; r->done is called later (at once with -ESHUTDOWN once the
  * intake is stopping). */
 void intake_submit(struct intake *in, struct intake_req *r);
+/* Take no more submissions (later ones are answered -ESHUTDOWN at once);
+ * what is queued is still written. intake_free() begins with it; tests
+ * call it alone to submit past it. */
+void intake_stop(struct intake *in);
 /* Write what is queued, answer it, stop the writer. */
 void intake_free(struct intake *in);

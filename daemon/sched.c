@@ -1146,6 +1146,8 @@ int64_t sched_turn(struct sched *s)
 
         if (s->engine)
                 engine_perform(s->engine);
+        if (s->hooks.sync_commits)
+                committer_wait_idle(s->committer);
         settle(s, now);
         run_cmds(s, now);
         store_identity(s, now);
@@ -1347,6 +1349,8 @@ static int make_engine(struct sched *s)
         int r = xfers_new(s->hooks.engine_ops ? s->hooks.engine_ops : &engine_ops, s->hooks.engine, s->srcs,
                           s->committer, &s->xfers);
 
+        if (r >= 0 && s->hooks.engine_ops && s->hooks.engine_bind)
+                s->hooks.engine_bind(s->hooks.engine, xfers_on_done, s->xfers);
         if (r < 0 || s->hooks.engine_ops)
                 return r;
         engine_opts_from(s->cfg, &eo);

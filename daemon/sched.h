@@ -60,6 +60,13 @@ struct sched_hooks {
         int64_t (*wall_ms)(void *ud);
         double (*rand01)(void *ud);
         void *ud;
+        /* Test seams. engine_bind: with engine_ops, told once (in
+         * sched_new()) the callback and context that engine's transfers
+         * end through, what engine_new() takes; sync_commits: each turn
+         * first waits until the committer has finished every file handed
+         * to it, so that its answers are taken at that turn. */
+        void (*engine_bind)(void *engine, engine_done_fn done, void *ctx);
+        bool sync_commits;
 };
 
 /* Open the store (recovering jobs a crash left running) and the download
