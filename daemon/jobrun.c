@@ -43,6 +43,7 @@ struct grp {
         struct queue ready; /* items ready to start, FIFO */
         size_t nwaiting;    /* its items in the wait heap */
         bool marked;        /* on the job's marked list */
+        bool capped;        /* on the job's capped list */
 };
 
 struct index {
@@ -68,6 +69,7 @@ struct jobrun {
         struct wait *waits; /* min-heap on due_ms */
         size_t nwaits, cwaits;
         struct queue marked; /* groups to look at */
+        struct queue capped; /* groups that stopped starting items at max */
         struct follow {
                 int item, leader;
         } * follows; /* items waiting for an identical file with the committer */
@@ -80,6 +82,7 @@ struct jobrun {
         struct ev {
                 enum jobrun_event ev;
                 int item;
+                struct jobrun_retry retry;
         } * evs;
         size_t nevs, cevs;
         bool ev_progress;
@@ -250,7 +253,7 @@ static struct wait heap_pop(struct jobrun *jr)
 
 /* ---- counters, dirt and events ------------------------------------------------------------ */
 
-static void note(struct jobrun *jr, enum jobrun_event ev, int item)
+static void note_retry(struct jobrun *jr, enum jobrun_event ev, int item, const struct jobrun_retry *retry)
 {
         if (ev == JOBRUN_EV_PROGRESS) {
                 jr->ev_progress = true;
@@ -264,8 +267,10 @@ static void note(struct jobrun *jr, enum jobrun_event ev, int item)
                 jr->evs = e;
                 jr->cevs = c;
         }
-        jr->evs[jr->nevs++] = (struct ev){ev, item};
+        jr->evs[jr->nevs++] = (struct ev){ev, item, retry ? *retry : (struct jobrun_retry){0}};
 }
+
+static void note(struct jobrun *jr, enum jobrun_event ev, int item) { note_retry(jr, ev, item, NULL); }
 
 static void mark_dirty(struct jobrun *jr, int i)
 {
@@ -343,6 +348,7 @@ void jobrun_free(struct jobrun *jr)
         free(jr->names.slot);
         free(jr->waits);
         free(jr->marked.v);
+        free(jr->capped.v);
         free(jr->blocked);
         free(jr->follows);
         free(jr->evs);
@@ -597,12 +603,11 @@ enum job_state jobrun_outcome(const struct jobrun *jr, const char **ret_code, co
 
 bool jobrun_max_reached(const struct jobrun *jr) { return jr->job->progress.succeeded >= jr->job->max; }
 
+/* Items in play are the running ones: a group's inplay counts its items
+ * in ITEM_RUNNING (transferring, or with the committer). */
 int64_t jobrun_committed(const struct jobrun *jr)
 {
-        int64_t n = jr->job->progress.succeeded;
-        for (size_t g = 0; g < jr->ngroups; g++)
-                n += jr->groups[g].run.inplay;
-        return n;
+        return jr->job->progress.succeeded + jr->job->progress.running;
 }
 
 void jobrun_group_listing(struct jobrun *jr, int g, int pages, const char *why)
@@ -715,8 +720,10 @@ static void content_forget(struct jobrun *jr, int i)
                         index_add(jr, &jr->contents, (int)k);
 }
 
-void jobrun_item_retry(struct jobrun *jr, int i, int64_t due_ms, const char *code, const char *msg)
+void jobrun_item_retry(struct jobrun *jr, int i, int64_t due_ms, int64_t delay_ms, const char *code,
+                       const char *msg)
 {
+        struct jobrun_retry rt = {.attempt = jr->items[i].attempts, .delay_ms = delay_ms, .code = code};
         int g = jr->item_group[i];
 
         job_error_set(&jr->items[i].error, code, "%s", msg);
@@ -727,7 +734,7 @@ void jobrun_item_retry(struct jobrun *jr, int i, int64_t due_ms, const char *cod
         jr->groups[g].nwaiting++;
         jr->job->per_source[g].retries++;
         item_set(jr, i, ITEM_PENDING);
-        note(jr, JOBRUN_EV_RETRY, i);
+        note_retry(jr, JOBRUN_EV_RETRY, i, &rt);
 }
 
 void jobrun_item_defer(struct jobrun *jr, int i, int64_t due_ms)
@@ -939,6 +946,25 @@ void jobrun_mark(struct jobrun *jr, int g)
                 jr->groups[g].marked = true;
 }
 
+void jobrun_set_capped(struct jobrun *jr, int g)
+{
+        if (jr->groups[g].capped)
+                return;
+        if (queue_push(&jr->capped, g) == 0)
+                jr->groups[g].capped = true;
+}
+
+void jobrun_mark_capped(struct jobrun *jr)
+{
+        int g;
+
+        while ((g = queue_pop(&jr->capped)) >= 0) {
+                jr->groups[g].capped = false;
+                jobrun_mark(jr, g);
+        }
+        jr->capped.head = jr->capped.tail = 0;
+}
+
 int jobrun_take_marked(struct jobrun *jr)
 {
         int g = queue_pop(&jr->marked);
@@ -1009,15 +1035,19 @@ void jobrun_written(struct jobrun *jr)
 }
 
 void jobrun_drain_events(struct jobrun *jr,
-                         void (*fn)(struct jobrun *jr, enum jobrun_event ev, int item, void *ud), void *ud)
+                         void (*fn)(struct jobrun *jr, enum jobrun_event ev, int item,
+                                    const struct jobrun_retry *retry, void *ud),
+                         void *ud)
 {
         size_t n = jr->nevs;
 
         jr->nevs = 0;
-        for (size_t k = 0; k < n; k++)
-                fn(jr, jr->evs[k].ev, jr->evs[k].item, ud);
+        for (size_t k = 0; k < n; k++) {
+                struct ev e = jr->evs[k];
+                fn(jr, e.ev, e.item, e.ev == JOBRUN_EV_RETRY ? &e.retry : NULL, ud);
+        }
         if (jr->ev_progress) {
                 jr->ev_progress = false;
-                fn(jr, JOBRUN_EV_PROGRESS, -1, ud);
+                fn(jr, JOBRUN_EV_PROGRESS, -1, NULL, ud);
         }
 }

@@ -58,7 +58,6 @@ struct item_run {
         int rounds;             /* rounds of attempts ended (MAX_RETRIES_PER_ITEM) */
         int round_attempts;     /* attempts in the current round */
         int leader;             /* -1, or the item with identical content whose file this one waits for */
-        int64_t retry_delay_ms; /* the delay of the last retry, for its event */
         int64_t resumed_from;   /* bytes its body continued from an earlier part (Range) */
 };
 
@@ -121,8 +120,10 @@ void jobrun_item_answer(struct jobrun *jr, int i, int http_status, int64_t bytes
 void jobrun_item_content(struct jobrun *jr, int i, const char *sha256);
 void jobrun_item_succeeded(struct jobrun *jr, int i, const char *path, int64_t resumed_from,
                            const char *node);
-/* Back to pending, waiting until due_ms; its error stays as the reason. */
-void jobrun_item_retry(struct jobrun *jr, int i, int64_t due_ms, const char *code, const char *msg);
+/* Back to pending, waiting delay_ms until due_ms; its error stays as the
+ * reason. code is a static string (a retry class's code). */
+void jobrun_item_retry(struct jobrun *jr, int i, int64_t due_ms, int64_t delay_ms, const char *code,
+                       const char *msg);
 void jobrun_item_failed(struct jobrun *jr, int i, const char *code, const char *msg);
 /* An item taken just now waits until due_ms before it is ready again (its
  * host's circuit is open): no attempt, no error, no retry counted. */
@@ -171,6 +172,11 @@ void jobrun_set_group_timer(struct jobrun *jr, int64_t at_ms);
 void jobrun_mark(struct jobrun *jr, int g);
 /* The next group on that list, taken off it, or -1. */
 int jobrun_take_marked(struct jobrun *jr);
+/* Groups that stopped starting items because the job's committed items
+ * reached max: noted once each, and all put on the marked list when a
+ * place under max comes free (an item failed or was skipped). */
+void jobrun_set_capped(struct jobrun *jr, int g);
+void jobrun_mark_capped(struct jobrun *jr);
 /* The list of groups waiting for their source: on it with blocked true
  * (the caller sets group_run.blocked_*), off it (and those fields zeroed)
  * with false. */
@@ -193,7 +199,16 @@ enum jobrun_event {
         JOBRUN_EV_RETRY,    /* an item failed an attempt and waits for its retry */
         JOBRUN_EV_PROGRESS, /* counters changed */
 };
+/* A retry as it was decided: the item itself may have moved on (its
+ * retry started, or ended) by the time its event is drained. */
+struct jobrun_retry {
+        int attempt;      /* the attempt that failed, from 1 */
+        int64_t delay_ms; /* the wait before the next */
+        const char *code; /* why, a retry class's code */
+};
 /* The events of the changes written so far (call after jobrun_written()),
- * oldest first, then forget them. */
+ * oldest first, then forget them. retry is set for JOBRUN_EV_RETRY only. */
 void jobrun_drain_events(struct jobrun *jr,
-                         void (*fn)(struct jobrun *jr, enum jobrun_event ev, int item, void *ud), void *ud);
+                         void (*fn)(struct jobrun *jr, enum jobrun_event ev, int item,
+                                    const struct jobrun_retry *retry, void *ud),
+                         void *ud);

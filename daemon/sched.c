@@ -216,7 +216,8 @@ static void publish(struct sched *s, enum event_type type, const char *job_id, i
 
 static void live_of(struct sched *s, struct running *r, struct job_live *ret);
 
-static void job_event(struct jobrun *jr, enum jobrun_event ev, int item, void *ud)
+static void job_event(struct jobrun *jr, enum jobrun_event ev, int item, const struct jobrun_retry *retry,
+                      void *ud)
 {
         struct sched *s = ud;
         struct running *r = find_job(s, jobrun_id(jr));
@@ -241,14 +242,13 @@ static void job_event(struct jobrun *jr, enum jobrun_event ev, int item, void *u
                         free(d);
                         d = NULL;
                 }
-                if (d && ev == JOBRUN_EV_RETRY) {
-                        const struct item *it = jobrun_item(jr, item);
+                if (d && retry) {
+                        /* the item as the retry left it, though it may have moved on */
+                        d->item.state = ITEM_PENDING;
+                        d->item.attempts = retry->attempt;
                         d->retry_set = true;
-                        d->retry =
-                                (struct event_retry){.attempt = it->attempts,
-                                                     .delay_ms = jobrun_item_run(jr, item)->retry_delay_ms};
-                        snprintf(d->retry.reason, sizeof(d->retry.reason), "%s",
-                                 it->error.code ? it->error.code : "");
+                        d->retry = (struct event_retry){.attempt = retry->attempt, .delay_ms = retry->delay_ms};
+                        snprintf(d->retry.reason, sizeof(d->retry.reason), "%s", retry->code ? retry->code : "");
                 }
                 publish(s, EVENT_ITEM, j->id, item, false, NULL, d);
                 break;
@@ -294,6 +294,9 @@ static int64_t progress_events(struct sched *s, int64_t now)
 static void note_circuit(const struct src *src, void *ud)
 {
         struct sched *s = ud;
+
+        if (src_turned_half_open(src))
+                log_info("CIRCUIT BREAKER half-open for %s: one probe goes (open time over)", src_name(src));
 
         for (size_t i = 0; i < s->ncircuits; i++)
                 if (strcmp(s->circuits[i], src_name(src)) == 0)
@@ -1259,6 +1262,7 @@ static void apply_config(struct sched *s, const struct config *cfg, const struct
         s->sources = sources;
         s->env.cfg = cfg;
         s->env.sources = sources;
+        s->env.file_lines = cfg->log_file_lines;
         srctab_opts_from(s, cfg, &so);
         srctab_configure(s->srcs, &so);
         known_sources(s);

@@ -131,6 +131,11 @@ int sources_download_headers(const struct source_def *d, const char *url, char *
 /* Is url's host one of d's download_hosts (matched as above)? false for a
  * URL libcurl cannot parse. */
 bool sources_is_download_host(const struct source_def *d, const char *url);
+/* Is url's host the source's own: one of its download_hosts, or the host
+ * of its search_url? Its
+ * downloads from there count under the source, in its statistics and
+ * against its circuit. */
+bool sources_is_own_host(const struct source_def *d, const char *url);
 void sources_strv_free(char **v, size_t n);
 
 /* ---- listing pages ------------------------------------------------------ */

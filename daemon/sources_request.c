@@ -447,6 +447,37 @@ bool sources_is_download_host(const struct source_def *d, const char *url)
         return download_host(d, url) > 0;
 }
 
+/* The host of d's search_url: its "scheme://authority" part parsed on
+ * its own, since the rest is a template (the loader made sure the host
+ * is written out). */
+static int search_host(const struct source_def *d, char **ret)
+{
+        const char *p = strstr(d->search_url, "://");
+        char buf[SOURCES_TEMPLATE_MAX + 2];
+
+        if (!p)
+                return -EINVAL;
+        size_t n = (size_t)(p + 3 - d->search_url) + strcspn(p + 3, "/?#");
+        if (n + 2 > sizeof(buf))
+                return -EINVAL; /* (the loader refuses a placeholder in the host) */
+        memcpy(buf, d->search_url, n);
+        memcpy(buf + n, "/", 2);
+        return url_host(buf, ret);
+}
+
+bool sources_is_own_host(const struct source_def *d, const char *url)
+{
+        char *host = NULL, *own = NULL;
+        bool match;
+
+        if (download_host(d, url) > 0)
+                return true;
+        match = url_host(url, &host) == 0 && search_host(d, &own) == 0 && strcmp(host, own) == 0;
+        free(host);
+        free(own);
+        return match;
+}
+
 int sources_download_headers(const struct source_def *d, const char *url, char ***ret, size_t *ret_n)
 {
         int r = download_host(d, url);

@@ -61,6 +61,7 @@ struct src {
         bool open_wait;                    /* the circuit is stored OPEN: a tick may turn it */
         bool waking;                       /* on t->wakers */
         bool changed;                      /* on t->changed */
+        bool turned_half_open;             /* by time, since the last drain */
         char name[];
 };
 
@@ -284,9 +285,12 @@ void srctab_drain_changed(struct srctab *t, void (*fn)(const struct src *s, void
                 s->changed = false;
                 s->changed_next = NULL;
                 fn(s, ud);
+                s->turned_half_open = false;
                 s = next;
         }
 }
+
+bool src_turned_half_open(const struct src *s) { return s->turned_half_open; }
 
 /* An OPEN circuit whose time is over turns half-open: a probe may go. */
 static void turn_half_open(struct srctab *t, struct src *s, int64_t now_ms)
@@ -295,6 +299,7 @@ static void turn_half_open(struct srctab *t, struct src *s, int64_t now_ms)
                 return;
         s->open_wait = false;
         if (breaker_tick(s->breaker, now_ms)) {
+                s->turned_half_open = true;
                 s->gen++;
                 mark_changed(t, s);
         }

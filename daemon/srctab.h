@@ -145,6 +145,8 @@ void srctab_tick(struct srctab *t, int64_t now_ms);
  * job table), including a turn to half-open and a reset or restore: calls
  * fn for each, oldest first, and forgets them. fn must not prune. */
 void srctab_drain_changed(struct srctab *t, void (*fn)(const struct src *s, void *ud), void *ud);
+/* Within fn: the change was the circuit's turn to half-open by time. */
+bool src_turned_half_open(const struct src *s);
 
 /* Forget idle URL sources and hosts: no connection, closed circuit, last
  * used more than idle_prune_ms ago. Their counters stay in the totals.

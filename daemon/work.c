@@ -62,6 +62,7 @@ static struct retry_policy policy(const struct work_env *w, const struct jobrun 
                 .max_retries = max_retries(w, jr),
                 .backoff_base_ms = (int64_t)(w->cfg->retry_backoff_base * 1000),
                 .backoff_max_ms = (int64_t)(w->cfg->retry_backoff_max * 1000),
+                .jitter = w->cfg->retry_jitter,
         };
 }
 
@@ -160,8 +161,10 @@ static void maybe_done(struct work_env *w, struct jobrun *jr, int g, int64_t now
                 return;
         if (gr->listing && need_more(jr))
                 return; /* the next page comes */
-        if (gr->listing && !jobrun_max_reached(jr) && jobrun_committed(jr) > 0)
-                return; /* others' items in play may still fail and want candidates from here */
+        if (gr->listing && !jobrun_max_reached(jr) && jobrun_committed(jr) > 0) {
+                jobrun_set_capped(jr, g); /* others' items in play may still fail and want candidates */
+                return;
+        }
         close_group(w, jr, g, SRC_DONE, NULL, NULL, now);
 }
 
@@ -181,6 +184,8 @@ static bool start_query_group(struct work_env *w, struct jobrun *jr, int g, int6
         gr->phase = GROUP_RUNNING;
         double t = source_timeout(w, jr, g);
         gr->deadline_ms = t > 0 ? now + (int64_t)(t * 1000) : 0;
+        if (gr->deadline_ms > 0 && gr->deadline_ms < jobrun_group_timer(jr))
+                jobrun_set_group_timer(jr, gr->deadline_ms); /* its time is watched from now */
         if (!d) {
                 close_group(w, jr, g, SRC_FAILED, "unknown_source", "no such source is configured", now);
                 return false;
@@ -327,9 +332,10 @@ out:
 
 /* The entries a download of item i answers to: its host (connections),
  * and the circuit it counts for: the group's source, except for a query
- * source's candidate on a host the source does not own (not in its
- * download_hosts), which has its host's own circuit and takes no token of
- * the source's rate. NULL *ret_host: out of memory; -EINVAL: no host. */
+ * source's candidate on a host the source does not own (neither its
+ * search_url's host nor one of its download_hosts), which has its host's
+ * own circuit and takes no token of the source's rate. NULL *ret_host:
+ * out of memory; -EINVAL: no host. */
 static int item_entries(struct work_env *w, struct jobrun *jr, int g, int i, struct src **ret_src,
                         struct src **ret_host, bool *ret_rate)
 {
@@ -344,7 +350,7 @@ static int item_entries(struct work_env *w, struct jobrun *jr, int g, int i, str
         *ret_rate = false;
         if (gr->query) {
                 const struct source_def *d = group_def(w, jr, g);
-                if (d && sources_is_download_host(d, url))
+                if (d && sources_is_own_host(d, url))
                         *ret_rate = true;
                 else
                         *ret_src = srctab_source(w->srcs, hostname, false);
@@ -443,6 +449,8 @@ static bool fill_group(struct work_env *w, struct jobrun *jr, int g, int64_t now
         if (gr->phase != GROUP_RUNNING)
                 return true;
         jobrun_set_blocked(jr, g, false);
+        if (gr->listing && !gr->list_inflight && !need_more(jr))
+                jobrun_set_capped(jr, g); /* enough candidates for now */
         if (gr->listing && !gr->list_inflight && now >= gr->list_due_ms && need_more(jr)) {
                 if (xfers_running(w->xfers) >= w->cfg->max_concurrent_downloads)
                         return false;
@@ -452,8 +460,10 @@ static bool fill_group(struct work_env *w, struct jobrun *jr, int g, int64_t now
         while (gr->phase == GROUP_RUNNING) {
                 if (xfers_running(w->xfers) >= w->cfg->max_concurrent_downloads)
                         return false;
-                if (jobrun_committed(jr) >= jobrun_job(jr)->max)
+                if (jobrun_committed(jr) >= jobrun_job(jr)->max) {
+                        jobrun_set_capped(jr, g); /* looked at again if a place comes free */
                         break;
+                }
                 int i = jobrun_take_ready(jr, g);
                 if (i < 0)
                         break;
@@ -510,15 +520,15 @@ static void fail_or_retry(struct work_env *w, struct jobrun *jr, int g, int i, e
         if (retry_class_retryable(rc)) {
                 bool next_round = ir->round_attempts >= per_round;
                 if (!next_round || ir->rounds < w->cfg->max_retries_per_item) {
-                        int step = next_round ? per_round + 1 : ir->round_attempts;
+                        /* a new round waits one step longer than the round's last retry */
+                        int step = ir->round_attempts;
                         int64_t delay = retry_delay_ms(&p, step, retry_after_ms, w->rand01(w->rand_ud));
                         if (now + delay < deadline(jr, g)) {
                                 if (next_round) {
                                         ir->rounds++;
                                         ir->round_attempts = 0;
                                 }
-                                ir->retry_delay_ms = delay;
-                                jobrun_item_retry(jr, i, now + delay, code, msg);
+                                jobrun_item_retry(jr, i, now + delay, delay, code, msg);
                                 log_info("job %s: RETRY Attempt %d/%d%s for %s after %s (%s: %s)",
                                          jobrun_id(jr), ir->round_attempts + 1, per_round,
                                          next_round ? " (a new round)" : "", it->url,
@@ -603,7 +613,9 @@ static void apply_download(struct work_env *w, struct jobrun *jr, struct outcome
                            res->content_type);
         snprintf(err, sizeof(err), "%s: %s", retry_class_code(res->rc), res->message);
         /* a query source's candidate that is not media says nothing of its host's health */
-        bool counted = !ok && retry_class_counts_for_breaker(res->rc) && !ir->counted &&
+        /* a URL counts once against its circuit, but a failed probe always
+         * counts: it is the circuit's verdict (open again) */
+        bool counted = !ok && retry_class_counts_for_breaker(res->rc) && (!ir->counted || o->tags.probe) &&
                        !(jobrun_group(jr, g)->query && res->rc == RC_INVALID_CONTENT);
         struct src_result sr = {.ok = ok,
                                 .counted = counted,
@@ -804,10 +816,10 @@ void work_apply(struct work_env *w, struct jobrun *jr, struct outcome *o, int64_
                 break;
         }
         jobrun_mark(jr, g);
-        if (o->kind != OUTCOME_LISTING && !jobrun_max_reached(jr))
-                for (size_t k = 0; k < jobrun_ngroups(jr); k++) /* a place under max may have come free */
-                        if (jobrun_group(jr, (int)k)->query)
-                                jobrun_mark(jr, (int)k);
+        /* a place under max may have come free: the groups that stopped at
+         * max start items again, query groups list more */
+        if (o->kind != OUTCOME_LISTING && jobrun_committed(jr) < jobrun_job(jr)->max)
+                jobrun_mark_capped(jr);
 }
 
 /* ---- timers ---------------------------------------------------------------------------------------- */

@@ -225,14 +225,10 @@ class JobLines(OperatorCase):
         log.one(self, p + r"TIMEOUT job: the job's timeout \(1 s\) passed$", level="warning")
         log.one(self, p + r"=== JOB COMPLETE === timed_out \| Downloaded: 0 \| Images: 0 \| Videos: 0 \| in ")
 
-    @unittest.expectedFailure
     def test_source_timeout_line(self):
         """A query source whose files take 8 s ends at SOURCE_TIMEOUT (1 s)
-        with "TIMEOUT source NAME: ... (SOURCE_TIMEOUT 1 s)". Expected to
-        fail until daemon/work.c's start_query_group() lowers the job's
-        group timer to the deadline it sets (today the group timer stays
-        at INT64_MAX from the turn before, so group_timers() never looks
-        at the deadline; the job's own timeout, 3 s here, ends it)."""
+        with "TIMEOUT source NAME: ... (SOURCE_TIMEOUT 1 s)", before the
+        job's own timeout (3 s) would end it."""
         search = Search(self.origin, size=1000, delay=0)
         d = self.daemon_with({"REQUEST_TIMEOUT": "2", "SOURCE_TIMEOUT": "1", "LOG_LEVEL": "info"},
                              {"slow": search.source("slow")})
@@ -309,15 +305,11 @@ class CircuitLines(OperatorCase):
                          % re.escape(self.host), level="warning")
         self.assertEqual(self.circuit(d)["open_s"], 1.0)
 
-    @unittest.expectedFailure
     def test_a_failed_probe_reopens_even_for_a_url_counted_before(self):
         """Two dead URLs open the circuit; their retries wait for it. The
         first retry to go is the half-open probe and fails: the circuit
         must open again (HALF-OPEN -> failure -> OPEN), with the grown open
-        time. Expected to fail until daemon/work.c's apply_download() lets a
-        probe's counted-class failure count although its URL counted once
-        already; today it gives no verdict, so every retry goes through as
-        another probe and the circuit ends the job half-open."""
+        time, although the probe's URL counted once already."""
         d = self.daemon_with(dict(self.ENV, MAX_RETRIES_PER_SOURCE="1", RETRY_BACKOFF_BASE="1.2",
                                   RETRY_JITTER="0"))
         job = self.run_job({"urls": [self.origin.url("/dead/%d" % i, status=500) for i in range(2)]}, daemon=d)
@@ -331,12 +323,9 @@ class CircuitLines(OperatorCase):
         self.assertEqual(c["state"], "open")
         self.assertGreaterEqual(c["trips"], 2)
 
-    @unittest.expectedFailure
     def test_half_open_is_logged(self):
-        """The design's "CIRCUIT BREAKER half-open" line. Expected to fail
-        until the scheduler logs a circuit's turn to half-open (today only
-        an event is published, in sched.c's circuit_event(); work.c logs
-        only the changes srctab_record() reports: opened and closed)."""
+        """The design's "CIRCUIT BREAKER half-open" line, before the probe's
+        "closed" line."""
         d = self.daemon_with(self.ENV)
         self.open_dead_circuit(d)
         time.sleep(1.2)
@@ -534,12 +523,9 @@ class RetryTiming(OperatorCase):
             log.one(self, r"job \S+: RETRY Attempt %d/4 for \S+ after %ss \(http_5xx: HTTP 503\)$"
                     % (n, re.escape(after)))
 
-    @unittest.expectedFailure
     def test_full_jitter_spreads_the_delays(self):
         """RETRY_JITTER=1 spreads each delay over 0..2x: among 12 gaps some
-        leave the +-10% band (all 12 stay in it with a chance below 1e-4).
-        Expected to fail until daemon/work.c's policy() passes the setting:
-        .jitter = w->cfg->retry_jitter."""
+        leave the +-10% band (all 12 stay in it with a chance below 1e-4)."""
         keys = ["a", "b", "c", "d"]
         self.run_failing({"RETRY_JITTER": "1"}, keys)
         outside = 0
@@ -548,13 +534,10 @@ class RetryTiming(OperatorCase):
                 outside += not (w * 0.9 - self.EARLY <= g <= w * 1.1 + self.LATE)
         self.assertGreater(outside, 0)
 
-    @unittest.expectedFailure
     def test_a_new_round_waits_the_next_step(self):
         """After a round of 1 + MAX_RETRIES_PER_SOURCE attempts, the item's
         next round starts at the next step of the backoff: 0.25, 0.5, 1 s
-        within the round, then 2 s (the design's 1, 2, 4, then 8 s).
-        Expected to fail until daemon/work.c's fail_or_retry() uses step
-        per_round (today per_round + 1, which waits 4 s: 16 s at defaults)."""
+        within the round, then 2 s (the design's 1, 2, 4, then 8 s)."""
         self.run_failing({"RETRY_BACKOFF_BASE": "0.25", "RETRY_JITTER": "0", "MAX_RETRIES_PER_ITEM": "1"},
                          ["r"], fail=4)
         self.assert_gaps("r", [0.25, 0.5, 1.0, 2.0], 0.0)

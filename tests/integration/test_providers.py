@@ -478,10 +478,13 @@ class Limits(ProviderTestCase):
         self.assertLess(span, 9.0)
 
     def test_rate_paces_listing_not_downloads_from_other_hosts(self):
-        # the files are on a host the source does not own: only the
-        # search requests take from its requests_per_second
+        # the files are on a host the source does not own (the search goes
+        # to "localhost", the files come from "127.0.0.1"): only the search
+        # requests take from its requests_per_second
         # (results 0..5 are all images: see provider_result_kind)
         spec = shipped("openverse", self.origin, "&total=6", per_page=3, requests_per_second=1)
+        self.assertIn("://127.0.0.1:", spec["search_url"])
+        spec["search_url"] = spec["search_url"].replace("://127.0.0.1:", "://localhost:", 1)
         d = self.start_with(openverse=spec)
         job = d.wait_job(d.post_job({"query": "moth", "sources": ["openverse"], "max": 6})["id"], timeout=30)
         self.assertEqual(job["state"], "succeeded", job)
@@ -492,6 +495,21 @@ class Limits(ProviderTestCase):
         self.assertEqual(len(files), 6)
         # the three downloads of one page go together, not a second apart
         self.assertLess(files[2] - files[0], 0.9, files)
+
+    def test_rate_paces_downloads_from_the_search_host(self):
+        # files on the search URL's own host are the source's: they take
+        # from its requests_per_second too, a second apart
+        spec = shipped("openverse", self.origin, "&total=3", per_page=3, requests_per_second=1)
+        d = self.start_with(openverse=spec)
+        job = d.wait_job(d.post_job({"query": "moth", "sources": ["openverse"], "max": 3})["id"], timeout=30)
+        self.assertEqual(job["state"], "succeeded", job)
+        files = sorted(e["time"] for e in self.origin.requests() if e["path"].startswith("/file/"))
+        self.assertEqual(len(files), 3)
+        self.assertGreaterEqual(files[2] - files[0], 1.8, files)
+        st, _h, stats = d.get("/v1/stats")
+        self.assertEqual(st, 200)
+        own = stats["sources"]["openverse"]
+        self.assertEqual((own["downloads"]["attempts"], own["downloads"]["successes"]), (3, 3), own)
 
 
 if __name__ == "__main__":

@@ -123,7 +123,7 @@ START_TEST(test_retry_waits_for_its_time)
         jobrun_item_started(jr, 0);
         ck_assert_int_eq(jobrun_job(jr)->progress.running, 1);
         ck_assert_int_eq(jobrun_item(jr, 0)->attempts, 1);
-        jobrun_item_retry(jr, 0, 5000, "http_5xx", "HTTP 503");
+        jobrun_item_retry(jr, 0, 5000, 5000, "http_5xx", "HTTP 503");
         ck_assert_int_eq(jobrun_job(jr)->progress.pending, 3);
         ck_assert_uint_eq(jobrun_waiting(jr, g), 1);
         ready_calls = 0;
@@ -147,7 +147,7 @@ START_TEST(test_skip_keeps_the_real_error)
 
         jobrun_take_ready(jr, g);
         jobrun_item_started(jr, 0);
-        jobrun_item_retry(jr, 0, 5000, "http_5xx", "HTTP 500");
+        jobrun_item_retry(jr, 0, 5000, 5000, "http_5xx", "HTTP 500");
         jobrun_skip_rest(jr, g, "circuit_open", "the circuit of a.example is open");
         ck_assert_int_eq(jobrun_item(jr, 0)->state, ITEM_SKIPPED);
         ck_assert_str_eq(jobrun_item(jr, 0)->error.code, "http_5xx");
@@ -282,10 +282,12 @@ START_TEST(test_write_and_reload)
 END_TEST
 
 static int evs[4];
-static void count_event(struct jobrun *jr, enum jobrun_event ev, int item, void *ud)
+static void count_event(struct jobrun *jr, enum jobrun_event ev, int item, const struct jobrun_retry *retry,
+                        void *ud)
 {
         (void)jr;
         (void)item;
+        ck_assert((ev == JOBRUN_EV_RETRY) == (retry != NULL));
         (void)ud;
         evs[ev]++;
 }
@@ -299,7 +301,7 @@ START_TEST(test_events_after_write)
         jobrun_begin(jr, 1, 1, 0);
         jobrun_take_ready(jr, 0);
         jobrun_item_started(jr, 0);
-        jobrun_item_retry(jr, 0, 10, "timeout", "slow");
+        jobrun_item_retry(jr, 0, 10, 10, "timeout", "slow");
         jobrun_take_ready(jr, 0);
         jobrun_item_started(jr, 1);
         jobrun_item_failed(jr, 1, "http_4xx", "HTTP 404");

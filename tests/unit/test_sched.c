@@ -2,7 +2,8 @@
  * jobrun.c, xfers.c and srctab.c inside it), driven turn by turn with
  * sched_turn() on a scheduler without a thread:
  * - a stepped fake clock (mono_ms, wall_ms) and rand01 0, the low end of
- *   every jitter: a retry waits half its backoff (500 ms, 1 s, 2 s ...);
+ *   every jitter: at RETRY_JITTER 0.1 a retry waits 90% of its backoff
+ *   (900 ms, 1.8 s, 3.6 s ...);
  * - the fake engine (fake_engine.c): the test ends each transfer with the
  *   answer it wants, writing the part file the real engine would;
  * - a real SQLite job table, DOWNLOAD_DIR and SOURCES_DIR in a temp
@@ -389,9 +390,9 @@ START_TEST(test_retry_after_backoff)
         step(TICK);
         int64_t failed_at = now;
         ck_assert_int_eq(running(), 0);
-        step_to(failed_at + 499); /* RETRY_BACKOFF_BASE 1 s, jitter at its low end: 500 ms */
+        step_to(failed_at + 899); /* RETRY_BACKOFF_BASE 1 s, jitter 0.1 at its low end: 900 ms */
         ck_assert_int_eq(fake_starts(&fe, u), 1);
-        step_to(failed_at + 500);
+        step_to(failed_at + 900);
         ck_assert_int_eq(fake_starts(&fe, u), 2);
         ok(u, "pixels");
         step(TICK);
@@ -414,7 +415,7 @@ START_TEST(test_retry_after_backoff)
         for (size_t i = 0; i < ne; i++)
                 if (ev[i].type == EVENT_ITEM && ev[i].data->retry_set) {
                         ck_assert_int_eq(ev[i].data->retry.attempt, 1);
-                        ck_assert_int_eq(ev[i].data->retry.delay_ms, 500);
+                        ck_assert_int_eq(ev[i].data->retry.delay_ms, 900);
                         ck_assert_str_eq(ev[i].data->retry.reason, "http_5xx");
                         ck_assert_int_eq(ev[i].data->item.state, ITEM_PENDING);
                         retries++;
@@ -474,11 +475,11 @@ START_TEST(test_attempts_per_round_and_rounds)
                 }
         events_release(ev, ne);
         ck_assert_int_eq(nd, 5);
-        ck_assert_int_eq(delays[0], 500);
-        ck_assert_int_eq(delays[1], 1000);
-        ck_assert_int_gt(delays[2], delays[1]); /* a new round waits longer */
-        ck_assert_int_eq(delays[3], 500);
-        ck_assert_int_eq(delays[4], 1000);
+        ck_assert_int_eq(delays[0], 900);
+        ck_assert_int_eq(delays[1], 1800);
+        ck_assert_int_eq(delays[2], 3600); /* a new round: the next step */
+        ck_assert_int_eq(delays[3], 900);
+        ck_assert_int_eq(delays[4], 1800);
 
         /* one URL counts once against its circuit, however many attempts */
         struct snapshot *snap = snap_now();

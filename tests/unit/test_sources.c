@@ -1212,6 +1212,27 @@ START_TEST(test_download_headers)
 }
 END_TEST
 
+/* A source owns its search_url's host and its download_hosts: downloads
+ * from there count under it. Headers still go to download_hosts only. */
+START_TEST(test_own_host)
+{
+        const struct source_def *d = load_one(dl_json);
+        char **h = NULL;
+        size_t n = 0;
+
+        ck_assert(sources_is_own_host(d, "https://api.example.org/media/1.jpg"));
+        ck_assert(sources_is_own_host(d, "http://API.example.org:8080/x"));
+        ck_assert(sources_is_own_host(d, "https://upload.example.org/a.jpg"));
+        ck_assert(sources_is_own_host(d, "https://a.cdn.example.net/x"));
+        ck_assert(!sources_is_own_host(d, "https://example.org/a.jpg"));
+        ck_assert(!sources_is_own_host(d, "https://api.example.org.evil.example/a"));
+        ck_assert(!sources_is_own_host(d, "not a url"));
+        ck_assert(!sources_is_download_host(d, "https://api.example.org/media/1.jpg"));
+        ck_assert_int_eq(sources_download_headers(d, "https://api.example.org/media/1.jpg", &h, &n), 0);
+        ck_assert_ptr_null(h);
+}
+END_TEST
+
 START_TEST(test_download_headers_secrets)
 {
         const struct source_def *d = load_one(dl_json);
@@ -1829,6 +1850,7 @@ static Suite *sources_suite(void)
         tcase_add_test(tmpl, test_headers_optional_only);
         tcase_add_test(tmpl, test_query_length);
         tcase_add_test(tmpl, test_download_headers);
+        tcase_add_test(tmpl, test_own_host);
         tcase_add_test(tmpl, test_download_headers_secrets);
         suite_add_tcase(s, tmpl);
 
