@@ -59,12 +59,26 @@ static int load_sources(const struct config *cfg, struct source_set **ret)
         return -EINVAL;
 }
 
+/* Behind a proxy hauld sees only the proxy's address, never the target's:
+ * with private addresses refused, the proxy must be the one refusing them. */
+static int proxy_policy(struct config *cfg)
+{
+        if (!*cfg->proxy || cfg->allow_private_addresses || cfg->proxy_trusted)
+                return 0;
+        log_error("config: PROXY is set and ALLOW_PRIVATE_ADDRESSES=false, but behind a proxy hauld "
+                  "cannot see the address of a download's target: the proxy must enforce the egress "
+                  "policy (refuse loopback, private and link-local targets). Set PROXY_TRUSTED=true to "
+                  "say that it does");
+        config_free(cfg);
+        return -EINVAL;
+}
+
 static int load(struct config *cfg, const char *file, char **flags, int nflags)
 {
         struct config_error err = {0};
 
         if (config_load(cfg, file, flags, nflags, &err) == 0)
-                return 0;
+                return proxy_policy(cfg);
         if (err.line > 0)
                 log_error("config: %s:%d: %s: %s", err.file, err.line, err.key, err.message);
         else if (err.file[0])
