@@ -46,6 +46,7 @@
 #define USER_AGENT_MAX    256 /* bytes of USER_AGENT */
 #define MAX_OPEN_FACTOR   8   /* CIRCUIT_BREAKER_MAX_TIMEOUT's default, times CIRCUIT_BREAKER_TIMEOUT */
 #define CONNS_PER_THREAD  4   /* API_MAX_CONNECTIONS per API_THREADS, at least */
+#define PROXY_MAX         512 /* bytes of PROXY */
 
 enum kind {
         K_INT,      /* int, decimal */
@@ -86,6 +87,7 @@ static const char *check_accept(const char *v);
 static const char *check_node_id(const char *v);
 static const char *check_node_url(const char *v);
 static const char *check_user_agent(const char *v);
+static const char *check_proxy(const char *v);
 
 /* clang-format off */
 #define K(n, k, f, lo, hi, d, chk) {n, k, offsetof(struct config, f), lo, hi, d, chk}
@@ -128,6 +130,8 @@ static const struct key keys[] = {
         K("MAX_FILE_SIZE", K_SIZE, max_file_size, 1, TIB, "2G", NULL),
         K("ACCEPT_CONTENT", K_STRING, accept_content, 0, 0, "image,video", check_accept),
         K("ALLOW_PRIVATE_ADDRESSES", K_BOOL, allow_private_addresses, 0, 0, "false", NULL),
+        K("PROXY", K_STRING, proxy, 0, 0, "", check_proxy),
+        K("PROXY_TRUSTED", K_BOOL, proxy_trusted, 0, 0, "false", NULL),
         K("USER_AGENT", K_STRING, user_agent, 0, 0, PACKAGE_NAME "/" PACKAGE_VERSION, check_user_agent),
         K("MAX_REQUEST_BODY", K_SIZE, max_request_body, KIB, GIB, "1M", NULL),
         K("API_THREADS", K_INT, api_threads, 1, 64, "4", NULL),
@@ -549,6 +553,32 @@ static const char *check_user_agent(const char *v)
         if (n < 1 || n > USER_AGENT_MAX || v[0] == ' ' || v[n - 1] == ' ')
                 return "must be 1..256 printable ASCII characters, without control characters and not "
                        "starting or ending with a space";
+        return NULL;
+}
+
+/* scheme://[user[:password]@]host[:port][/]: what libcurl takes as a
+ * proxy, without a path; "" none. */
+static const char *check_proxy(const char *v)
+{
+        static const char *const schemes[] = {"http://", "https://", "socks5h://"};
+        size_t n = strlen(v), skip = 0;
+
+        if (n == 0)
+                return NULL;
+        for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]) && !skip; i++)
+                if (str_startswith(v, schemes[i]))
+                        skip = strlen(schemes[i]);
+        const char *host = v + skip;
+        size_t len = strlen(host) - (n > skip && v[n - 1] == '/');
+        const char *at = memrchr(host, '@', len);
+        if (at) {
+                len -= (size_t)(at + 1 - host);
+                host = at + 1;
+        }
+        if (!skip || n > PROXY_MAX || strcspn(v, " \t\r\n\"<>") != n || !valid_host_entry(host, len) ||
+            len == 0 || host[0] == ':')
+                return "must be http://host:port, https://host:port or socks5h://host:port (user:password@ "
+                       "allowed, no path), at most 512 bytes; empty: no proxy";
         return NULL;
 }
 
@@ -1288,7 +1318,7 @@ int config_merge_reload(const struct config *running, struct config *next,
 
 /* ---- showing ---- */
 
-/* The STORE URL with any password replaced by "***": the user-info
+/* The STORE or PROXY URL with any password replaced by "***": the user-info
  * password (scheme://user:pw@host) and a password=... parameter. */
 static void mask_url(const char *v, char *buf, size_t n)
 {
@@ -1349,7 +1379,7 @@ static void format_value(const struct config *c, const struct key *k, char *buf,
         case K_STRING:
         case K_OPTPATH:
                 s = *(char *const *)p;
-                if (k->check == check_store && s)
+                if ((k->check == check_store || k->check == check_proxy) && s)
                         mask_url(s, buf, n);
                 else
                         snprintf(buf, n, "%s", s ? s : "");

@@ -48,7 +48,10 @@ struct config {
         int64_t max_file_size;              /* bytes, 1..1T */
         char *accept_content;               /* "image,video", "any", ... */
         bool allow_private_addresses;
-        char *user_agent;         /* User-Agent of every request: 1..256 printable ASCII */
+        char *proxy;        /* every request goes through this proxy URL (http, https, socks5h); "" none */
+        bool proxy_trusted; /* the proxy enforces the egress policy (needed for PROXY when private
+                               addresses are refused: hauld sees only the proxy's address) */
+        char *user_agent;   /* User-Agent of every request: 1..256 printable ASCII */
         int64_t max_request_body; /* bytes, 1K..1G */
         int api_threads;          /* microhttpd pool threads, 1..64 */
         int api_max_connections;  /* open API connections, 16..65536 (fewer when RLIMIT_NOFILE is low) */

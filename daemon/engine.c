@@ -28,7 +28,14 @@
  * Timeouts other than connect are judged in the progress callback, so
  * that each fault has its own error class (timeout, stalled, too_large)
  * instead of curl's one code. Each socket's peer is checked as it opens:
- * loopback, private and reserved addresses are refused unless allowed. */
+ * loopback, private and reserved addresses are refused unless allowed.
+ *
+ * Proxies: libcurl's own reading of http_proxy, HTTPS_PROXY, ALL_PROXY and
+ * NO_PROXY is turned off; only opts.proxy (PROXY) names one. Through a
+ * proxy every socket opened goes to the proxy, so the peer check would see
+ * the proxy and never the target: it is skipped, and the proxy must
+ * enforce the egress policy (main refuses PROXY with private addresses
+ * refused unless PROXY_TRUSTED says it does). */
 #include "autoconfig.h"
 
 #include <arpa/inet.h>
@@ -75,6 +82,7 @@ struct engine {
         struct engine_opts opts;
         char *accept;     /* own copy of opts.accept_content */
         char *user_agent; /* own copy of opts.user_agent, or DEFAULT_USER_AGENT */
+        char *proxy;      /* own copy of opts.proxy; "" none */
         struct sniffer *sniffer;
         engine_done_fn done;
         void *ctx;
@@ -581,7 +589,8 @@ static curl_socket_t on_opensocket(void *ud, curlsocktype purpose, struct curl_s
 {
         struct xfer *x = ud;
 
-        if (!x->e->opts.allow_private && engine_address_blocked(&addr->addr, addr->addrlen)) {
+        if (!x->e->opts.allow_private && !*x->e->proxy &&
+            engine_address_blocked(&addr->addr, addr->addrlen)) {
                 x->blocked = true;
                 return CURL_SOCKET_BAD;
         }
@@ -616,6 +625,8 @@ static int setup_easy(struct xfer *x)
         curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)x->request_timeout_ms);
         curl_easy_setopt(c, CURLOPT_USERAGENT, e->user_agent);
+        curl_easy_setopt(c, CURLOPT_PROXY, e->proxy); /* "": none, the environment ignored */
+        curl_easy_setopt(c, CURLOPT_NOPROXY, "");     /* NO_PROXY ignored: a proxy takes every request */
         curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o->max_file_size);
         curl_easy_setopt(c, CURLOPT_BUFFERSIZE, (long)RECV_BUFFER);
         if (x->resume_from > 0) {
@@ -975,18 +986,23 @@ void engine_configure(struct engine *e, const struct engine_opts *opts)
 {
         char *accept = strdup(opts->accept_content ? opts->accept_content : "any");
         char *agent = strdup(opts->user_agent ? opts->user_agent : DEFAULT_USER_AGENT);
-        if (!accept || !agent) {
+        char *proxy = strdup(opts->proxy ? opts->proxy : "");
+        if (!accept || !agent || !proxy) {
                 free(accept);
                 free(agent);
+                free(proxy);
                 return;
         }
         free(e->accept);
         free(e->user_agent);
+        free(e->proxy);
         e->accept = accept;
         e->user_agent = agent;
+        e->proxy = proxy;
         e->opts = *opts;
         e->opts.accept_content = e->accept;
         e->opts.user_agent = e->user_agent;
+        e->opts.proxy = e->proxy;
         curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, (long)opts->max_connects);
 }
 
@@ -1032,5 +1048,6 @@ void engine_free(struct engine *e)
         sniffer_free(e->sniffer);
         free(e->accept);
         free(e->user_agent);
+        free(e->proxy);
         free(e);
 }

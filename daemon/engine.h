@@ -34,6 +34,9 @@ struct engine_opts {
         int max_connects;           /* connection cache size */
         const char *user_agent;     /* User-Agent of every request (USER_AGENT); NULL: "hauld/VERSION".
                                      * A "User-Agent" in a request's headers replaces it */
+        const char *proxy;          /* every request through this proxy URL (PROXY), whose peer is then the
+                                     * only address opened and is not checked; NULL or "": none, whatever
+                                     * http_proxy, HTTPS_PROXY or ALL_PROXY in the environment say */
 };
 
 struct xfer_request {

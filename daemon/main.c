@@ -59,6 +59,19 @@ static int load_sources(const struct config *cfg, struct source_set **ret)
         return -EINVAL;
 }
 
+/* Behind a proxy hauld sees only the proxy's address, never the target's:
+ * with private addresses refused, the proxy must be the one refusing them. */
+static int proxy_policy(struct config *cfg)
+{
+        if (!*cfg->proxy || cfg->allow_private_addresses || cfg->proxy_trusted)
+                return 0;
+        log_error("config: PROXY is set and ALLOW_PRIVATE_ADDRESSES=false, but behind a proxy hauld "
+                  "cannot see the address of a download's target: the proxy must enforce the egress "
+                  "policy (refuse loopback, private and link-local targets). Set PROXY_TRUSTED=true to "
+                  "say that it does");
+        return -EINVAL;
+}
+
 /* "config: FILE:LINE: KEY: message", each part only when known. */
 static void log_config_error(const struct config_error *err)
 {
@@ -71,7 +84,8 @@ static void log_config_error(const struct config_error *err)
         log_error("config: %s%s%s%s", where, err->key, err->key[0] ? ": " : "", err->message);
 }
 
-/* The settings, checked as a start needs them: SOURCES_DIR must exist. */
+/* The settings, checked as a start needs them: SOURCES_DIR must exist, and
+ * a PROXY must be trusted when private addresses are refused. */
 static int load(struct config *cfg, const char *file, char **flags, int nflags)
 {
         struct config_error err = {0};
@@ -82,6 +96,10 @@ static int load(struct config *cfg, const char *file, char **flags, int nflags)
         }
         if (config_check_sources_dir(cfg, &err) < 0) {
                 log_config_error(&err);
+                config_free(cfg);
+                return -EINVAL;
+        }
+        if (proxy_policy(cfg) < 0) {
                 config_free(cfg);
                 return -EINVAL;
         }

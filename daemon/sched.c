@@ -1214,6 +1214,7 @@ static void engine_opts_from(const struct config *cfg, struct engine_opts *o)
                 .allow_private = cfg->allow_private_addresses,
                 .max_connects = cfg->max_concurrent_downloads * 2,
                 .user_agent = cfg->user_agent,
+                .proxy = cfg->proxy,
         };
 }
 

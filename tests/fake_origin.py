@@ -59,6 +59,15 @@ Parameters (combinable, on any path)
 FakeOrigin.set_override(path, **params) forces parameters on every later
 request for a path, so the content behind an unchanged URL can change.
 
+ProxyRecorder
+  A forwarding HTTP proxy on loopback that records what it is asked to
+  carry: proxy = ProxyRecorder().start(); proxy.url is "http://127.0.0.1:P"
+  (for PROXY or http_proxy); proxy.requests() lists {"method", "target"
+  (the absolute URL asked for), "headers"}; proxy.count(). It forwards
+  plain http:// requests to their target and answers CONNECT (tunnels)
+  and anything not in absolute form with 405 and 400, recorded all the
+  same.
+
 Faults are the status, retry_after, delay, drip, stall_after, truncate,
 reset and reset_after parameters; the others apply to every request.
 
@@ -129,6 +138,7 @@ Fake providers
 import argparse
 import functools
 import hashlib
+import http.client
 import json
 import select
 import signal
@@ -141,7 +151,7 @@ import urllib.parse
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-__all__ = ["FakeOrigin", "body_for", "etag_for", "iter_body", "LAST_MODIFIED",
+__all__ = ["FakeOrigin", "ProxyRecorder", "body_for", "etag_for", "iter_body", "LAST_MODIFIED",
            "media_base", "provider_result_kind", "provider_result_url"]
 
 LAST_MODIFIED = "Wed, 21 Oct 2015 07:28:00 GMT"
@@ -721,6 +731,111 @@ class FakeOrigin:
             self._log.clear()
             self._paths.clear()
             self._keys.clear()
+
+
+# ---- a recording proxy ------------------------------------------------------------
+
+HOP_BY_HOP = ("connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+              "te", "trailer", "transfer-encoding", "upgrade")
+PROXY_BODY_MAX = 64 * 1024 * 1024  # a forwarded answer is read whole: tests send small files
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "ProxyRecorder/1"
+    proxy = None  # set on a per-recorder subclass
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def do_CONNECT(self):
+        self.proxy._record(self)
+        self._answer(405, b"tunnels are not recorded\n")
+
+    def do_GET(self):
+        self._forward()
+
+    def do_HEAD(self):
+        self._forward()
+
+    def _answer(self, status, body, headers=()):
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _forward(self):
+        self.proxy._record(self)
+        url = urllib.parse.urlsplit(self.path)
+        if url.scheme != "http" or not url.hostname:
+            return self._answer(400, b"not a proxy request\n")
+        hdrs = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+        conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=30)
+        try:
+            conn.request(self.command, urllib.parse.urlunsplit(("", "", url.path or "/", url.query, "")),
+                         headers=hdrs)
+            resp = conn.getresponse()
+            body = resp.read(PROXY_BODY_MAX)
+            headers = [(k, v) for k, v in resp.getheaders()
+                       if k.lower() not in HOP_BY_HOP and k.lower() != "content-length"]
+            self._answer(resp.status, body, headers)
+        except OSError as e:
+            self._answer(502, ("cannot reach %s: %s\n" % (url.netloc, e)).encode())
+        finally:
+            conn.close()
+
+
+class ProxyRecorder:
+    """A loopback forwarding proxy that records each request it carries
+    (see "ProxyRecorder" at the top of this file)."""
+
+    def __init__(self, host="127.0.0.1", port=0):
+        self.host = host
+        self._want_port = port
+        self._lock = threading.Lock()
+        self._log = []
+        self._server = None
+        self._thread = None
+
+    def start(self):
+        handler = type("ProxyHandler", (_ProxyHandler,), {"proxy": self})
+        self._server = _Server((self.host, self._want_port), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="proxy-recorder", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        if not self._server:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+        self._server = None
+
+    @property
+    def port(self):
+        return self._server.server_address[1]
+
+    @property
+    def url(self):
+        return "http://%s:%d" % (self.host, self.port)
+
+    def _record(self, h):
+        with self._lock:
+            self._log.append({"method": h.command, "target": h.path,
+                              "headers": {k.lower(): v for k, v in h.headers.items()}})
+
+    def requests(self):
+        with self._lock:
+            return [dict(e) for e in self._log]
+
+    def count(self):
+        with self._lock:
+            return len(self._log)
 
 
 # ---- routes -------------------------------------------------------------------

@@ -25,7 +25,7 @@ static void collect_name(const char *key, const char *value, void *ud)
         (*(int *)ud)++;
 }
 
-#define NKEYS 42 /* every key config_foreach() visits */
+#define NKEYS 44 /* every key config_foreach() visits */
 
 /* A temp dir and an environment without any of our keys. */
 static void setup(void)
@@ -1130,6 +1130,58 @@ START_TEST(test_user_agent)
 }
 END_TEST
 
+START_TEST(test_proxy)
+{
+        static const char *const good[] = {
+                "",
+                "http://127.0.0.1:3128",
+                "http://proxy.internal:3128/",
+                "https://proxy.internal",
+                "socks5h://[::1]:1080",
+                "http://user:p@ss@proxy:8080",
+        };
+        static const char *const bad[] = {
+                "proxy:3128",          "ftp://proxy:21",  "socks4://proxy:1080",
+                "socks5://proxy:1080", "http://",         "http://:3128",
+                "http://proxy/path",   "http://pro xy:1", "http://proxy:1\r\nX:1",
+                "http://proxy:1?a=b",
+        };
+        struct config c;
+        struct config_error err;
+        static struct shown s;
+        char v[600];
+
+        ck_assert_int_eq(config_defaults(&c), 0);
+        ck_assert_str_eq(c.proxy, "");
+        ck_assert(!c.proxy_trusted);
+        for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+                ck_assert_msg(config_set(&c, "PROXY", good[i], &err) == 0, "refused %s: %s", good[i],
+                              err.message);
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                ck_assert_msg(config_set(&c, "PROXY", bad[i], &err) == -EINVAL, "accepted %s", bad[i]);
+                ck_assert_str_eq(err.key, "PROXY");
+                ck_assert_ptr_nonnull(strstr(err.message, "socks5h://host:port"));
+        }
+        ck_assert_str_eq(c.proxy, "http://user:p@ss@proxy:8080"); /* unchanged by failures */
+
+        /* 512 bytes, the longest; 513 is one too many */
+        snprintf(v, sizeof(v), "http://%0505d", 0);
+        ck_assert_uint_eq(strlen(v), 512);
+        ck_assert_int_eq(config_set(&c, "PROXY", v, &err), 0);
+        strcat(v, "0");
+        ck_assert_int_eq(config_set(&c, "PROXY", v, &err), -EINVAL);
+
+        /* the password is never shown */
+        ck_assert_int_eq(config_set(&c, "PROXY", "http://fetcher:s3cret@proxy:3128", &err), 0);
+        ck_assert_int_eq(config_set(&c, "PROXY_TRUSTED", "yes", &err), 0);
+        ck_assert(c.proxy_trusted);
+        config_foreach(&c, show, &s);
+        ck_assert_str_eq(shown_value(&s, "PROXY"), "http://fetcher:***@proxy:3128");
+        ck_assert_str_eq(shown_value(&s, "PROXY_TRUSTED"), "true");
+        config_free(&c);
+}
+END_TEST
+
 /* etc/hauld.conf lists every key with its default: uncommented, it loads
  * to exactly the defaults. */
 START_TEST(test_shipped_conf)
@@ -1224,6 +1276,7 @@ static Suite *config_suite(void)
         tcase_add_test(tc, test_token_file_errors);
         tcase_add_test(tc, test_foreach);
         tcase_add_test(tc, test_user_agent);
+        tcase_add_test(tc, test_proxy);
         tcase_add_test(tc, test_shipped_conf);
         tcase_add_test(tc, test_free);
         suite_add_tcase(s, tc);
