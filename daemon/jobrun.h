@@ -54,11 +54,11 @@ struct group_run {
 
 /* The scheduler's state of one item. */
 struct item_run {
-        bool counted;           /* a failure of this URL was counted against its circuit in this run */
-        int rounds;             /* rounds of attempts ended (MAX_RETRIES_PER_ITEM) */
-        int round_attempts;     /* attempts in the current round */
-        int leader;             /* -1, or the item with identical content whose file this one waits for */
-        int64_t resumed_from;   /* bytes its body continued from an earlier part (Range) */
+        bool counted;         /* a failure of this URL was counted against its circuit in this run */
+        int rounds;           /* rounds of attempts ended (MAX_RETRIES_PER_ITEM) */
+        int round_attempts;   /* attempts in the current round */
+        int leader;           /* -1, or the item with identical content whose file this one waits for */
+        int64_t resumed_from; /* bytes its body continued from an earlier part (Range) */
 };
 
 int jobrun_load(struct store *st, const char *id, uint64_t run, struct jobrun **ret);

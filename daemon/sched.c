@@ -247,8 +247,10 @@ static void job_event(struct jobrun *jr, enum jobrun_event ev, int item, const s
                         d->item.state = ITEM_PENDING;
                         d->item.attempts = retry->attempt;
                         d->retry_set = true;
-                        d->retry = (struct event_retry){.attempt = retry->attempt, .delay_ms = retry->delay_ms};
-                        snprintf(d->retry.reason, sizeof(d->retry.reason), "%s", retry->code ? retry->code : "");
+                        d->retry =
+                                (struct event_retry){.attempt = retry->attempt, .delay_ms = retry->delay_ms};
+                        snprintf(d->retry.reason, sizeof(d->retry.reason), "%s",
+                                 retry->code ? retry->code : "");
                 }
                 publish(s, EVENT_ITEM, j->id, item, false, NULL, d);
                 break;
