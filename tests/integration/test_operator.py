@@ -15,7 +15,6 @@ import re
 import subprocess
 import tempfile
 import time
-import unittest
 
 import hauldtest
 
