@@ -126,6 +126,7 @@ struct sched {
         int64_t last_watchdog_ms, watchdog_ms;
         bool flush_now, snapshot_now;
         bool store_failing;
+        int store_errno; /* why, while failing */
         int64_t store_retry_ms, store_backoff_ms;
         bool store_gone; /* the job table's file was deleted or replaced: no new work */
         int64_t last_check_ms;
@@ -338,6 +339,7 @@ static void store_failed(struct sched *s, int r, int64_t now)
                           "when it can be again",
                           strerror(-r));
         s->store_failing = true;
+        s->store_errno = -r;
         s->store_backoff_ms = s->store_backoff_ms ? s->store_backoff_ms * 2 : STORE_RETRY_MIN_MS;
         if (s->store_backoff_ms > STORE_RETRY_MAX_MS)
                 s->store_backoff_ms = STORE_RETRY_MAX_MS;
@@ -1084,7 +1086,8 @@ static void publish_snapshot(struct sched *s, int64_t now)
                          "the job table's file was deleted or replaced; restart hauld");
         else if (s->store_failing)
                 snprintf(snap->store_error, sizeof(snap->store_error),
-                         "the job table cannot be written; changes are kept and retried");
+                         "the job table cannot be written (%s); changes are kept and retried",
+                         strerror(s->store_errno));
         snap->accepting = snap->store_ok;
         memcpy(snap->duration_count, s->duration_count, sizeof(snap->duration_count));
         snap->duration_sum_s = s->duration_sum_s;

@@ -28,6 +28,7 @@
 #include "autoconfig.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -35,11 +36,13 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
 #include "common/clock.h"
 #include "common/fs.h"
+#include "common/log.h"
 #include "daemon/store_json.h"
 #include "daemon/store_sqlite-internal.h"
 
@@ -253,6 +256,10 @@ int sq_error(int rc)
                 return -EBUSY;
         case SQLITE_NOMEM:
                 return -ENOMEM;
+        case SQLITE_FULL:
+                return -ENOSPC; /* "No space left on device" says what to fix */
+        case SQLITE_READONLY:
+                return -EROFS;
         case SQLITE_CONSTRAINT:
                 if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
                         return -EEXIST;
@@ -1153,6 +1160,45 @@ static void sq_close(void *p)
         free(be);
 }
 
+static int wal_stat(const struct sq *be, struct stat *sb)
+{
+        char wal[PATH_MAX];
+
+        if ((size_t)snprintf(wal, sizeof(wal), "%s-wal", be->path) >= sizeof(wal))
+                return -ENAMETOOLONG;
+        return stat(wal, sb) < 0 ? -errno : 0;
+}
+
+/* The file at our path is no longer ours (deleted, or another put in its
+ * place), but our write-ahead log still sits beside it under the name
+ * SQLite looks for: whoever opens the path next would replay our log over
+ * a table it does not belong to. Move it aside, as "-wal.detached-INODE"
+ * (what it holds belongs to the file that went), and drop the shared-memory
+ * index, which only caches the log. Only a log that is ours moves. */
+static void detach_wal(struct sq *be)
+{
+        char wal[PATH_MAX], aside[PATH_MAX + 40], shm[PATH_MAX];
+        struct stat sb;
+
+        if (be->detached || !be->wal_ino)
+                return;
+        be->detached = true;
+        if (wal_stat(be, &sb) < 0 || sb.st_dev != be->wal_dev || sb.st_ino != be->wal_ino)
+                return;
+        snprintf(wal, sizeof(wal), "%s-wal", be->path);
+        snprintf(aside, sizeof(aside), "%s-wal.detached-%llu", be->path, (unsigned long long)be->ino);
+        snprintf(shm, sizeof(shm), "%s-shm", be->path);
+        if (rename(wal, aside) < 0) {
+                log_error("store: cannot move the write-ahead log of the replaced job table aside: %s: %s",
+                          wal, strerror(errno));
+                return;
+        }
+        unlink(shm);
+        log_warning("store: the write-ahead log of the job table that was deleted or replaced moved to %s, "
+                    "so that it is not replayed over the file now at %s",
+                    aside, be->path);
+}
+
 static int sq_open(const char *location, bool existing, void **ret_be)
 {
         struct sq *be;
@@ -1184,6 +1230,10 @@ static int sq_open(const char *location, bool existing, void **ret_be)
                 goto fail;
         be->dev = sb.st_dev;
         be->ino = sb.st_ino;
+        if (wal_stat(be, &sb) == 0) { /* the reads above made it */
+                be->wal_dev = sb.st_dev;
+                be->wal_ino = sb.st_ino;
+        }
         *ret_be = be;
         return 0;
 fail:
@@ -1198,9 +1248,14 @@ static int sq_check(void *p)
         struct sq *be = p;
         struct stat sb;
 
-        if (stat(be->path, &sb) < 0)
-                return errno == ENOENT ? -ESTALE : -errno;
-        return sb.st_dev == be->dev && sb.st_ino == be->ino ? 0 : -ESTALE;
+        if (stat(be->path, &sb) == 0) {
+                if (sb.st_dev == be->dev && sb.st_ino == be->ino)
+                        return 0;
+        } else if (errno != ENOENT) {
+                return -errno;
+        }
+        detach_wal(be);
+        return -ESTALE;
 }
 
 static bool sq_in_batch(void *p) { return sq_in_transaction(p); }

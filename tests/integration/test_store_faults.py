@@ -249,7 +249,8 @@ class TableFull(StoreFaultCase):
         job_id = self.submit(d, "full")["id"]
         before = self.wait_written(d, job_id, 3)
         filled = self.fill_up()
-        self.wait_unhealthy(d, "cannot be written")
+        health = self.wait_unhealthy(d, "cannot be written")
+        self.assertIn("No space left on device", health["reason"], "the reason names the cause")
         self.assert_refuses_jobs(d, "cannot be written")
         on_disk_at_fault = len(self.files_on_disk(d, job_id))
         self.wait_files(d, job_id, NFILES)  # transfers go on
@@ -401,6 +402,9 @@ class TableGone(StoreFaultCase):
         files = self.files_on_disk(d, first)
         d.stop(expect_code=0)
         beside = sorted(n for n in os.listdir(d.state_dir) if n.startswith("jobs.db-"))
+        # our write-ahead log was moved aside, not left for the new file
+        self.assertTrue(any(n.startswith("jobs.db-wal.detached-") for n in beside), beside)
+        self.assertNotIn("jobs.db-wal", beside)
         d.start()
         # the table is the one moved in, as it was: its job, not ours
         seen = [d.get("/v1/jobs/" + job_id)[0] for job_id in (kept["id"], first, queued)]
