@@ -21,6 +21,7 @@
   const POLL_MS = 5000;         /* lists and statistics while the stream is down */
   const STATS_EVERY_MS = 10000; /* statistics, even while the stream is up */
   const THUMBS_AT_ONCE = 4;
+  const THUMB_MAX_BYTES = 8 << 20; /* larger images get no thumbnail */
 
   const $ = (id) => document.getElementById(id);
 
@@ -85,7 +86,7 @@
 
   function timeEl(iso, text) {
     if (!iso) return el('span', { class: 'muted', text: '—' });
-    return el('time', { datetime: iso, title: new Date(iso).toLocaleString() }, text || ago(iso));
+    return el('time', { datetime: iso, title: new Date(iso).toLocaleString(), class: text ? null : 'ago' }, text || ago(iso));
   }
 
   function shortId(id) { return id.slice(-8); }
@@ -718,7 +719,8 @@
       fact('Created', timeEl(j.created_at)),
       fact('Started', timeEl(j.started_at)),
       fact('Finished', timeEl(j.finished_at)),
-      fact('Deadline', j.deadline_at && !TERMINAL.has(j.state) ? timeEl(j.deadline_at, when(j.deadline_at)) : timeEl(j.deadline_at, new Date(j.deadline_at || 0).toLocaleTimeString())),
+      fact('Deadline', j.deadline_at && !TERMINAL.has(j.state) ? timeEl(j.deadline_at, when(j.deadline_at))
+        : timeEl(j.deadline_at, new Date(j.deadline_at || 0).toLocaleString())),
       fact('Max items', String(j.max)),
       fact('Priority', String(j.priority)),
       fact('Timeout', seconds(j.timeout)),
@@ -819,7 +821,7 @@
     } else {
       file = el('span', { text: name });
     }
-    if (it.state === 'succeeded' && /^image\//.test(it.content_type || '')) {
+    if (it.state === 'succeeded' && /^image\//.test(it.content_type || '') && it.bytes <= THUMB_MAX_BYTES) {
       thumb.append(el('img', { class: 'thumb', alt: 'Preview of ' + name, width: '48', height: '48', dataset: { src: filePath(detail.job.id, it.index) } }));
     }
     const retry = detail.retries.get(it.index);
@@ -856,7 +858,7 @@
         if (d) d.open = true;
       }
       const img = tr.querySelector('img.thumb');
-      if (img) showThumb(img);
+      if (img) thumbsSeen.observe(img);
     }
     if (focusedIndex !== null) {
       const tr = tb.querySelector('tr[data-index="' + focusedIndex + '"]');
@@ -868,6 +870,15 @@
 
   /* Thumbnails: the file fetched with the token, shown from a blob URL
    * (an <img src> could not send the Authorization header). */
+  /* only the thumbnails scrolled into view are fetched */
+  const thumbsSeen = new IntersectionObserver((entries) => {
+    for (const e of entries) {
+      if (!e.isIntersecting) continue;
+      thumbsSeen.unobserve(e.target);
+      showThumb(e.target);
+    }
+  }, { rootMargin: '200px' });
+
   function showThumb(img) {
     const key = img.dataset.src;
     if (detail.thumbs.has(key)) {
@@ -1219,6 +1230,7 @@
       figure('Listings ok', String(l.successes)),
       figure('Listings failed', String(l.failures)));
     $('stats-totals').dataset.successes = String(d.successes);
+    $('stats-totals').dataset.failures = String(d.failures);
     const counts = $('counts');
     const order = ['running', 'queued', 'paused', 'succeeded', 'partial', 'failed', 'cancelled', 'timed_out'];
     counts.replaceChildren(...order.filter((k) => s.jobs[k] > 0 || k === 'running' || k === 'queued').map((k) =>
@@ -1384,6 +1396,8 @@
   let lastStats = Date.now();
   setInterval(() => {
     for (const t of document.querySelectorAll('time.countdown')) t.textContent = when(t.getAttribute('datetime'));
+    if (Date.now() % 15000 < 1000)
+      for (const t of document.querySelectorAll('time.ago')) t.textContent = ago(t.getAttribute('datetime'));
     const live = $('conn').dataset.state === 'live';
     const now = Date.now();
     if (auth.needed || document.hidden) return;
