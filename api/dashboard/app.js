@@ -271,6 +271,10 @@
 
   /* ---- progress ---- */
 
+  /* The bar's segments [class, width %]. A finished job: its items that
+   * succeeded, failed and were skipped (only a succeeded job is all green).
+   * A job still going: the bytes so far of the bytes expected when every
+   * size is known, else its finished items; then its failed items in red. */
   function progressParts(state, p) {
     const total = p.total || 0;
     const pct = (n) => (total > 0 ? (100 * n) / total : 0);
@@ -279,7 +283,10 @@
       if (total === 0) return state === 'failed' ? [['fail', 100]] : [['skip', 100]];
       return [['ok', pct(p.succeeded)], ['fail', pct(p.failed)], ['skip', pct(p.skipped)]];
     }
-    return [['ok', pct(p.succeeded)], ['fail', pct(p.failed)], ['skip', pct(p.skipped)], ['go', 0]];
+    const fail = pct(p.failed);
+    const done = p.bytes_expected > 0 ? doneShare(state, p) * 100 : pct(p.succeeded + p.skipped);
+    const go = Math.min(100 - fail, done);
+    return [['go', go], ['fail', fail]];
   }
 
   /* The share done, 0..1: bytes of bytes_expected while a job runs, finished items otherwise. */
@@ -292,12 +299,6 @@
     bar.dataset.state = state;
     const parts = progressParts(state, p);
     const share = doneShare(state, p);
-    if (!TERMINAL.has(state)) {
-      /* items finished so far, then the bytes of the rest as one segment */
-      const finished = parts.slice(0, 3).reduce((a, [, w]) => a + w, 0);
-      parts[3][1] = Math.max(0, share * 100 - parts[0][1]);
-      if (finished + parts[3][1] > 100) parts[3][1] = Math.max(0, 100 - finished);
-    }
     while (bar.children.length < parts.length) bar.append(el('span'));
     while (bar.children.length > parts.length) bar.lastChild.remove();
     parts.forEach(([cls, w], i) => {
