@@ -75,7 +75,10 @@ struct pending {
 };
 
 static const struct route routes[] = {
-        {"GET", "/", dashboard_page, 0},
+        {"GET", "/", dashboard_page, ROUTE_PUBLIC},
+        {"GET", "/app.js", dashboard_script, ROUTE_PUBLIC},
+        {"GET", "/app.css", dashboard_style, ROUTE_PUBLIC},
+        {"GET", "/favicon.svg", dashboard_icon, ROUTE_PUBLIC},
         {"GET", "/v1/health", system_health, ROUTE_PUBLIC},
         {"GET", "/v1/config", system_config, 0},
         {"GET", "/v1/stats", system_stats, 0},

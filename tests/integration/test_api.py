@@ -52,10 +52,13 @@ class Guards(hauldtest.HauldTestCase):
 
     def test_token_required_except_health(self):
         d = self.token_daemon()
-        for path in ("/", "/v1/jobs", "/v1/stats", "/v1/config", "/v1/circuits", "/v1/sources", "/metrics"):
+        for path in ("/v1/jobs", "/v1/stats", "/v1/config", "/v1/circuits", "/v1/sources", "/metrics"):
             ans = d.get(path)
             self.assert_problem(ans, 401)
             self.assertEqual(ans[1].get("WWW-Authenticate"), "Bearer", path)
+        # the dashboard's shell holds no data: it asks for the token itself
+        for path in ("/", "/app.js", "/app.css", "/favicon.svg"):
+            self.assertEqual(d.get(path)[0], 200, path)
         self.assert_problem(d.get("/v1/jobs", headers={"Authorization": "Bearer wrong"}), 401)
         for guess in (TOKEN[:-1], TOKEN + "x", TOKEN[:-1] + "X", "", TOKEN + TOKEN):
             self.assert_problem(d.get("/v1/jobs", headers={"Authorization": "Bearer " + guess}), 401)
@@ -591,19 +594,33 @@ class Ssrf(hauldtest.HauldTestCase):
 
 
 class Dashboard(hauldtest.HauldTestCase):
-    def test_page_is_served_with_a_strict_policy(self):
-        st, headers, body = self.daemon.get("/")
-        self.assertEqual(st, 200)
-        self.assertTrue(headers["Content-Type"].startswith("text/html"), headers)
-        csp = headers.get("Content-Security-Policy", "")
-        self.assertIn("default-src 'none'", csp)
-        self.assertIn("connect-src 'self'", csp)
-        self.assertEqual(headers.get("X-Content-Type-Options"), "nosniff")
-        page = body.decode() if isinstance(body, bytes) else body
-        # it is built on the public API, and never writes API data as HTML
+    """The page's files; tests/browser/test_dashboard.py drives the page."""
+
+    def test_page_and_assets_are_served_with_a_strict_policy(self):
+        want = {"/": "text/html", "/app.js": "text/javascript", "/app.css": "text/css",
+                "/favicon.svg": "image/svg+xml"}
+        bodies = {}
+        for path, ctype in want.items():
+            st, headers, body = self.daemon.get(path)
+            self.assertEqual(st, 200, path)
+            self.assertTrue(headers["Content-Type"].startswith(ctype), (path, headers["Content-Type"]))
+            csp = headers.get("Content-Security-Policy", "")
+            for rule in ("default-src 'self'", "script-src 'self'", "style-src 'self'", "connect-src 'self'",
+                         "object-src 'none'", "frame-ancestors 'none'"):
+                self.assertIn(rule, csp, path)
+            self.assertNotIn("unsafe-inline", csp, path)
+            self.assertEqual(headers.get("X-Content-Type-Options"), "nosniff", path)
+            bodies[path] = body.decode() if isinstance(body, bytes) else body
+        page, script = bodies["/"], bodies["/app.js"]
+        # no inline script or style for the policy to refuse
+        self.assertNotIn("<style", page)
+        self.assertNotIn(" style=", page)
+        self.assertRegex(page, r'<script src="/app.js" defer></script>')
+        # built on the public API, never writing API data as HTML, no token in a URL
         for route in ("/v1/stats", "/v1/circuits", "/v1/jobs", "/v1/events", "/v1/sources"):
-            self.assertIn(route, page)
-        self.assertNotIn("innerHTML", page)
+            self.assertIn(route, script)
+        self.assertNotIn("innerHTML", script)
+        self.assertNotIn("EventSource", script)
         st, headers, _ = self.daemon.request("POST", "/")
         self.assertEqual(st, 405)
 
