@@ -65,9 +65,9 @@ struct sq {
         char *path;                 /* the database file, for store_check() */
         dev_t dev;                  /* its identity when opened */
         ino_t ino;
-        dev_t wal_dev;              /* its write-ahead log's, 0 if none was seen */
+        dev_t wal_dev; /* its write-ahead log's, 0 if none was seen */
         ino_t wal_ino;
-        bool detached;              /* the log was moved aside (the file was replaced) */
+        bool detached; /* the log was moved aside (the file was replaced) */
 };
 
 /* An SQLite result code as -errno. */
