@@ -72,8 +72,9 @@
 #define RECV_BUFFER      (128 * 1024)           /* libcurl's receive buffer: 16 KiB meant 8x the syscalls */
 #define SPARE_HANDLES    64                     /* easy handles kept for reuse */
 #define SPEED_SAMPLE_MS  1000                   /* a transfer's speed is sampled this often */
-#define HEADER_LINES_MAX 500                    /* header lines of one answer; more is a bad_response */
-#define HEADER_BYTES_MAX (64 * 1024)            /* bytes of one answer's headers; more is a bad_response */
+#define DNS_CACHE_S      60L         /* libcurl's own default: names resolved are kept this long */
+#define HEADER_LINES_MAX 500         /* header lines of one answer; more is a bad_response */
+#define HEADER_BYTES_MAX (64 * 1024) /* bytes of one answer's headers; more is a bad_response */
 #define DEFAULT_USER_AGENT                                                                                  \
         PACKAGE_NAME "/" PACKAGE_VERSION /* without opts.user_agent (USER_AGENT's default) */
 
@@ -597,6 +598,23 @@ static curl_socket_t on_opensocket(void *ud, curlsocktype purpose, struct curl_s
         return socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
 }
 
+/* Is the URL's host an IP address rather than a name? */
+static bool url_names_an_address(const char *url)
+{
+        CURLU *u = curl_url();
+        char *host = NULL;
+        bool r = false;
+
+        if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+            curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+                struct in_addr a4;
+                r = host[0] == '[' || inet_pton(AF_INET, host, &a4) == 1;
+        }
+        curl_free(host);
+        curl_url_cleanup(u);
+        return r;
+}
+
 static int setup_easy(struct xfer *x)
 {
         struct engine *e = x->e;
@@ -627,6 +645,10 @@ static int setup_easy(struct xfer *x)
         curl_easy_setopt(c, CURLOPT_USERAGENT, e->user_agent);
         curl_easy_setopt(c, CURLOPT_PROXY, e->proxy); /* "": none, the environment ignored */
         curl_easy_setopt(c, CURLOPT_NOPROXY, "");     /* NO_PROXY ignored: a proxy takes every request */
+        /* libcurl prunes its name cache by walking all of it at each name
+         * lookup: a job over thousands of addresses would pay for all of
+         * them at every start. An address needs no lookup to cache. */
+        curl_easy_setopt(c, CURLOPT_DNS_CACHE_TIMEOUT, url_names_an_address(x->url) ? 0L : DNS_CACHE_S);
         curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o->max_file_size);
         curl_easy_setopt(c, CURLOPT_BUFFERSIZE, (long)RECV_BUFFER);
         if (x->resume_from > 0) {
