@@ -66,6 +66,10 @@ struct item_live {
         int64_t speed_bps;
 };
 
+/* The entries of per_source a job object shows and the job table keeps in
+ * its row's first part (the rest is read only by whoever asks for it). */
+#define JOB_PER_SOURCE_HEAD 100
+
 /* One (job, source) entry of per_source. */
 struct job_source {
         char *source;
@@ -118,8 +122,13 @@ struct job {
         char *label;
         int64_t created_at, started_at, finished_at, deadline_at;
         struct progress progress;
+        /* One entry per query source and per URL host. Read for the API
+         * (store_job_get(), store_job_list()) it holds the first
+         * JOB_PER_SOURCE_HEAD entries at most: store_job_per_source() reads
+         * them all. */
         struct job_source *per_source;
         size_t nper_source;
+        size_t per_source_total; /* the entries the job has; 0: nper_source */
         struct job_error error;
         char *idempotency_key; /* NULL: none */
         char *request_hash;    /* hex SHA-256 of the request body, with idempotency_key */

@@ -63,6 +63,9 @@ struct jobrun {
         size_t ngroups;
         struct index urls, contents, names;
         bool job_dirty;
+        bool ps_stale;         /* per_source changed since it was last written */
+        bool ps_writing;       /* the write under way includes it */
+        int64_t ps_written_ms; /* monotonic, when it was last written; 0 never */
         bool *dirty;
         int *dirty_list;
         size_t ndirty;
@@ -272,9 +275,17 @@ static void note_retry(struct jobrun *jr, enum jobrun_event ev, int item, const 
 
 static void note(struct jobrun *jr, enum jobrun_event ev, int item) { note_retry(jr, ev, item, NULL); }
 
-static void mark_dirty(struct jobrun *jr, int i)
+/* The job changed: its row is written with the next batch, its per_source
+ * (which may have changed with it) at most every JOBRUN_PER_SOURCE_EVERY_MS. */
+static void touch(struct jobrun *jr)
 {
         jr->job_dirty = true;
+        jr->ps_stale = true;
+}
+
+static void mark_dirty(struct jobrun *jr, int i)
+{
+        touch(jr);
         if ((size_t)i < jr->nstored && !jr->dirty[i]) {
                 jr->dirty[i] = true;
                 jr->dirty_list[jr->ndirty++] = i;
@@ -488,6 +499,18 @@ int jobrun_load(struct store *st, const char *id, uint64_t run, struct jobrun **
         r = store_job_get(st, id, &jr->job);
         if (r < 0)
                 goto fail;
+        if (jr->job->per_source_total > jr->job->nper_source) { /* only its head was read */
+                struct job_source *all = NULL;
+                size_t nall = 0;
+                r = store_job_per_source(st, id, &all, &nall);
+                if (r < 0)
+                        goto fail;
+                for (size_t g = 0; g < jr->job->nper_source; g++)
+                        job_source_clear(&jr->job->per_source[g]);
+                free(jr->job->per_source);
+                jr->job->per_source = all;
+                jr->job->nper_source = jr->job->per_source_total = nall;
+        }
         r = store_item_load(st, id, &items, &n);
         if (r < 0)
                 goto fail;
@@ -544,7 +567,7 @@ void jobrun_begin(struct jobrun *jr, int64_t wall_ms, int64_t now_ms, int64_t de
         j->deadline_at = deadline_wall_ms > 0 ? deadline_wall_ms : wall_ms + (int64_t)(j->timeout * 1000);
         jr->deadline_ms = now_ms + (j->deadline_at - wall_ms);
         job_error_clear(&j->error);
-        jr->job_dirty = true;
+        touch(jr);
         note(jr, JOBRUN_EV_JOB, -1);
 }
 
@@ -565,7 +588,7 @@ void jobrun_set_state(struct jobrun *jr, enum job_state st, const char *code, co
         j->finished_at = job_state_is_terminal(st) ? wall_ms : 0;
         if (st == JOB_QUEUED || st == JOB_PAUSED)
                 j->deadline_at = 0;
-        jr->job_dirty = true;
+        touch(jr);
         note(jr, JOBRUN_EV_JOB, -1);
 }
 
@@ -620,7 +643,7 @@ void jobrun_group_listing(struct jobrun *jr, int g, int pages, const char *why)
         js->pages = pages;
         free(js->listing);
         js->listing = w;
-        jr->job_dirty = true;
+        touch(jr);
 }
 
 void jobrun_group_set(struct jobrun *jr, int g, enum source_state st, const char *code, const char *fmt, ...)
@@ -637,7 +660,7 @@ void jobrun_group_set(struct jobrun *jr, int g, enum source_state st, const char
                 job_error_set(&js->error, code, "%s", msg);
         } else
                 job_error_clear(&js->error);
-        jr->job_dirty = true;
+        touch(jr);
 }
 
 /* ---- items ------------------------------------------------------------------------------------------ */
@@ -798,7 +821,7 @@ void jobrun_reset_failed(struct jobrun *jr)
                 jr->job->per_source[g].state = SRC_PENDING;
                 job_error_clear(&jr->job->per_source[g].error);
         }
-        jr->job_dirty = true;
+        touch(jr);
 }
 
 int64_t jobrun_due(struct jobrun *jr, int64_t now_ms, void (*ready)(struct jobrun *jr, int g, void *ud),
@@ -901,7 +924,7 @@ int jobrun_add_item(struct jobrun *jr, int g, const char *url)
         jr->job->per_source[g].items++;
         jr->job->progress.total++;
         count(jr, &jr->job->per_source[g], ITEM_PENDING, +1);
-        jr->job_dirty = true;
+        touch(jr);
         note(jr, JOBRUN_EV_PROGRESS, i);
         return i;
 }
@@ -1012,11 +1035,28 @@ size_t jobrun_blocked(const struct jobrun *jr, const int **ret)
 /* ---- writing and events --------------------------------------------------------------------------------
  */
 
-bool jobrun_dirty(const struct jobrun *jr) { return jr->job_dirty || jr->nstored < jr->nitems; }
-
-int jobrun_write(struct jobrun *jr, struct store *st)
+/* per_source goes with a write when it changed and the job is not running
+ * (its end, a pause, ...), or it was last written long enough ago. */
+static bool per_source_due(const struct jobrun *jr, int64_t now)
 {
-        int r = store_job_update(st, jr->job);
+        return jr->ps_stale && (jr->job->state != JOB_RUNNING || jr->ps_written_ms == 0 ||
+                                now - jr->ps_written_ms >= JOBRUN_PER_SOURCE_EVERY_MS);
+}
+
+bool jobrun_dirty(const struct jobrun *jr, int64_t now)
+{
+        return jr->job_dirty || jr->nstored < jr->nitems || per_source_due(jr, now);
+}
+
+int64_t jobrun_per_source_due(const struct jobrun *jr)
+{
+        return jr->ps_stale ? jr->ps_written_ms + JOBRUN_PER_SOURCE_EVERY_MS : INT64_MAX;
+}
+
+int jobrun_write(struct jobrun *jr, struct store *st, int64_t now)
+{
+        jr->ps_writing = per_source_due(jr, now);
+        int r = jr->ps_writing ? store_job_update(st, jr->job) : store_job_update_progress(st, jr->job);
 
         if (r >= 0 && jr->nstored < jr->nitems)
                 r = store_item_append(st, jr->job->id, &jr->items[jr->nstored], jr->nitems - jr->nstored);
@@ -1025,8 +1065,13 @@ int jobrun_write(struct jobrun *jr, struct store *st)
         return r;
 }
 
-void jobrun_written(struct jobrun *jr)
+void jobrun_written(struct jobrun *jr, int64_t now)
 {
+        if (jr->ps_writing) {
+                jr->ps_stale = false;
+                jr->ps_written_ms = now;
+                jr->ps_writing = false;
+        }
         for (size_t k = 0; k < jr->ndirty; k++)
                 jr->dirty[jr->dirty_list[k]] = false;
         jr->ndirty = 0;

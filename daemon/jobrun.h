@@ -185,13 +185,23 @@ size_t jobrun_blocked(const struct jobrun *jr, const int **ret);
 
 /* ---- writing and events ---------------------------------------------------------- */
 
-bool jobrun_dirty(const struct jobrun *jr);
-/* Write what changed: the job row first (a lease token fences it), then
- * items listed since the last write, then changed items. Runs inside the
- * caller's transaction; on failure nothing is forgotten. */
-int jobrun_write(struct jobrun *jr, struct store *st);
+/* How often a running job's per_source (an entry per source or host,
+ * thousands in a big job) is written at most; its counters are recounted
+ * from the items when a job is loaded, so only attempts and retries can
+ * lag after a crash. */
+#define JOBRUN_PER_SOURCE_EVERY_MS 1000
+
+/* Something to write now (monotonic now). */
+bool jobrun_dirty(const struct jobrun *jr, int64_t now);
+/* When a per_source change that waits is due; INT64_MAX: none waits. */
+int64_t jobrun_per_source_due(const struct jobrun *jr);
+/* Write what changed: the job row first (a lease token fences it; its
+ * per_source when due), then items listed since the last write, then
+ * changed items. Runs inside the caller's transaction; on failure nothing
+ * is forgotten. */
+int jobrun_write(struct jobrun *jr, struct store *st, int64_t now);
 /* The caller's transaction committed: what jobrun_write() wrote is clean. */
-void jobrun_written(struct jobrun *jr);
+void jobrun_written(struct jobrun *jr, int64_t now);
 
 enum jobrun_event {
         JOBRUN_EV_JOB,      /* the job's state changed */

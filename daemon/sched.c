@@ -125,6 +125,9 @@ struct sched {
         int64_t started_ms, last_flush_ms, last_snapshot_ms, last_prune_ms, last_status_ms;
         int64_t last_watchdog_ms, watchdog_ms;
         bool flush_now, snapshot_now;
+        struct snapshot_circuits *circ; /* the last export of the circuits, shared by snapshots */
+        int64_t circ_ms;                /* monotonic, when it was made */
+        bool circuits_now;              /* a circuit changed state, a job ended, a command ran */
         bool store_failing;
         int store_errno; /* why, while failing */
         int64_t store_retry_ms, store_backoff_ms;
@@ -194,6 +197,7 @@ static int job_add(struct sched *s, struct jobrun *jr, int64_t now)
 static void job_remove(struct sched *s, size_t i)
 {
         struct jobrun *jr = s->jobs[i].jr;
+        s->circuits_now = true; /* its statistics, whole */
         xfers_forget(s->xfers, jr);
         jobrun_free(jr);
         memmove(&s->jobs[i], &s->jobs[i + 1], (s->njobs - i - 1) * sizeof(*s->jobs));
@@ -300,7 +304,7 @@ static void note_circuit(const struct src *src, void *ud)
 
         if (src_turned_half_open(src))
                 log_info("CIRCUIT BREAKER half-open for %s: one probe goes (open time over)", src_name(src));
-
+        s->circuits_now = true;
         for (size_t i = 0; i < s->ncircuits; i++)
                 if (strcmp(s->circuits[i], src_name(src)) == 0)
                         return;
@@ -381,7 +385,7 @@ static int flush_once(struct sched *s, int64_t now)
         int r;
 
         for (size_t i = 0; i < s->njobs && !any; i++)
-                any = jobrun_dirty(s->jobs[i].jr);
+                any = jobrun_dirty(s->jobs[i].jr, now);
         if (!any)
                 return 0;
         r = store_begin(s->store);
@@ -391,8 +395,8 @@ static int flush_once(struct sched *s, int64_t now)
                         r = cluster_put_circuit(s->cluster, s->srcs, src, now, wall(s));
         }
         for (size_t i = 0; i < s->njobs && r >= 0; i++)
-                if (jobrun_dirty(s->jobs[i].jr))
-                        r = jobrun_write(s->jobs[i].jr, s->store);
+                if (jobrun_dirty(s->jobs[i].jr, now))
+                        r = jobrun_write(s->jobs[i].jr, s->store, now);
         if (r >= 0)
                 r = store_commit(s->store);
         if (r < 0) {
@@ -405,7 +409,7 @@ static int flush_once(struct sched *s, int64_t now)
         s->last_flush_ms = now;
         s->flush_now = false;
         for (size_t i = 0; i < s->njobs; i++) {
-                jobrun_written(s->jobs[i].jr);
+                jobrun_written(s->jobs[i].jr, now);
                 jobrun_drain_events(s->jobs[i].jr, job_event, s);
         }
         for (size_t i = 0; i < s->ncircuits; i++) { /* after the items whose outcomes changed them */
@@ -443,11 +447,16 @@ static int flush(struct sched *s, int64_t now)
 static int64_t flush_paced(struct sched *s, int64_t now)
 {
         bool dirty = s->ncircuits > 0;
+        int64_t later = POLL_MAX_MS;
 
-        for (size_t i = 0; i < s->njobs && !dirty; i++)
-                dirty = jobrun_dirty(s->jobs[i].jr);
+        for (size_t i = 0; i < s->njobs && !dirty; i++) {
+                dirty = jobrun_dirty(s->jobs[i].jr, now);
+                int64_t due = jobrun_per_source_due(s->jobs[i].jr); /* a per_source change waits */
+                if (due - now < later)
+                        later = due - now;
+        }
         if (!dirty)
-                return POLL_MAX_MS;
+                return later;
         if (s->store_failing && now < s->store_retry_ms)
                 return s->store_retry_ms - now;
         if (!s->store_failing && !s->flush_now && now - s->last_flush_ms < FLUSH_EVERY_MS)
@@ -641,7 +650,7 @@ static int stored_change(struct sched *s, const char *id, enum cmd_type type)
         }
         r = store_begin(s->store);
         if (r >= 0)
-                r = jobrun_write(jr, s->store);
+                r = jobrun_write(jr, s->store, mono(s));
         if (r >= 0)
                 r = store_commit(s->store);
         if (r < 0) {
@@ -649,7 +658,7 @@ static int stored_change(struct sched *s, const char *id, enum cmd_type type)
                 r = -EIO;
                 goto out;
         }
-        jobrun_written(jr);
+        jobrun_written(jr, mono(s));
         jobrun_drain_events(jr, job_event, s);
 out:
         jobrun_free(jr);
@@ -726,6 +735,7 @@ static void run_cmds(struct sched *s, int64_t now)
         pthread_mutex_unlock(&s->cmd_lock);
         if (!list)
                 return;
+        s->circuits_now = true; /* what a command changed shows in its answer */
         for (c = list; c; c = c->next) {
                 if (c->type == CMD_CONFIG)
                         apply_config(s, c->cfg, c->sources);
@@ -1071,6 +1081,26 @@ static int snapshot_sources(struct sched *s, struct snapshot *snap)
         return 0;
 }
 
+/* A fresh export of the circuits when one is due (SNAPSHOT_CIRCUITS_EVERY_MS,
+ * or s->circuits_now), else the last one goes on. */
+static int export_circuits(struct sched *s, int64_t now)
+{
+        struct snapshot_circuits *c;
+
+        if (s->circ && !s->circuits_now && now - s->circ_ms < SNAPSHOT_CIRCUITS_EVERY_MS)
+                return 0;
+        c = snapshot_circuits_new();
+        if (!c || srctab_export(s->srcs, now, &c->v, &c->n, &c->downloads, &c->listings) < 0) {
+                snapshot_circuits_unref(c);
+                return s->circ ? 0 : -ENOMEM; /* the last export goes on */
+        }
+        snapshot_circuits_unref(s->circ);
+        s->circ = c;
+        s->circ_ms = now;
+        s->circuits_now = false;
+        return 0;
+}
+
 static void publish_snapshot(struct sched *s, int64_t now)
 {
         struct snapshot *snap = snapshot_new();
@@ -1092,9 +1122,16 @@ static void publish_snapshot(struct sched *s, int64_t now)
         memcpy(snap->duration_count, s->duration_count, sizeof(snap->duration_count));
         snap->duration_sum_s = s->duration_sum_s;
         snap->transfers = xfers_running(s->xfers);
-        if (srctab_export(s->srcs, now, &snap->circuits, &snap->ncircuits, &snap->downloads,
-                          &snap->listings) < 0 ||
-            snapshot_jobs(s, snap) < 0 || snapshot_sources(s, snap) < 0 ||
+        if (export_circuits(s, now) < 0) {
+                snapshot_unref(snap);
+                return; /* the older one stays */
+        }
+        snap->shared = snapshot_circuits_ref(s->circ);
+        snap->circuits = s->circ->v;
+        snap->ncircuits = s->circ->n;
+        snap->downloads = s->circ->downloads;
+        snap->listings = s->circ->listings;
+        if (snapshot_jobs(s, snap) < 0 || snapshot_sources(s, snap) < 0 ||
             !(snap->node = strdup(cluster_node(s->cluster))) ||
             cluster_nodes(s->cluster, &snap->nodes, &snap->nnodes) < 0) {
                 snapshot_unref(snap);
@@ -1305,6 +1342,7 @@ static void sched_free(struct sched *s)
         for (size_t i = 0; i < s->ncircuits; i++)
                 free(s->circuits[i]);
         free(s->circuits);
+        snapshot_circuits_unref(s->circ);
         srctab_free(s->srcs);
         cluster_free(s->cluster);
         store_close(s->store);

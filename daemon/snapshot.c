@@ -26,6 +26,29 @@ struct snapshot *snapshot_new(void)
         return s;
 }
 
+struct snapshot_circuits *snapshot_circuits_new(void)
+{
+        struct snapshot_circuits *c = calloc(1, sizeof(*c));
+        if (c)
+                atomic_init(&c->refs, 1);
+        return c;
+}
+
+struct snapshot_circuits *snapshot_circuits_ref(struct snapshot_circuits *c)
+{
+        if (c)
+                atomic_fetch_add(&c->refs, 1);
+        return c;
+}
+
+void snapshot_circuits_unref(struct snapshot_circuits *c)
+{
+        if (!c || atomic_fetch_sub(&c->refs, 1) != 1)
+                return;
+        src_infos_free(c->v, c->n);
+        free(c);
+}
+
 struct snapshot *snapshot_ref(struct snapshot *s)
 {
         if (s)
@@ -37,7 +60,10 @@ void snapshot_unref(struct snapshot *s)
 {
         if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
                 return;
-        src_infos_free(s->circuits, s->ncircuits);
+        if (s->shared)
+                snapshot_circuits_unref(s->shared);
+        else
+                src_infos_free(s->circuits, s->ncircuits);
         for (size_t i = 0; i < s->njobs; i++)
                 free(s->jobs[i].items);
         free(s->jobs);

@@ -20,6 +20,22 @@
  * the last bucket is +Inf. Counts are per bucket, not cumulative. */
 extern const double snapshot_duration_bounds[SNAPSHOT_DURATION_BUCKETS - 1];
 
+/* Every source's circuit and counters as exported at one time, shared by
+ * the snapshots taken until the next export: with thousands of hosts an
+ * export is the dearest part of a snapshot, so the scheduler makes one
+ * when a circuit changes state, a job ends or a command ran, and else at
+ * most every SNAPSHOT_CIRCUITS_EVERY_MS (the counters are that old at most). */
+#define SNAPSHOT_CIRCUITS_EVERY_MS 1000
+struct snapshot_circuits {
+        atomic_uint refs;
+        struct src_info *v; /* sorted by name */
+        size_t n;
+        struct src_counters downloads, listings; /* totals, pruned sources included */
+};
+struct snapshot_circuits *snapshot_circuits_new(void);
+struct snapshot_circuits *snapshot_circuits_ref(struct snapshot_circuits *c);
+void snapshot_circuits_unref(struct snapshot_circuits *c);
+
 /* A running job as the scheduler has it now. */
 struct snapshot_job {
         char id[JOB_ID_LEN + 1];
@@ -50,6 +66,7 @@ struct snapshot {
         struct src_info *circuits; /* every source, sorted by name */
         size_t ncircuits;
         struct src_counters downloads, listings; /* totals, pruned sources included */
+        struct snapshot_circuits *shared;        /* owns circuits when set; else the snapshot does */
         int64_t duration_count[SNAPSHOT_DURATION_BUCKETS];
         double duration_sum_s;
         struct snapshot_job *jobs; /* running, sorted by id */

@@ -34,7 +34,8 @@ struct store_backend {
         int (*job_find_idempotent)(void *be, const char *key, struct job **ret);
         int (*job_list)(void *be, const struct job_filter *f, struct job ***ret, size_t *ret_n,
                         int64_t *ret_next_seq);
-        int (*job_update)(void *be, const struct job *job);
+        int (*job_update)(void *be, const struct job *job, bool per_source); /* false: per_source kept */
+        int (*job_per_source)(void *be, const char *id, struct job_source **ret, size_t *ret_n);
         int (*job_delete)(void *be, const char *id);
         int (*job_next_queued)(void *be, size_t limit, char (**ret_ids)[JOB_ID_LEN + 1], size_t *ret_n);
         int (*job_count_by_state)(void *be, int64_t counts[]);

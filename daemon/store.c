@@ -242,7 +242,21 @@ int store_job_update(struct store *s, const struct job *job)
 {
         if (!job || job->lease_token < 0 || (unsigned)job->state >= _JOB_STATE_MAX)
                 return -EINVAL;
-        return s->backend->job_update(s->be, job);
+        return s->backend->job_update(s->be, job, true);
+}
+
+int store_job_per_source(struct store *s, const char *id, struct job_source **ret, size_t *ret_n)
+{
+        if (!id || !ret || !ret_n)
+                return -EINVAL;
+        return s->backend->job_per_source(s->be, id, ret, ret_n);
+}
+
+int store_job_update_progress(struct store *s, const struct job *job)
+{
+        if (!job || job->lease_token < 0 || (unsigned)job->state >= _JOB_STATE_MAX)
+                return -EINVAL;
+        return s->backend->job_update(s->be, job, false);
 }
 
 int store_job_delete(struct store *s, const char *id)

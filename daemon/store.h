@@ -121,7 +121,11 @@ int store_rollback(struct store *s);
  * one transaction. -EEXIST when job->idempotency_key is taken. The lease
  * fields are not written: a new job has no lease. */
 int store_job_insert(struct store *s, struct job *job, const struct item *items, size_t nitems);
+/* The job with the head of its per_source (JOB_PER_SOURCE_HEAD entries at
+ * most; per_source_total says how many it has): what a job object shows. */
 int store_job_get(struct store *s, const char *id, struct job **ret);
+/* Every per_source entry of a job, in order. */
+int store_job_per_source(struct store *s, const char *id, struct job_source **ret, size_t *ret_n);
 int store_job_find_idempotent(struct store *s, const char *key, struct job **ret);
 /* Newest first. ret_next_seq is the cursor for the next page, 0 when none. */
 int store_job_list(struct store *s, const struct job_filter *f, struct job ***ret, size_t *ret_n,
@@ -133,6 +137,10 @@ int store_job_list(struct store *s, const struct job_filter *f, struct job ***re
  * new state other than running ends the lease (lease_owner and
  * lease_until cleared; the token stays). */
 int store_job_update(struct store *s, const struct job *job);
+/* The same, except that the stored per_source stays as it is: for the
+ * frequent writes of a running job's progress, its per_source (one entry
+ * per source or host, thousands in a big job) written less often. */
+int store_job_update_progress(struct store *s, const struct job *job);
 /* Remove a job and its items. */
 int store_job_delete(struct store *s, const char *id);
 /* Ids of queued jobs, priority high to low then oldest first, at most limit. */

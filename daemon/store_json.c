@@ -10,6 +10,8 @@
 #include <limits.h>
 #include <math.h>
 #include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,13 +58,6 @@ static int jstr_dup(json_t *v, char **ret)
         return 0;
 }
 
-static json_t *jerror(const struct job_error *e)
-{
-        if (!e->code)
-                return json_null();
-        return json_pack("{s:o, s:o}", "code", jstr(e->code), "message", jstr(e->message));
-}
-
 /* Dump a (stolen) array, or NULL for an empty one. */
 static int json_take_text(json_t *a, char **ret)
 {
@@ -94,37 +89,190 @@ int store_json_encode_sources(const struct job *j, char **ret)
         return json_take_text(a, ret);
 }
 
-static json_t *job_source_encode(const struct job_source *ps)
+/* per_source is written without a jansson tree: a tree costs some 14
+ * allocations per entry, and a job over 10,000 hosts rewrote 140,000 of
+ * them at each write, which fragmented the heap (measured: RSS twice the
+ * heap). The text is the same JSON, decoded by jansson as before. */
+struct text {
+        char *p;
+        size_t n, cap;
+        bool oom;
+};
+
+static void text_put(struct text *t, const char *s, size_t n)
 {
-        json_t *o = json_pack("{s:o, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "source",
-                              jstr(ps->source), "state", source_state_to_string(ps->state), "items",
-                              (json_int_t)ps->items, "succeeded", (json_int_t)ps->succeeded, "failed",
-                              (json_int_t)ps->failed, "skipped", (json_int_t)ps->skipped, "attempts",
-                              (json_int_t)ps->attempts, "retries", (json_int_t)ps->retries, "bytes",
-                              (json_int_t)ps->bytes, "error", jerror(&ps->error));
-        if (o && (ps->pages || ps->listing) &&
-            json_object_update_new(
-                    o, json_pack("{s:i, s:o}", "pages", ps->pages, "listing", jstr(ps->listing))) < 0) {
-                json_decref(o);
-                return NULL;
+        if (t->oom)
+                return;
+        if (t->n + n + 1 > t->cap) {
+                size_t cap = t->cap ? t->cap : 4096;
+                while (cap < t->n + n + 1)
+                        cap *= 2;
+                char *p = realloc(t->p, cap);
+                if (!p) {
+                        t->oom = true;
+                        return;
+                }
+                t->p = p;
+                t->cap = cap;
         }
-        return o;
+        memcpy(t->p + t->n, s, n);
+        t->n += n;
+        t->p[t->n] = '\0';
+}
+
+static void text_str(struct text *t, const char *s) { text_put(t, s, strlen(s)); }
+
+static void text_int(struct text *t, const char *key, int64_t v)
+{
+        char buf[64];
+        int n = snprintf(buf, sizeof(buf), ",\"%s\":%lld", key, (long long)v);
+        text_put(t, buf, (size_t)n);
+}
+
+/* Is s well-formed UTF-8 (no overlong forms, surrogates or code points
+ * past U+10FFFF), as jansson wants its strings? */
+static bool utf8_valid(const unsigned char *s)
+{
+        while (*s) {
+                unsigned c = *s, n;
+                uint32_t cp;
+                if (c < 0x80) {
+                        s++;
+                        continue;
+                }
+                if (c >= 0xc2 && c <= 0xdf)
+                        n = 1, cp = c & 0x1f;
+                else if (c >= 0xe0 && c <= 0xef)
+                        n = 2, cp = c & 0x0f;
+                else if (c >= 0xf0 && c <= 0xf4)
+                        n = 3, cp = c & 0x07;
+                else
+                        return false;
+                for (unsigned k = 1; k <= n; k++) {
+                        if ((s[k] & 0xc0) != 0x80)
+                                return false;
+                        cp = cp << 6 | (s[k] & 0x3f);
+                }
+                if ((n == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+                    (n == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+                        return false;
+                s += n + 1;
+        }
+        return true;
+}
+
+/* A JSON string of s (NULL: null); as jstr(), bytes of s that are not
+ * UTF-8 become '?'. */
+static void text_json_string(struct text *t, const char *s)
+{
+        static const char hex[] = "0123456789abcdef";
+        bool valid;
+
+        if (!s) {
+                text_str(t, "null");
+                return;
+        }
+        valid = utf8_valid((const unsigned char *)s);
+        text_put(t, "\"", 1);
+        for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+                const unsigned char *run = p;
+                while (*p >= 0x20 && *p != '"' && *p != '\\' && (valid || *p < 0x80))
+                        p++;
+                text_put(t, (const char *)run, (size_t)(p - run));
+                if (!*p)
+                        break;
+                if (*p == '"' || *p == '\\') {
+                        char e[2] = {'\\', (char)*p};
+                        text_put(t, e, 2);
+                } else if (*p >= 0x80) {
+                        text_put(t, "?", 1);
+                } else {
+                        char e[6] = {'\\', 'u', '0', '0', hex[*p >> 4], hex[*p & 15]};
+                        text_put(t, e, 6);
+                }
+        }
+        text_put(t, "\"", 1);
+}
+
+static void job_source_write(struct text *t, const struct job_source *ps)
+{
+        text_str(t, "{\"source\":");
+        text_json_string(t, ps->source);
+        text_str(t, ",\"state\":");
+        text_json_string(t, source_state_to_string(ps->state));
+        text_int(t, "items", ps->items);
+        text_int(t, "succeeded", ps->succeeded);
+        text_int(t, "failed", ps->failed);
+        text_int(t, "skipped", ps->skipped);
+        text_int(t, "attempts", ps->attempts);
+        text_int(t, "retries", ps->retries);
+        text_int(t, "bytes", ps->bytes);
+        text_str(t, ",\"error\":");
+        if (ps->error.code) {
+                text_str(t, "{\"code\":");
+                text_json_string(t, ps->error.code);
+                text_str(t, ",\"message\":");
+                text_json_string(t, ps->error.message);
+                text_str(t, "}");
+        } else {
+                text_str(t, "null");
+        }
+        if (ps->pages || ps->listing) {
+                text_int(t, "pages", ps->pages);
+                text_str(t, ",\"listing\":");
+                text_json_string(t, ps->listing);
+        }
+        text_str(t, "}");
 }
 
 int store_json_encode_per_source(const struct job *j, char **ret)
 {
-        json_t *a;
+        return store_json_encode_per_source_range(j, 0, j->nper_source, ret);
+}
 
-        for (size_t i = 0; i < j->nper_source; i++)
+int store_json_encode_per_source_split(const struct job *j, char **ret_head, char **ret_rest)
+{
+        char *head = NULL, *rest = NULL;
+        int r;
+
+        if (j->per_source_total > j->nper_source)
+                return -EINVAL;
+        r = store_json_encode_per_source_range(j, 0, JOB_PER_SOURCE_HEAD, &head);
+        if (r == 0)
+                r = store_json_encode_per_source_range(j, JOB_PER_SOURCE_HEAD, j->nper_source, &rest);
+        if (r < 0) {
+                free(head);
+                return r;
+        }
+        *ret_head = head;
+        *ret_rest = rest;
+        return 0;
+}
+
+int store_json_encode_per_source_range(const struct job *j, size_t from, size_t to, char **ret)
+{
+        struct text t = {0};
+
+        if (to > j->nper_source)
+                to = j->nper_source;
+        if (from >= to) {
+                *ret = NULL;
+                return 0;
+        }
+        for (size_t i = from; i < to; i++)
                 if ((unsigned)j->per_source[i].state >= _SRC_STATE_MAX)
                         return -EINVAL;
-        a = json_array();
-        for (size_t i = 0; a && i < j->nper_source; i++)
-                if (json_array_append_new(a, job_source_encode(&j->per_source[i])) < 0) {
-                        json_decref(a);
-                        a = NULL;
-                }
-        return json_take_text(a, ret);
+        for (size_t i = from; i < to; i++) {
+                text_put(&t, i == from ? "[" : ",", 1);
+                job_source_write(&t, &j->per_source[i]);
+        }
+        text_put(&t, "]", 1);
+        if (t.oom) {
+                free(t.p);
+                return -ENOMEM;
+        }
+        *ret = t.p;
+        return 0;
 }
 
 /* Parse a column holding a JSON array; NULL column: *ret NULL. */
@@ -250,6 +398,41 @@ out:
                 free(v);
         *ret_n = n;
         return 0;
+}
+
+int store_json_decode_per_source_parts(const char *head, const char *rest, struct job_source **ret,
+                                       size_t *ret_n)
+{
+        struct job_source *a = NULL, *b = NULL, *v;
+        size_t na = 0, nb = 0;
+        int r = store_json_decode_per_source(head, &a, &na);
+
+        if (r == 0)
+                r = store_json_decode_per_source(rest, &b, &nb);
+        if (r < 0)
+                goto fail;
+        if (nb == 0) {
+                *ret = a;
+                *ret_n = na;
+                return 0;
+        }
+        r = -ENOMEM;
+        v = realloc(a, (na + nb) * sizeof(*v));
+        if (!v)
+                goto fail;
+        memcpy(v + na, b, nb * sizeof(*v));
+        free(b);
+        *ret = v;
+        *ret_n = na + nb;
+        return 0;
+fail:
+        for (size_t i = 0; i < na; i++)
+                job_source_clear(&a[i]);
+        for (size_t i = 0; i < nb; i++)
+                job_source_clear(&b[i]);
+        free(a);
+        free(b);
+        return r;
 }
 
 /* A timeout as stored: 0 (not set) or a finite positive number of s. */

@@ -19,6 +19,7 @@ enum pg_query {
         P_JOB_GET,
         P_JOB_BY_KEY,
         P_JOB_SEQ,
+        P_JOB_PER_SOURCE,
         P_JOB_LIST,
         P_JOB_LIST_STATES,
         P_JOB_LIST_LABEL,

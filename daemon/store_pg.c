@@ -100,6 +100,8 @@ static const char *const migrations[] = {
         ");",
         /* 2: listing by label, newest first */
         "CREATE INDEX jobs_label ON jobs (label, seq);",
+        /* 3: per_source in two parts (see the SQLite schema's version 5) */
+        "ALTER TABLE jobs ADD COLUMN per_source_rest jsonb, ADD COLUMN per_source_total bigint;",
 };
 #define SCHEMA_VERSION ((int64_t)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -133,13 +135,14 @@ enum {
         JC_LEASE_OWNER,
         JC_LEASE_TOKEN,
         JC_LEASE_UNTIL,
-        JC_OPTIONS
+        JC_OPTIONS,
+        JC_PER_SOURCE_TOTAL
 };
 #define JOB_COLS                                                                                            \
         "seq, id, state, query, sources, max, timeout, priority, label, created_at, started_at, "           \
         "finished_at, deadline_at, total, pending, running, succeeded, failed, skipped, bytes, "            \
         "per_source, error_code, error_message, idempotency_key, request_hash, lease_owner, lease_token, "  \
-        "lease_until, options"
+        "lease_until, options, per_source_total"
 
 /* Column order of ITEM_COLS. */
 enum {
@@ -181,9 +184,9 @@ static const char *const queries[_P_CORE_MAX] = {
                 "WITH j AS (INSERT INTO jobs (id, query, sources, max, timeout, priority, label, created_at,"
                 " idempotency_key, request_hash, options, state, started_at, finished_at, deadline_at,"
                 " total, pending, running, succeeded, failed, skipped, bytes, per_source, error_code,"
-                " error_message)"
+                " error_message, per_source_rest, per_source_total)"
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,"
-                " $19, $20, $21, $22, $23, $24, $25) ON CONFLICT DO NOTHING RETURNING seq),"
+                " $19, $20, $21, $22, $23, $24, $25, $43, $44) ON CONFLICT DO NOTHING RETURNING seq),"
                 " i AS (INSERT INTO items (job_seq, " ITEM_COLS ") SELECT j.seq, u.* FROM j, "
                 ITEM_ARRAYS("26", "27", "28", "29", "30", "31", "32", "33", "34", "35", "36", "37", "38",
                             "39", "40", "41", "42") " AS u)"
@@ -191,6 +194,7 @@ static const char *const queries[_P_CORE_MAX] = {
         [P_JOB_GET] = "SELECT " JOB_COLS " FROM jobs WHERE id = $1",
         [P_JOB_BY_KEY] = "SELECT " JOB_COLS " FROM jobs WHERE idempotency_key = $1",
         [P_JOB_SEQ] = "SELECT seq FROM jobs WHERE id = $1",
+        [P_JOB_PER_SOURCE] = "SELECT per_source, per_source_rest FROM jobs WHERE id = $1",
         [P_JOB_LIST] = "SELECT " JOB_COLS " FROM jobs WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
         /* $3 the label, $4 the states (an empty array: any) */
         [P_JOB_LIST_LABEL] = "SELECT " JOB_COLS " FROM jobs WHERE label = $3 AND seq < $1 AND"
@@ -202,7 +206,10 @@ static const char *const queries[_P_CORE_MAX] = {
                               " LIMIT $2) AS p) ORDER BY seq DESC LIMIT $2",
         [P_JOB_UPDATE] = "UPDATE jobs SET state = $3, started_at = $4, finished_at = $5, deadline_at = $6,"
                          " total = $7, pending = $8, running = $9, succeeded = $10, failed = $11,"
-                         " skipped = $12, bytes = $13, per_source = $14, error_code = $15,"
+                         " skipped = $12, bytes = $13, per_source = CASE WHEN $17 THEN $14::jsonb ELSE per_source END,"
+                         " per_source_rest = CASE WHEN $17 THEN $18::jsonb ELSE per_source_rest END,"
+                         " per_source_total = CASE WHEN $17 THEN $19::bigint ELSE per_source_total END,"
+                         " error_code = $15,"
                          " error_message = $16,"
                          " lease_owner = CASE WHEN $3 = 'running' THEN lease_owner END,"
                          " lease_until = CASE WHEN $3 = 'running' THEN lease_until END"
@@ -464,6 +471,9 @@ static int job_read(const PGresult *res, int row, struct job **ret)
                 r = store_json_decode_sources(JSON_COL(JC_SOURCES), &j->sources, &j->nsources);
         if (r == 0)
                 r = store_json_decode_per_source(JSON_COL(JC_PER_SOURCE), &j->per_source, &j->nper_source);
+        j->per_source_total = PQgetisnull(res, row, JC_PER_SOURCE_TOTAL)
+                                      ? j->nper_source
+                                      : (size_t)pg_i64(res, row, JC_PER_SOURCE_TOTAL);
         if (r == 0)
                 r = store_json_decode_options(JSON_COL(JC_OPTIONS), &j->limits);
 #undef JSON_COL
@@ -477,7 +487,9 @@ fail:
 }
 
 /* The fields store_job_update writes, in its order. */
-static int params_job_mutable(struct pg_params *p, const struct job *j)
+/* *rest: the rest of per_source, for the caller to add where its statement
+ * wants it (store_json_encode_per_source_split()); NULL when none. */
+static int params_job_mutable(struct pg_params *p, const struct job *j, bool with_per_source, char **rest)
 {
         const struct progress *g = &j->progress;
         char *per_source = NULL;
@@ -485,7 +497,7 @@ static int params_job_mutable(struct pg_params *p, const struct job *j)
 
         if ((unsigned)j->state >= _JOB_STATE_MAX)
                 return -EINVAL;
-        r = store_json_encode_per_source(j, &per_source);
+        r = with_per_source ? store_json_encode_per_source_split(j, &per_source, rest) : 0;
         if (r < 0)
                 return r;
         pgp_str(p, job_state_to_string(j->state));
@@ -605,15 +617,22 @@ static int pg_job_insert(void *vbe, struct job *job, const struct item *items, s
         struct pg *be = vbe;
         struct pg_params p = {0};
         PGresult *res = NULL;
+        char *rest = NULL;
         int r;
 
         r = items_distinct(items, nitems);
         if (r == 0)
                 r = params_job_fixed(&p, job);
         if (r == 0)
-                r = params_job_mutable(&p, job);
+                r = params_job_mutable(&p, job, true, &rest);
         if (r == 0)
                 r = params_items(&p, items, nitems);
+        if (r == 0) {
+                pgp_take(&p, rest); /* $43 */
+                rest = NULL;
+                pgp_i64(&p, (int64_t)job->nper_source); /* $44 */
+        }
+        free(rest);
         if (r == 0)
                 r = core_exec(be, P_JOB_INSERT, &p, &res);
         pgp_clear(&p);
@@ -659,6 +678,28 @@ static int job_seq_of(struct pg *be, const char *id, int64_t *ret)
 static int pg_job_get(void *be, const char *id, struct job **ret)
 {
         return job_select(be, P_JOB_GET, id, ret, NULL);
+}
+
+static int pg_job_per_source(void *vbe, const char *id, struct job_source **ret, size_t *ret_n)
+{
+        struct pg *be = vbe;
+        struct pg_params p = {0};
+        PGresult *res;
+        int r;
+
+        pgp_str(&p, id);
+        r = core_exec(be, P_JOB_PER_SOURCE, &p, &res);
+        pgp_clear(&p);
+        if (r < 0)
+                return r;
+        if (PQntuples(res) != 1)
+                r = -ENOENT;
+        else
+                r = store_json_decode_per_source_parts(PQgetisnull(res, 0, 0) ? NULL : PQgetvalue(res, 0, 0),
+                                                       PQgetisnull(res, 0, 1) ? NULL : PQgetvalue(res, 0, 1),
+                                                       ret, ret_n);
+        PQclear(res);
+        return r;
 }
 
 static int pg_job_find_idempotent(void *be, const char *key, struct job **ret)
@@ -723,16 +764,20 @@ static int pg_job_list(void *vbe, const struct job_filter *f, struct job ***ret,
         return 0;
 }
 
-static int pg_job_update(void *vbe, const struct job *job)
+static int pg_job_update(void *vbe, const struct job *job, bool with_per_source)
 {
         struct pg *be = vbe;
         struct pg_params p = {0};
+        char *rest = NULL;
         int64_t n = 0;
         int r;
 
         pgp_str(&p, job->id);
         pgp_i64(&p, job->lease_token);
-        r = params_job_mutable(&p, job);
+        r = params_job_mutable(&p, job, with_per_source, &rest);
+        pgp_str(&p, with_per_source ? "true" : "false"); /* $17 */
+        pgp_take(&p, rest);                              /* $18 */
+        pgp_i64(&p, (int64_t)job->nper_source);          /* $19 */
         if (r == 0)
                 r = core_change(be, P_JOB_UPDATE, &p, &n);
         pgp_clear(&p);
@@ -1205,6 +1250,7 @@ const struct store_backend store_backend_pg = {
         .job_find_idempotent = pg_job_find_idempotent,
         .job_list = pg_job_list,
         .job_update = pg_job_update,
+        .job_per_source = pg_job_per_source,
         .job_delete = pg_job_delete,
         .job_next_queued = pg_job_next_queued,
         .job_count_by_state = pg_job_count_by_state,

@@ -23,6 +23,7 @@ enum query {
         Q_JOB_GET,
         Q_JOB_BY_KEY,
         Q_JOB_SEQ,
+        Q_JOB_PER_SOURCE,
         Q_JOB_LIST,
         Q_JOB_LIST_STATES,
         Q_JOB_LIST_LABEL,

@@ -50,7 +50,8 @@
 #define SQ_BUSY_RETRY_MS   10 /* between tries to turn a new file to WAL */
 /* Page cache per connection. A 10,000-item job is about 2 MiB of pages;
  * past the cache SQLite spills dirty pages to the WAL mid-transaction. */
-#define SQ_CACHE_KIB "8192"
+#define SQ_CACHE_KIB        "8192" /* the scheduler's connection: its jobs' items and the indexes */
+#define SQ_CACHE_KIB_READER "1024" /* each of the API's and the intake's: a page cache each, 8 of them */
 
 static const char *const migrations[] = {
         /* 1: jobs and items */
@@ -119,6 +120,11 @@ static const char *const migrations[] = {
         ");",
         /* 4: listing by label, newest first */
         "CREATE INDEX jobs_label ON jobs (label, seq);",
+        /* 5: per_source in two parts: the head (per_source) is read with the
+         * job, the rest only when asked for; rows from before keep all of it
+         * in the head and a NULL total */
+        "ALTER TABLE jobs ADD COLUMN per_source_rest TEXT;" /* JSON array; NULL: none */
+        "ALTER TABLE jobs ADD COLUMN per_source_total INTEGER;",
 };
 #define SCHEMA_VERSION ((int64_t)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -152,13 +158,17 @@ enum {
         JC_LEASE_OWNER,
         JC_LEASE_TOKEN,
         JC_LEASE_UNTIL,
-        JC_OPTIONS
+        JC_OPTIONS,
+        JC_PER_SOURCE_TOTAL
 };
 #define JOB_COLS                                                                                            \
         "seq, id, state, query, sources, max, timeout, priority, label, created_at, started_at, "           \
         "finished_at, deadline_at, total, pending, running, succeeded, failed, skipped, bytes, "            \
         "per_source, error_code, error_message, idempotency_key, request_hash, lease_owner, lease_token, "  \
-        "lease_until, options"
+        "lease_until, options, per_source_total"
+
+#define Q_JOB_UPDATE_WITH_PER_SOURCE 30 /* Q_JOB_UPDATE's ?30 */
+#define Q_JOB_PER_SOURCE_REST        31 /* per_source_rest, in the insert and the update */
 
 /* Column order of ITEM_COLS; the insert binds job_seq as ?1 and column N as ?N+2. */
 enum {
@@ -201,12 +211,13 @@ static const char *const queries[_Q_CORE_MAX] = {
         [Q_RELEASE] = "RELEASE op",
         [Q_ROLLBACK_TO] = "ROLLBACK TO op",
         /* a new job has no lease (?25..?27 unused) */
-        [Q_JOB_INSERT] = "INSERT INTO jobs (" JOB_COLS ") VALUES (NULL, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
+        [Q_JOB_INSERT] = "INSERT INTO jobs (" JOB_COLS ", per_source_rest) VALUES (NULL, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
                          " ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24,"
-                         " NULL, 0, NULL, ?28)",
+                         " NULL, 0, NULL, ?28, ?29, ?31)",
         [Q_JOB_GET] = "SELECT " JOB_COLS " FROM jobs WHERE id = ?1",
         [Q_JOB_BY_KEY] = "SELECT " JOB_COLS " FROM jobs WHERE idempotency_key = ?1",
         [Q_JOB_SEQ] = "SELECT seq FROM jobs WHERE id = ?1",
+        [Q_JOB_PER_SOURCE] = "SELECT per_source, per_source_rest FROM jobs WHERE id = ?1",
         [Q_JOB_LIST] = "SELECT " JOB_COLS " FROM jobs WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2",
         /* ?3 the label, ?4 ",state,state," or "" for any */
         [Q_JOB_LIST_LABEL] = "SELECT " JOB_COLS " FROM jobs WHERE label = ?3 AND seq < ?1 AND"
@@ -215,11 +226,14 @@ static const char *const queries[_Q_CORE_MAX] = {
                 STATE_PAGE("?3") " UNION ALL " STATE_PAGE("?4") " UNION ALL " STATE_PAGE("?5") " UNION ALL "
                 STATE_PAGE("?6") " UNION ALL " STATE_PAGE("?7") " UNION ALL " STATE_PAGE("?8") " UNION ALL "
                 STATE_PAGE("?9") " UNION ALL " STATE_PAGE("?10") ") ORDER BY seq DESC LIMIT ?2",
-        /* ?26: the fencing token, 0 for none; a state but running ends the lease */
+        /* ?26: the fencing token, 0 for none; a state but running ends the lease;
+         * ?30: 1 to write per_source, 0 to keep it */
         [Q_JOB_UPDATE] =
                 "UPDATE jobs SET state = ?2, started_at = ?10, finished_at = ?11, deadline_at = ?12,"
                 " total = ?13, pending = ?14, running = ?15, succeeded = ?16, failed = ?17,"
-                " skipped = ?18, bytes = ?19, per_source = ?20, error_code = ?21,"
+                " skipped = ?18, bytes = ?19, per_source = CASE WHEN ?30 THEN ?20 ELSE per_source END,"
+                " per_source_rest = CASE WHEN ?30 THEN ?31 ELSE per_source_rest END,"
+                " per_source_total = CASE WHEN ?30 THEN ?29 ELSE per_source_total END, error_code = ?21,"
                 " error_message = ?22,"
                 " lease_owner = CASE WHEN ?2 = 'running' THEN lease_owner END,"
                 " lease_until = CASE WHEN ?2 = 'running' THEN lease_until END"
@@ -427,6 +441,9 @@ static int job_read(sqlite3_stmt *st, struct job **ret)
         if (r == 0)
                 r = store_json_decode_per_source((const char *)sqlite3_column_text(st, JC_PER_SOURCE),
                                                  &j->per_source, &j->nper_source);
+        j->per_source_total = sqlite3_column_type(st, JC_PER_SOURCE_TOTAL) == SQLITE_NULL
+                                      ? j->nper_source
+                                      : (size_t)sqlite3_column_int64(st, JC_PER_SOURCE_TOTAL);
         if (r == 0)
                 r = store_json_decode_options((const char *)sqlite3_column_text(st, JC_OPTIONS), &j->limits);
         if (r < 0)
@@ -438,8 +455,9 @@ fail:
         return r;
 }
 
-/* The fields store_job_update writes: ?2 and ?10..?22. */
-static int bind_job_mutable(sqlite3_stmt *st, const struct job *j, const char *per_source)
+/* The fields store_job_update writes: ?2, ?10..?22, and per_source's
+ * total (?29) and rest (?31). */
+static int bind_job_mutable(sqlite3_stmt *st, const struct job *j, const char *head, const char *rest)
 {
         const struct progress *p = &j->progress;
         int rc;
@@ -457,7 +475,9 @@ static int bind_job_mutable(sqlite3_stmt *st, const struct job *j, const char *p
         rc |= sqlite3_bind_int64(st, JC_FAILED, p->failed);
         rc |= sqlite3_bind_int64(st, JC_SKIPPED, p->skipped);
         rc |= sqlite3_bind_int64(st, JC_BYTES, p->bytes);
-        rc |= sq_bind_str(st, JC_PER_SOURCE, per_source);
+        rc |= sq_bind_str(st, JC_PER_SOURCE, head);
+        rc |= sqlite3_bind_int64(st, JC_PER_SOURCE_TOTAL, (int64_t)j->nper_source);
+        rc |= sq_bind_str(st, Q_JOB_PER_SOURCE_REST, rest);
         rc |= sq_bind_str(st, JC_ERROR_CODE, j->error.code);
         rc |= sq_bind_str(st, JC_ERROR_MESSAGE, j->error.message);
         return sq_bind_failed(rc);
@@ -621,7 +641,7 @@ static int sq_rollback(void *p)
 
 /* JSON text of the job's list and options columns (NULL: none). */
 struct job_json {
-        char *sources, *per_source, *options;
+        char *sources, *per_source, *per_source_rest, *options;
 };
 
 static int job_json_encode(const struct job *job, struct job_json *ret)
@@ -631,12 +651,13 @@ static int job_json_encode(const struct job *job, struct job_json *ret)
 
         r = store_json_encode_sources(job, &t.sources);
         if (r == 0)
-                r = store_json_encode_per_source(job, &t.per_source);
+                r = store_json_encode_per_source_split(job, &t.per_source, &t.per_source_rest);
         if (r == 0)
                 r = store_json_encode_options(&job->limits, &t.options);
         if (r < 0) {
                 free(t.sources);
                 free(t.per_source);
+                free(t.per_source_rest);
                 return r;
         }
         *ret = t;
@@ -647,6 +668,7 @@ static void job_json_clear(struct job_json *t)
 {
         free(t->sources);
         free(t->per_source);
+        free(t->per_source_rest);
         free(t->options);
 }
 
@@ -660,7 +682,7 @@ static int job_insert_row(struct sq *be, const struct job *job, const struct job
                 return r;
         r = bind_job_fixed(st, job, t->sources, t->options);
         if (r == 0)
-                r = bind_job_mutable(st, job, t->per_source);
+                r = bind_job_mutable(st, job, t->per_source, t->per_source_rest);
         return sq_stmt_run_bound(st, r);
 }
 
@@ -694,6 +716,27 @@ out:
 static int sq_job_get(void *p, const char *id, struct job **ret)
 {
         return job_select(p, Q_JOB_GET, id, ret, NULL);
+}
+
+static int sq_job_per_source(void *p, const char *id, struct job_source **ret, size_t *ret_n)
+{
+        struct sq *be = p;
+        sqlite3_stmt *st = NULL;
+        int r, rc;
+
+        r = sq_stmt(be, Q_JOB_PER_SOURCE, &st);
+        if (r < 0)
+                return r;
+        r = sq_bind_failed(sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC));
+        if (r == 0) {
+                rc = sqlite3_step(st);
+                r = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : sq_error(rc);
+        }
+        if (r == 0)
+                r = store_json_decode_per_source_parts((const char *)sqlite3_column_text(st, 0),
+                                                       (const char *)sqlite3_column_text(st, 1), ret, ret_n);
+        sq_stmt_done(st);
+        return r;
 }
 
 static int sq_job_find_idempotent(void *p, const char *key, struct job **ret)
@@ -754,26 +797,28 @@ fail:
         return r;
 }
 
-static int sq_job_update(void *p, const struct job *job)
+static int sq_job_update(void *p, const struct job *job, bool with_per_source)
 {
         struct sq *be = p;
-        char *per_source = NULL;
+        char *head = NULL, *rest = NULL;
         sqlite3_stmt *st = NULL;
         int r;
 
         r = sq_stmt(be, Q_JOB_UPDATE, &st);
-        if (r == 0)
-                r = store_json_encode_per_source(job, &per_source);
+        if (r == 0 && with_per_source)
+                r = store_json_encode_per_source_split(job, &head, &rest);
         if (r < 0)
                 return r;
         r = sq_bind_failed(sqlite3_bind_text(st, JC_ID, job->id, -1, SQLITE_STATIC) |
-                           sqlite3_bind_int64(st, JC_LEASE_TOKEN, job->lease_token));
+                           sqlite3_bind_int64(st, JC_LEASE_TOKEN, job->lease_token) |
+                           sqlite3_bind_int(st, Q_JOB_UPDATE_WITH_PER_SOURCE, with_per_source));
         if (r == 0)
-                r = bind_job_mutable(st, job, per_source);
+                r = bind_job_mutable(st, job, head, rest);
         r = sq_stmt_run_bound(st, r);
         if (r == 0 && sqlite3_changes(be->db) == 0)
                 r = job->lease_token > 0 ? -ESTALE : -ENOENT;
-        free(per_source);
+        free(head);
+        free(rest);
         return r;
 }
 
@@ -1147,6 +1192,13 @@ static int sq_settings(struct sq *be)
                            "PRAGMA cache_size = -" SQ_CACHE_KIB ";");
 }
 
+/* The connections opened on an existing table (the API's pool, the intake)
+ * keep a smaller page cache: they read a few rows each. */
+static int sq_reader_cache(struct sq *be)
+{
+        return sq_exec(be, "PRAGMA cache_size = -" SQ_CACHE_KIB_READER ";");
+}
+
 static void sq_close(void *p)
 {
         struct sq *be = p;
@@ -1222,6 +1274,8 @@ static int sq_open(const char *location, bool existing, void **ret_be)
         sqlite3_extended_result_codes(be->db, 1);
         sqlite3_busy_timeout(be->db, SQ_BUSY_TIMEOUT_MS);
         r = sq_settings(be);
+        if (r == 0 && existing)
+                r = sq_reader_cache(be);
         if (r == 0)
                 r = existing ? schema_check(be) : schema_migrate(be);
         if (r == 0 && stat(be->path, &sb) < 0)
@@ -1283,6 +1337,7 @@ const struct store_backend store_backend_sqlite = {
         .job_find_idempotent = sq_job_find_idempotent,
         .job_list = sq_job_list,
         .job_update = sq_job_update,
+        .job_per_source = sq_job_per_source,
         .job_delete = sq_job_delete,
         .job_next_queued = sq_job_next_queued,
         .job_count_by_state = sq_job_count_by_state,

@@ -193,7 +193,7 @@ void sql_exec(const char *sql)
 }
 
 const char *migrations_table(void) { return backend == BE_PG ? "schema_migrations" : "migrations"; }
-int64_t schema_version(void) { return backend == BE_PG ? 2 : 4; }
+int64_t schema_version(void) { return backend == BE_PG ? 3 : 5; }
 
 double now_ms(void)
 {

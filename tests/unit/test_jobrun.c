@@ -59,13 +59,26 @@ static struct jobrun *load(void)
         return jr;
 }
 
-/* Write what changed and forget it, as the scheduler's flush does. */
-static void write_all(struct jobrun *jr)
+/* Write what changed and forget it, as the scheduler's flush does at
+ * monotonic time now. */
+static void write_at(struct jobrun *jr, int64_t now)
 {
         ck_assert_int_eq(store_begin(st), 0);
-        ck_assert_int_eq(jobrun_write(jr, st), 0);
+        ck_assert_int_eq(jobrun_write(jr, st, now), 0);
         ck_assert_int_eq(store_commit(st), 0);
-        jobrun_written(jr);
+        jobrun_written(jr, now);
+}
+
+static void write_all(struct jobrun *jr) { write_at(jr, 1000000); }
+
+/* The stored job's per_source counter of succeeded items of group g. */
+static int64_t stored_succeeded(int g)
+{
+        struct job *j = NULL;
+        ck_assert_int_eq(store_job_get(st, id, &j), 0);
+        int64_t n = j->per_source[g].succeeded;
+        job_free(j);
+        return n;
 }
 
 static const char *three_urls = "{\"urls\": [\"http://a.example/1.png\", \"http://a.example/2.png\","
@@ -212,6 +225,68 @@ START_TEST(test_duplicates_are_benign)
 }
 END_TEST
 
+/* A running job's per_source is written at most every
+ * JOBRUN_PER_SOURCE_EVERY_MS; its progress with every write; all of it
+ * when the job ends. A load recounts it from the items. */
+START_TEST(test_per_source_paced)
+{
+        const int64_t t0 = 5000000, every = JOBRUN_PER_SOURCE_EVERY_MS;
+
+        insert(three_urls);
+        struct jobrun *jr = load();
+        int g = jobrun_group_of(jr, 0);
+        jobrun_set_state(jr, JOB_RUNNING, NULL, NULL, 1700000000000LL);
+        write_at(jr, t0); /* the first write has it */
+        ck_assert_int_eq(jobrun_per_source_due(jr), INT64_MAX);
+
+        ck_assert_int_eq(jobrun_take_ready(jr, g), 0);
+        jobrun_item_started(jr, 0);
+        jobrun_item_succeeded(jr, 0, "x/a.example/1.png", 0, NULL);
+        ck_assert(jobrun_dirty(jr, t0 + 10));
+        write_at(jr, t0 + 10); /* the item and the progress, not per_source */
+        ck_assert_int_eq(stored_succeeded(g), 0);
+        ck_assert_int_eq(jobrun_per_source_due(jr), t0 + every);
+        ck_assert(!jobrun_dirty(jr, t0 + every - 1)); /* nothing else waits */
+        ck_assert(jobrun_dirty(jr, t0 + every));
+        write_at(jr, t0 + every);
+        ck_assert_int_eq(stored_succeeded(g), 1);
+        ck_assert(!jobrun_dirty(jr, t0 + 10 * every));
+
+        /* its end writes it at once */
+        ck_assert_int_eq(jobrun_take_ready(jr, g), 1);
+        jobrun_item_started(jr, 1);
+        jobrun_item_succeeded(jr, 1, "x/a.example/2.png", 0, NULL);
+        write_at(jr, t0 + every + 1);
+        ck_assert_int_eq(stored_succeeded(g), 1);
+        jobrun_set_state(jr, JOB_PARTIAL, NULL, NULL, 1700000001000LL);
+        ck_assert(jobrun_dirty(jr, t0 + every + 2));
+        write_at(jr, t0 + every + 2);
+        ck_assert_int_eq(stored_succeeded(g), 2);
+        jobrun_free(jr);
+}
+END_TEST
+
+/* A crash before per_source was written: the load recounts it. */
+START_TEST(test_per_source_recounted)
+{
+        insert(three_urls);
+        struct jobrun *jr = load();
+        int g = jobrun_group_of(jr, 0);
+        jobrun_set_state(jr, JOB_RUNNING, NULL, NULL, 1700000000000LL);
+        write_at(jr, 100);
+        ck_assert_int_eq(jobrun_take_ready(jr, g), 0);
+        jobrun_item_started(jr, 0);
+        jobrun_item_succeeded(jr, 0, "x/a.example/1.png", 0, NULL);
+        write_at(jr, 200);
+        ck_assert_int_eq(stored_succeeded(g), 0);
+        jobrun_free(jr); /* gone without another write */
+        jr = load();
+        ck_assert_int_eq(jobrun_source(jr, g)->succeeded, 1);
+        ck_assert_int_eq(jobrun_source(jr, g)->items, 2);
+        jobrun_free(jr);
+}
+END_TEST
+
 START_TEST(test_add_item_dedupes)
 {
         insert("{\"query\": \"cats\", \"sources\": [\"pics\"], \"max\": 5}");
@@ -226,9 +301,9 @@ START_TEST(test_add_item_dedupes)
         ck_assert_int_eq(jobrun_source(jr, 0)->items, 2);
         ck_assert_uint_eq(jobrun_queued(jr, 0), 2);
         /* listed items are inserted by the next write, and read back */
-        ck_assert(jobrun_dirty(jr));
+        ck_assert(jobrun_dirty(jr, 1000000));
         write_all(jr);
-        ck_assert(!jobrun_dirty(jr));
+        ck_assert(!jobrun_dirty(jr, 1000000));
         jobrun_free(jr);
         jr = load();
         ck_assert_uint_eq(jobrun_nitems(jr), 2);
@@ -418,6 +493,8 @@ int main(void)
         tcase_add_test(tc, test_outcome);
         tcase_add_test(tc, test_duplicates_are_benign);
         tcase_add_test(tc, test_add_item_dedupes);
+        tcase_add_test(tc, test_per_source_paced);
+        tcase_add_test(tc, test_per_source_recounted);
         tcase_add_test(tc, test_item_limit);
         tcase_add_test(tc, test_write_and_reload);
         tcase_add_test(tc, test_events_after_write);

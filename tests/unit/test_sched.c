@@ -27,6 +27,7 @@
 #include "common/log.h"
 #include "daemon/config.h"
 #include "daemon/events.h"
+#include "daemon/jobrun.h"
 #include "daemon/sched.h"
 #include "daemon/sources.h"
 #include "daemon/store.h"
@@ -972,6 +973,7 @@ START_TEST(test_listing_pages_until_empty)
         page_of("page=3", "{\"results\": []}");
         step(TICK);
         step(SNAP);
+        step(JOBRUN_PER_SOURCE_EVERY_MS); /* a running job's per_source is written every second */
         ck_assert_ptr_null(fake_find_part(&fe, "page=4")); /* an empty page ends the listing */
         struct job *j = job_get(id);
         ck_assert_int_eq(per_source(j, "alpha")->pages, 3);
@@ -1240,7 +1242,9 @@ START_TEST(test_store_failure_keeps_changes)
         struct snapshot *snap = sched_snapshot(s);
         ck_assert(!snap->store_ok);
         ck_assert(!snap->accepting);
-        ck_assert_str_eq(snap->store_error, "the job table cannot be written; changes are kept and retried");
+        ck_assert_str_eq(
+                snap->store_error,
+                "the job table cannot be written (Input/output error); changes are kept and retried");
         snapshot_unref(snap);
         ck_assert_int_eq(job_state(id), JOB_RUNNING);
         ck_assert_int_eq(terminal_events(id), 0); /* nothing announced before it is written */
@@ -1308,6 +1312,11 @@ START_TEST(test_snapshot_after_a_turn)
         ck_assert_int_eq(sj->items[k1].bytes_expected, 4000);
         ck_assert_int_eq(sj->items[1 - k1].bytes, 66);
 
+        /* a host first seen this turn: its circuit shows with the next export */
+        ck_assert_ptr_null(snapshot_circuit(snap, "a.example"));
+        snapshot_unref(snap);
+        step(SNAPSHOT_CIRCUITS_EVERY_MS);
+        snap = snap_now();
         const struct src_info *c = snapshot_circuit(snap, "a.example");
         ck_assert_ptr_nonnull(c);
         ck_assert_int_eq(c->state, BREAKER_CLOSED);

@@ -324,6 +324,154 @@ START_TEST(test_update)
 }
 END_TEST
 
+/* A job of 250 per_source entries (a URL job over 250 hosts). */
+static struct job *job_with_hosts(size_t n)
+{
+        struct job *j = job_make(T0 + 7, JOB_RUNNING, 0);
+
+        j->per_source = calloc(n, sizeof(*j->per_source));
+        ck_assert_ptr_nonnull(j->per_source);
+        for (size_t i = 0; i < n; i++) {
+                char host[64];
+                snprintf(host, sizeof(host), "host-%03zu.example", i);
+                j->per_source[i] =
+                        (struct job_source){strdup(host), SRC_DOWNLOADING, 1, 0, 0, 0, 0, 0, 0, {0}};
+        }
+        j->nper_source = n;
+        return j;
+}
+
+/* per_source is kept in two parts: a read shows the first
+ * JOB_PER_SOURCE_HEAD entries and their total, store_job_per_source() all
+ * of them; a progress write keeps what is stored. */
+START_TEST(test_per_source_head_and_rest)
+{
+        struct store *s = open_store();
+        struct job *j = job_with_hosts(250), *g, **list;
+        struct job_source *all;
+        size_t n;
+        int64_t next;
+
+        ck_assert_int_eq(store_job_insert(s, j, NULL, 0), 0);
+        g = get_job(s, j->id);
+        ck_assert_uint_eq(g->nper_source, JOB_PER_SOURCE_HEAD);
+        ck_assert_uint_eq(g->per_source_total, 250);
+        ck_assert_str_eq(g->per_source[99].source, "host-099.example");
+        ck_assert_int_eq(store_job_update(s, g), -EINVAL); /* a view cannot be written back */
+        job_free(g);
+        struct job_filter f = {.limit = 10};
+        ck_assert_int_eq(store_job_list(s, &f, &list, &n, &next), 0);
+        ck_assert_uint_eq(n, 1);
+        ck_assert_uint_eq(list[0]->nper_source, JOB_PER_SOURCE_HEAD);
+        ck_assert_uint_eq(list[0]->per_source_total, 250);
+        jobs_free(list, n);
+
+        /* a full write reaches both parts */
+        j->per_source[5].succeeded = 1;
+        j->per_source[200].state = SRC_DONE;
+        job_error_set(&j->per_source[200].error, "http_4xx", "HTTP 404");
+        ck_assert_int_eq(store_job_update(s, j), 0);
+        ck_assert_int_eq(store_job_per_source(s, j->id, &all, &n), 0);
+        ck_assert_uint_eq(n, 250);
+        ck_assert_int_eq(all[5].succeeded, 1);
+        ck_assert_str_eq(all[200].source, "host-200.example");
+        ck_assert_int_eq(all[200].state, SRC_DONE);
+        ck_assert_str_eq(all[200].error.code, "http_4xx");
+        ck_assert_str_eq(all[249].source, "host-249.example");
+        for (size_t i = 0; i < n; i++)
+                job_source_clear(&all[i]);
+        free(all);
+
+        /* a progress write keeps per_source as stored */
+        j->progress.succeeded = 7;
+        j->per_source[5].succeeded = 2;
+        j->per_source[201].failed = 1;
+        ck_assert_int_eq(store_job_update_progress(s, j), 0);
+        g = get_job(s, j->id);
+        ck_assert_int_eq(g->progress.succeeded, 7);
+        ck_assert_int_eq(g->per_source[5].succeeded, 1);
+        job_free(g);
+        ck_assert_int_eq(store_job_per_source(s, j->id, &all, &n), 0);
+        ck_assert_int_eq(all[201].failed, 0);
+        for (size_t i = 0; i < n; i++)
+                job_source_clear(&all[i]);
+        free(all);
+
+        /* few entries: all in the head, none in the rest */
+        struct job *small = job_with_hosts(3);
+        small->id[0] = 'Z';
+        ck_assert_int_eq(store_job_insert(s, small, NULL, 0), 0);
+        g = get_job(s, small->id);
+        ck_assert_uint_eq(g->nper_source, 3);
+        ck_assert_uint_eq(g->per_source_total, 3);
+        job_free(g);
+        ck_assert_int_eq(store_job_per_source(s, "0000000000NOSUCHJOB0000000", &all, &n), -ENOENT);
+        job_free(small);
+        job_free(j);
+        store_close(s);
+}
+END_TEST
+
+/* per_source's strings survive the table whatever they hold: quotes,
+ * backslashes, control characters and UTF-8; bytes that are not UTF-8
+ * come back as '?'. */
+START_TEST(test_per_source_strings)
+{
+        static const char *const odd[] = {
+                "a \"quoted\" \\ back\\slash",
+                "tab\tnew\nline\x01\x1f end",
+                "ünïcödé 日本 🐈",
+                "bad \xff\xfe bytes",
+                "overlong \xc0\xaf",
+                "surrogate \xed\xa0\x80",
+                "",
+                "/",
+        };
+        static const char *const back[] = {
+                "a \"quoted\" \\ back\\slash",
+                "tab\tnew\nline\x01\x1f end",
+                "ünïcödé 日本 🐈",
+                "bad ?? bytes",
+                "overlong ??",
+                "surrogate ???",
+                "",
+                "/",
+        };
+        const size_t n = sizeof(odd) / sizeof(odd[0]);
+        struct store *s = open_store();
+        struct job *j = job_with_hosts(n), *g;
+
+        for (size_t i = 0; i < n; i++) {
+                free(j->per_source[i].source);
+                j->per_source[i].source = strdup(odd[i]);
+                job_error_set(&j->per_source[i].error, "http_5xx", "%s", odd[(i + 1) % n]);
+                j->per_source[i].listing = i % 2 ? strdup(odd[i]) : NULL;
+                j->per_source[i].pages = (int)i;
+        }
+        free(j->per_source[0].error.message);
+        j->per_source[0].error.message = NULL; /* a code without a message */
+        ck_assert_int_eq(store_job_insert(s, j, NULL, 0), 0);
+        g = get_job(s, j->id);
+        ck_assert_uint_eq(g->nper_source, n);
+        for (size_t i = 0; i < n; i++) {
+                ck_assert_str_eq(g->per_source[i].source, back[i]);
+                ck_assert_str_eq(g->per_source[i].error.code, "http_5xx");
+                if (i == 0)
+                        ck_assert_ptr_null(g->per_source[i].error.message);
+                else
+                        ck_assert_str_eq(g->per_source[i].error.message, back[(i + 1) % n]);
+                if (i % 2)
+                        ck_assert_str_eq(g->per_source[i].listing, back[i]);
+                else
+                        ck_assert_ptr_null(g->per_source[i].listing);
+                ck_assert_int_eq(g->per_source[i].pages, (int)i);
+        }
+        job_free(g);
+        job_free(j);
+        store_close(s);
+}
+END_TEST
+
 START_TEST(test_delete_cascade)
 {
         struct store *s = open_store();
@@ -1089,8 +1237,8 @@ static void upgrade_from(int version)
         ck_assert(c[0].rescued);
         free(c);
         store_close(s);
-        ck_assert_int_eq(sql_int("SELECT max(version) FROM migrations"), 4);
-        ck_assert_int_eq(sql_int("SELECT count(*) FROM migrations"), 4);
+        ck_assert_int_eq(sql_int("SELECT max(version) FROM migrations"), 5);
+        ck_assert_int_eq(sql_int("SELECT count(*) FROM migrations"), 5);
         ck_assert_int_eq(sql_int("SELECT count(*) FROM sqlite_master WHERE name = 'jobs_label'"), 1);
         ck_assert_int_eq(sql_int("SELECT count(*) FROM sqlite_master WHERE name = 'jobs_finished'"), 1);
         ck_assert_int_eq(sql_int("SELECT count(*) FROM sqlite_master WHERE name IN ('nodes', 'circuits')"),
@@ -1208,6 +1356,8 @@ static void add_core(TCase *tc, enum backend be)
         tcase_add_test(tc, test_list_by_label);
         tcase_add_test(tc, test_next_queued);
         tcase_add_test(tc, test_update);
+        tcase_add_test(tc, test_per_source_head_and_rest);
+        tcase_add_test(tc, test_per_source_strings);
         tcase_add_test(tc, test_delete_cascade);
         tcase_add_test(tc, test_idempotency);
         tcase_add_test(tc, test_transactions);
