@@ -12,6 +12,7 @@ enum MHD_Result jobs_create(struct request *rq);
 enum MHD_Result jobs_list(struct request *rq);
 enum MHD_Result jobs_get(struct request *rq);
 enum MHD_Result jobs_items(struct request *rq);
+enum MHD_Result jobs_sources(struct request *rq);
 enum MHD_Result jobs_cancel(struct request *rq);
 enum MHD_Result jobs_retry(struct request *rq);
 enum MHD_Result jobs_pause(struct request *rq);

@@ -94,6 +94,7 @@ static const struct route routes[] = {
         {"GET", "/v1/jobs/{}", jobs_get, 0},
         {"DELETE", "/v1/jobs/{}", jobs_delete, 0},
         {"GET", "/v1/jobs/{}/items", jobs_items, 0},
+        {"GET", "/v1/jobs/{}/sources", jobs_sources, 0},
         {"POST", "/v1/jobs/{}/cancel", jobs_cancel, 0},
         {"POST", "/v1/jobs/{}/retry", jobs_retry, 0},
         {"POST", "/v1/jobs/{}/pause", jobs_pause, 0},

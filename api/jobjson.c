@@ -72,7 +72,7 @@ json_t *jobjson_progress(const struct job *j)
 
 const char *jobjson_circuit_state(enum breaker_state st) { return breaker_state_to_string(st); }
 
-static json_t *per_source(const struct job_source *s, const struct snapshot *snap, bool *all_closed)
+json_t *jobjson_per_source(const struct job_source *s, const struct snapshot *snap, bool *all_closed)
 {
         const struct src_info *c = snap ? snapshot_circuit(snap, s->source) : NULL;
         enum breaker_state st = c ? c->state : BREAKER_CLOSED;
@@ -107,8 +107,12 @@ json_t *jobjson_job(const struct job *j, const struct snapshot *snap, bool *ret_
         bool all_closed = snap != NULL;
         json_t *per = json_array();
 
-        for (size_t i = 0; per && i < j->nper_source; i++)
-                if (json_array_append_new(per, per_source(&j->per_source[i], snap, &all_closed)) < 0) {
+        size_t shown = j->nper_source < JOB_PER_SOURCE_HEAD ? j->nper_source : JOB_PER_SOURCE_HEAD;
+        size_t total = j->per_source_total > j->nper_source ? j->per_source_total : j->nper_source;
+
+        for (size_t i = 0; per && i < shown; i++)
+                if (json_array_append_new(per, jobjson_per_source(&j->per_source[i], snap, &all_closed)) <
+                    0) {
                         json_decref(per);
                         per = NULL;
                 }
@@ -125,7 +129,8 @@ json_t *jobjson_job(const struct job *j, const struct snapshot *snap, bool *ret_
                               jobjson_time(j->finished_at), "deadline_at", jobjson_time(j->deadline_at),
                               "progress", sj ? jobjson_live(&sj->live) : jobjson_progress(j), "per_source",
                               per, "error", jobjson_error(&j->error));
-        if (o && json_object_update_new(o, json_pack("{s:o, s:o, s:o, s:o}", "source_timeout",
+        if (o && json_object_update_new(o, json_pack("{s:I, s:o, s:o, s:o, s:o}", "per_source_total",
+                                                     (json_int_t)total, "source_timeout",
                                                      limit(j->limits.source_timeout), "request_timeout",
                                                      limit(j->limits.request_timeout), "stall_timeout",
                                                      limit(j->limits.stall_timeout), "max_retries",

@@ -14,9 +14,13 @@
 #define JOBJSON_DUMP_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
 
 /* The job object. snap (may be NULL) gives its sources' circuit states
- * ("closed" when not known) and, while it runs, its live progress.
- * *ret_all_closed (may be NULL): every one of its circuits was closed. */
+ * ("closed" when not known) and, while it runs, its live progress. It
+ * shows the first JOB_PER_SOURCE_HEAD entries of per_source and their
+ * number in per_source_total (GET /v1/jobs/{id}/sources lists them all).
+ * *ret_all_closed (may be NULL): every one of the circuits shown was closed. */
 json_t *jobjson_job(const struct job *j, const struct snapshot *snap, bool *ret_all_closed);
+/* One per_source entry; clears *all_closed when its circuit is not closed. */
+json_t *jobjson_per_source(const struct job_source *s, const struct snapshot *snap, bool *all_closed);
 /* The item object; live (may be NULL) are its bytes while in flight. */
 json_t *jobjson_item(const struct item *it, const struct item_live *live);
 /* The progress object of a running job. */

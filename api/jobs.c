@@ -30,13 +30,15 @@
 #include "common/clock.h"
 #include "common/sha256.h"
 
-#define JOBS_LIMIT_DEFAULT  50
-#define JOBS_LIMIT_MAX      500
-#define ITEMS_LIMIT_DEFAULT 100
-#define ITEMS_LIMIT_MAX     1000
-#define IDEMPOTENCY_KEY_MAX 128  /* bytes, visible ASCII */
-#define CURSOR_MAX_DIGITS   18   /* a cursor always fits an int64 */
-#define PRUNE_MARGIN_MS     1000 /* cached jobs this close to JOB_RETENTION are read from the store */
+#define JOBS_LIMIT_DEFAULT    50
+#define JOBS_LIMIT_MAX        500
+#define ITEMS_LIMIT_DEFAULT   100
+#define ITEMS_LIMIT_MAX       1000
+#define SOURCES_LIMIT_DEFAULT JOB_PER_SOURCE_HEAD
+#define SOURCES_LIMIT_MAX     1000
+#define IDEMPOTENCY_KEY_MAX   128  /* bytes, visible ASCII */
+#define CURSOR_MAX_DIGITS     18   /* a cursor always fits an int64 */
+#define PRUNE_MARGIN_MS       1000 /* cached jobs this close to JOB_RETENTION are read from the store */
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -530,6 +532,55 @@ enum MHD_Result jobs_items(struct request *rq)
                 return reply_json(rq, 200, NULL);
         return reply_json(
                 rq, 200, json_pack("{s:o, s:o}", "items", arr, "next_cursor", cursor_json(next, next >= 0)));
+}
+
+/* ---- GET /v1/jobs/{id}/sources ------------------------------------------------------------ */
+
+/* Every per_source entry of a job, paged (the job object shows the first
+ * JOB_PER_SOURCE_HEAD): ?state= filters, the cursor is the index to go on
+ * from. A running job's entries are as last written (at most
+ * JOBRUN_PER_SOURCE_EVERY_MS old). */
+enum MHD_Result jobs_sources(struct request *rq)
+{
+        struct page pg = {.state_from = source_state_from_string};
+        const char *id = job_id_arg(rq);
+        struct store *s;
+        struct job_source *v = NULL;
+        size_t n = 0, i;
+        json_t *errors = NULL, *arr;
+        bool all_closed = true;
+        int r;
+
+        if (!id)
+                return reply_problem(rq, 404, NULL, "no such job");
+        r = page_args(rq, &pg, SOURCES_LIMIT_DEFAULT, SOURCES_LIMIT_MAX, 0, &errors);
+        if (r == -EINVAL)
+                return reply_problem(rq, 400, errors, "invalid query parameters");
+        if (r < 0 || (r = request_store(rq, &s)) < 0)
+                return reply_store_error(rq, r, "job");
+        r = store_job_per_source(s, id, &v, &n); /* -ENOENT: no such job */
+        if (r < 0)
+                return reply_store_error(rq, r, "job");
+        struct snapshot *snap = sched_snapshot(rq->h->sched);
+        arr = json_array();
+        for (i = pg.cursor > 0 ? (size_t)pg.cursor : 0;
+             arr && i < n && json_array_size(arr) < (size_t)pg.limit; i++)
+                if ((!pg.states || (pg.states & (1u << v[i].state))) &&
+                    json_array_append_new(arr, jobjson_per_source(&v[i], snap, &all_closed)) < 0) {
+                        json_decref(arr);
+                        arr = NULL;
+                }
+        while (i < n && pg.states && !(pg.states & (1u << v[i].state)))
+                i++; /* no cursor to a page with nothing on it */
+        snapshot_unref(snap);
+        for (size_t k = 0; k < n; k++)
+                job_source_clear(&v[k]);
+        free(v);
+        if (!arr)
+                return reply_json(rq, 200, NULL);
+        return reply_json(rq, 200,
+                          json_pack("{s:o, s:I, s:o}", "per_source", arr, "per_source_total", (json_int_t)n,
+                                    "next_cursor", cursor_json((long long)i, i < n)));
 }
 
 /* ---- POST /v1/jobs/{id}/cancel, /retry, DELETE /v1/jobs/{id} ------------------------------ */

@@ -193,6 +193,42 @@ class Listing(hauldtest.HauldTestCase):
         self.assertEqual([it["index"] for it in page2["items"]], list(range(10, 20)))
         self.assertEqual(len(self.items(job["id"], state="failed")), 25)
 
+    def test_per_source_head_and_all_sources(self):
+        # 130 labels, each its own per_source entry: the job object shows
+        # the first 100 and how many there are; /sources pages through all
+        n = 130
+        urls = [{"url": self.file_url("s%03d.png" % i) if i % 10 else self.origin.url("/gone%d" % i, status=404),
+                 "source": "lbl-%03d" % i} for i in range(n)]
+        job = self.run_job({"urls": urls}, timeout=60)
+        self.assertEqual(job["state"], "partial", job)
+        self.assertEqual(len(job["per_source"]), 100)
+        self.assertEqual(job["per_source_total"], n)
+        self.assertEqual([p["source"] for p in job["per_source"]], ["lbl-%03d" % i for i in range(100)])
+        seen, cursor = [], None
+        while True:
+            path = "/v1/jobs/%s/sources?limit=50" % job["id"] + ("&cursor=%s" % cursor if cursor else "")
+            st, _h, page = self.daemon.get(path)
+            self.assertEqual(st, 200, page)
+            self.assertEqual(page["per_source_total"], n)
+            self.assertLessEqual(len(page["per_source"]), 50)
+            seen += page["per_source"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        self.assertEqual([p["source"] for p in seen], ["lbl-%03d" % i for i in range(n)])
+        for i, p in enumerate(seen):
+            self.assertEqual((p["items"], p["succeeded"], p["failed"]), (1, 0, 1) if i % 10 == 0 else (1, 1, 0), p)
+        # by the entry's state: each label's source is done (its item failed,
+        # not the source); none failed
+        st, _h, done = self.daemon.get("/v1/jobs/%s/sources?state=done&limit=1000" % job["id"])
+        self.assertEqual((st, len(done["per_source"]), done["next_cursor"]), (200, n, None), done)
+        st, _h, failed = self.daemon.get("/v1/jobs/%s/sources?state=failed&state=timed_out" % job["id"])
+        self.assertEqual((st, failed["per_source"], failed["next_cursor"]), (200, [], None), failed)
+        # faults: bad parameters, no such job
+        for bad in ("limit=0", "limit=1001", "state=nope", "cursor=x"):
+            self.assert_problem(self.daemon.get("/v1/jobs/%s/sources?%s" % (job["id"], bad)), 400)
+        self.assert_problem(self.daemon.get("/v1/jobs/0000000000NOSUCHJOB0000000/sources"), 404)
+
 
 class Validation(hauldtest.HauldTestCase):
     def test_bad_bodies_answer_400_and_daemon_lives(self):
