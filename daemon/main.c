@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,6 +23,8 @@
 #include "daemon/sched.h"
 #include "daemon/sources.h"
 #include "daemon/store.h"
+
+#define MALLOC_ARENAS 2 /* M_ARENA_MAX: see main() */
 
 /* Settings and sources replaced by a reload stay alive until exit: the
  * scheduler and the API may still be reading the old ones. */
@@ -255,6 +258,13 @@ int main(int argc, char **argv)
         struct config *cfg = &live.cfg;
         int c, rc;
 
+        /* glibc gives each thread that allocates its own heap arena, up to
+         * 8 per core, and an arena keeps the memory it once held: with the
+         * API's threads, the scheduler and the committer that was a third
+         * of the resident memory in a job over 10,000 hosts. Two arenas
+         * cost no measurable speed. MALLOC_ARENA_MAX still overrides. */
+        if (!getenv("MALLOC_ARENA_MAX"))
+                mallopt(M_ARENA_MAX, MALLOC_ARENAS);
         log_init();
         while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
                 switch (c) {
