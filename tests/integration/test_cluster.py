@@ -211,6 +211,7 @@ class ClusterTestCase(hauldtest.HauldTestCase):
             self.assertEqual(len(got), size, it)
             self.assertEqual(hashlib.sha256(got).hexdigest(), hashlib.sha256(want).hexdigest(), it)
             self.assertEqual(it["sha256"], hashlib.sha256(want).hexdigest(), it)
+            self.assertEqual(it.get("node"), holders[0], "the item names another node than the one with its file")
             where[it["index"]] = holders[0]
         extra = set(files) - {it["path"] for it in items}
         self.assertFalse(extra, "job %s has files no item names (a second copy?): %s"
@@ -263,7 +264,7 @@ class SharingTest(ClusterTestCase):
         for job_id in jobs:
             where = self.assert_whole_and_once(job_id, specs, 50)
             holders |= set(where.values())
-            # the table records which node holds each file (the API does not show it)
+            # the table records which node holds each file, as the API shows it
             self.assertEqual(self.item_nodes(job_id), where, "items.node of job %s" % job_id)
         self.assertGreater(len(holders), 1, "every file is on %s: the work was not shared" % holders)
 
