@@ -1240,7 +1240,9 @@ START_TEST(test_store_failure_keeps_changes)
         struct snapshot *snap = sched_snapshot(s);
         ck_assert(!snap->store_ok);
         ck_assert(!snap->accepting);
-        ck_assert_str_eq(snap->store_error, "the job table cannot be written; changes are kept and retried");
+        ck_assert_str_eq(
+                snap->store_error,
+                "the job table cannot be written (Input/output error); changes are kept and retried");
         snapshot_unref(snap);
         ck_assert_int_eq(job_state(id), JOB_RUNNING);
         ck_assert_int_eq(terminal_events(id), 0); /* nothing announced before it is written */
