@@ -122,6 +122,7 @@ struct sched {
         size_t njobs, cjobs;
         uint64_t runs;
         bool maybe_queued;
+        int64_t last_claim_ms; /* monotonic, the last claim asked of the store; 0: none */
         int64_t started_ms, last_flush_ms, last_snapshot_ms, last_prune_ms, last_status_ms;
         int64_t last_watchdog_ms, watchdog_ms;
         bool flush_now, snapshot_now;
@@ -867,10 +868,15 @@ static void claim(struct sched *s, int64_t now)
 
         if (atomic_exchange(&s->wake, false))
                 s->maybe_queued = true;
+        /* a lease running out wakes nobody: look every third of a lease, so
+         * a lost node's job is taken over within a lease and a third */
+        if (now - s->last_claim_ms >= cluster_lease_ms(s->cluster) / 3)
+                s->maybe_queued = true;
         if (!s->maybe_queued || s->njobs >= room || s->store_failing || s->store_gone)
                 return;
         if (room - s->njobs > STORE_LEASE_MAX)
                 room = s->njobs + STORE_LEASE_MAX;
+        s->last_claim_ms = now;
         int r = store_job_claim(s->store, cluster_node(s->cluster), room - s->njobs, wall(s),
                                 cluster_lease_ms(s->cluster), &c, &n);
         if (r < 0) {

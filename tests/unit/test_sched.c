@@ -1273,6 +1273,65 @@ START_TEST(test_store_failure_keeps_changes)
 }
 END_TEST
 
+/* ---- leases: jobs shared with other nodes ----------------------------------------------------- */
+
+#define LEASE 30000 /* LEASE_TIMEOUT's default, ms */
+
+/* Another node ("node-x") takes job id's lease now, as its claim would. */
+static int64_t other_node_claims(const char *id)
+{
+        struct store_claim *c = NULL;
+        size_t n = 0;
+
+        ck_assert_int_eq(store_job_claim(db, "node-x", 1, WALL0 + now, LEASE, &c, &n), 0);
+        ck_assert_uint_eq(n, 1);
+        ck_assert_str_eq(c[0].id, id);
+        int64_t token = c[0].lease_token;
+        free(c);
+        return token;
+}
+
+static bool leased_to_other(const char *id)
+{
+        struct job *j = job_get(id);
+        bool other = j->lease_owner && strcmp(j->lease_owner, "node-x") == 0;
+        job_free(j);
+        return other;
+}
+
+/* An idle node, woken by nothing, takes over a job whose node stopped
+ * renewing once its lease ran out, within a third of a lease. */
+START_TEST(test_idle_node_takes_expired_lease)
+{
+        char id[JOB_ID_LEN + 1];
+
+        submit("{\"urls\": [\"http://a.example/1.png\"]}", id);
+        start();
+        other_node_claims(id);
+        turn(); /* nothing to claim: the job's lease is live */
+        ck_assert_int_eq(running(), 0);
+        ck_assert(leased_to_other(id));
+
+        step_to(T0 + LEASE / 2); /* node-x is gone, its lease not out yet */
+        step_to(T0 + LEASE - 1);
+        ck_assert(leased_to_other(id));
+        ck_assert_int_eq(running(), 0);
+        for (int64_t t = T0 + LEASE; t <= T0 + LEASE + LEASE / 3; t += 500)
+                step_to(t);
+        ck_assert_int_eq(running(), 1);
+        ck_assert(!leased_to_other(id));
+        struct job *j = job_get(id);
+        ck_assert_int_eq(j->state, JOB_RUNNING);
+        ck_assert_ptr_nonnull(j->lease_owner);
+        ck_assert_int_gt(j->lease_until, WALL0 + T0 + LEASE);
+        job_free(j);
+        ok("http://a.example/1.png", "pixels");
+        step(TICK);
+        step(TICK);
+        ck_assert_int_eq(job_state(id), JOB_SUCCEEDED);
+}
+END_TEST
+
 /* ---- the snapshot ---------------------------------------------------------------------------- */
 
 START_TEST(test_snapshot_after_a_turn)
@@ -1368,6 +1427,7 @@ static Suite *sched_suite(void)
         tcase_add_test(tc, test_retry_failed_job);
         tcase_add_test(tc, test_commands_on_queued_jobs);
         tcase_add_test(tc, test_store_failure_keeps_changes);
+        tcase_add_test(tc, test_idle_node_takes_expired_lease);
         tcase_add_test(tc, test_snapshot_after_a_turn);
         suite_add_tcase(su, tc);
         return su;
