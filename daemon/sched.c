@@ -3,8 +3,9 @@
  * and the store connection that writes them; work.c decides what a job's
  * groups start and what their outcomes mean.
  *
- * A turn: take the engine's and the committer's outcomes and settle them;
- * carry out the API's commands; claim queued jobs; run the timers
+ * A turn: renew the leases (dropping the jobs lost to other nodes); take
+ * the engine's and the committer's outcomes and settle them; carry out
+ * the API's commands; claim queued jobs; run the timers
  * (deadlines, retries, sources that may admit again); start what the
  * limits allow, jobs by priority; end the jobs that are done; write every
  * change of the turn in one transaction; then publish the events of what
@@ -22,6 +23,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -195,7 +197,7 @@ static int job_add(struct sched *s, struct jobrun *jr, int64_t now)
 static void job_remove(struct sched *s, size_t i)
 {
         struct jobrun *jr = s->jobs[i].jr;
-        xfers_forget(s->xfers, jr);
+        xfers_forget(s->xfers, jr, NULL, NULL);
         jobrun_free(jr);
         memmove(&s->jobs[i], &s->jobs[i + 1], (s->njobs - i - 1) * sizeof(*s->jobs));
         s->njobs--;
@@ -792,15 +794,57 @@ struct snapshot *sched_snapshot(struct sched *s) { return snapshot_hub_get(s->hu
 /* ---- claiming jobs -------------------------------------------------------------------------------------
  */
 
+/* Remove DOWNLOAD_DIR/path, a file of job jr, unless an item whose
+ * success is written names it. Returns 1 when a file went. */
+static int remove_unrecorded(struct sched *s, struct jobrun *jr, const char *path)
+{
+        for (size_t i = 0; i < jobrun_nitems(jr); i++) {
+                const struct item *it = jobrun_item(jr, (int)i);
+                if (it->state == ITEM_SUCCEEDED && it->path && strcmp(it->path, path) == 0 &&
+                    jobrun_item_written(jr, (int)i))
+                        return 0;
+        }
+        return unlinkat(s->dl_fd, path, 0) == 0;
+}
+
+struct unfiled {
+        struct sched *s;
+        int removed; /* files removed */
+};
+
+/* A file of a lost job that landed after the job was lost. */
+static void unfiled(void *job, const struct xfer_tags *tags, const char *name, void *ud)
+{
+        struct unfiled *u = ud;
+        struct jobrun *jr = job;
+        char path[PATH_MAX];
+
+        if (snprintf(path, sizeof(path), "%s/%s/%s", jobrun_id(jr), jobrun_source(jr, tags->group)->source,
+                     name) < (int)sizeof(path))
+                u->removed += remove_unrecorded(u->s, jr, path);
+}
+
 /* A job is lost to another node (its lease moved on): its requests stop,
- * their parts go, nothing of it is written from here any more. */
+ * their parts go, nothing of it is written from here any more. Its files
+ * whose success was never written go too (the new owner downloads them
+ * again): no file without a record, no record without a file. */
 static void job_drop(struct sched *s, size_t i, int64_t now)
 {
         struct jobrun *jr = s->jobs[i].jr;
+        struct unfiled u = {.s = s};
 
         log_warning("job %s: its lease went to another node; its work here stops (parts removed)",
                     jobrun_id(jr));
         xfers_abort(s->xfers, jr, -1, false, now, NULL, NULL);
+        xfers_forget(s->xfers, jr, unfiled, &u);
+        for (size_t k = 0; k < jobrun_nitems(jr); k++) {
+                const struct item *it = jobrun_item(jr, (int)k);
+                if (it->state == ITEM_SUCCEEDED && it->path && !jobrun_item_written(jr, (int)k))
+                        u.removed += remove_unrecorded(s, jr, it->path);
+        }
+        if (u.removed > 0)
+                log_info("job %s: %d file%s whose success was not written removed", jobrun_id(jr), u.removed,
+                         u.removed == 1 ? "" : "s");
         job_remove(s, i);
         s->snapshot_now = true;
 }
@@ -818,7 +862,7 @@ static void renew(struct sched *s, int64_t now)
         lost = calloc(s->njobs ? s->njobs : 1, sizeof(*lost));
         for (size_t i = 0; held && lost && i < s->njobs; i++) {
                 const struct job *j = jobrun_job(s->jobs[i].jr);
-                if (j->state != JOB_RUNNING || j->lease_token == 0)
+                if (j->lease_token == 0) /* also a job ended here whose end is not written yet */
                         continue;
                 snprintf(held[n].id, sizeof(held[n].id), "%s", j->id);
                 held[n++].lease_token = j->lease_token;
@@ -1162,10 +1206,10 @@ int64_t sched_turn(struct sched *s)
                 engine_perform(s->engine);
         if (s->hooks.sync_commits)
                 committer_wait_idle(s->committer);
+        renew(s, now); /* first: the answers of a job lost meanwhile are dropped, not settled */
         settle(s, now);
         run_cmds(s, now);
         store_identity(s, now);
-        renew(s, now);
         beat(s, now);
         claim(s, now);
         int64_t timeout = timers(s, now);

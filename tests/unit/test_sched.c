@@ -1332,6 +1332,149 @@ START_TEST(test_idle_node_takes_expired_lease)
 }
 END_TEST
 
+/* Another node takes job id's lease (a command there, or a claim after
+ * this node's lease ran out): this node's writes of it are refused. */
+static void other_node_takes(const char *id)
+{
+        int64_t token = 0;
+        ck_assert_int_eq(store_lease_take(db, id, "node-x", WALL0 + now, LEASE, &token), 0);
+        ck_assert_int_gt(token, 0);
+}
+
+/* Does DOWNLOAD_DIR/id/host/name exist? */
+static bool landed(const char *id, const char *host, const char *name)
+{
+        char path[8400];
+        snprintf(path, sizeof(path), "%s/%s/%s/%s", dl_dir, id, host, name);
+        return access(path, F_OK) == 0;
+}
+
+/* The item as the table has it. */
+static enum item_state item_state(const char *id, int i)
+{
+        size_t n;
+        struct item *it = items_get(id, &n);
+        ck_assert_int_lt(i, (int)n);
+        enum item_state st = it[i].state;
+        items_free(it, n);
+        return st;
+}
+
+/* The lease is found lost at a renewal while a finished download waits to
+ * be settled: its part goes, and nothing of it is written or kept. */
+START_TEST(test_lost_lease_drops_answer_not_settled)
+{
+        char id[JOB_ID_LEN + 1];
+
+        submit("{\"urls\": [\"http://a.example/1.png\"]}", id);
+        start();
+        turn();
+        ck_assert_int_eq(running(), 1);
+        other_node_takes(id);
+        ok("http://a.example/1.png", "pixels"); /* its part is in place, the answer waits */
+        ck_assert(landed(id, "a.example", ".0.part"));
+        step_to(T0 + LEASE / 3); /* the renewal finds the lease gone */
+        for (int k = 0; k < 5; k++)
+                step(FLUSH);
+        ck_assert(!landed(id, "a.example", ".0.part"));
+        ck_assert(!landed(id, "a.example", "1.png"));
+        ck_assert(leased_to_other(id));
+        ck_assert_int_ne(item_state(id, 0), ITEM_SUCCEEDED);
+        ck_assert_int_eq(terminal_events(id), 0);
+}
+END_TEST
+
+/* The lease is lost while the committer has a finished download's file:
+ * the file lands, but no record will name it here, so it goes. */
+START_TEST(test_lost_lease_removes_file_with_committer)
+{
+        char id[JOB_ID_LEN + 1];
+
+        submit("{\"urls\": [\"http://a.example/1.png\"]}", id);
+        start();
+        turn();
+        ok("http://a.example/1.png", "pixels");
+        step(TICK); /* the answer settled: the part goes to the committer */
+        other_node_takes(id);
+        step_to(T0 + LEASE / 3); /* the committer is done; the renewal finds the lease gone */
+        for (int k = 0; k < 5; k++)
+                step(FLUSH);
+        ck_assert(!landed(id, "a.example", "1.png"));
+        ck_assert(!landed(id, "a.example", ".0.part"));
+        ck_assert(leased_to_other(id));
+        ck_assert_int_ne(item_state(id, 0), ITEM_SUCCEEDED);
+}
+END_TEST
+
+/* A write refused for the lease: the item whose success it carried loses
+ * its file (the new owner downloads it again); an item whose success was
+ * written before keeps its file. No file without a record, no record
+ * without a file. */
+START_TEST(test_lost_lease_removes_unwritten_success)
+{
+        char id[JOB_ID_LEN + 1];
+
+        submit("{\"urls\": [\"http://a.example/1.png\", \"http://a.example/2.png\","
+               " \"http://b.example/3.png\"]}",
+               id);
+        start();
+        turn();
+        ck_assert_int_eq(running(), 3);
+        ok("http://a.example/1.png", "one");
+        step(TICK);
+        step(TICK);
+        step(FLUSH); /* item 0's success is written */
+        ck_assert_int_eq(item_state(id, 0), ITEM_SUCCEEDED);
+        ck_assert(landed(id, "a.example", "1.png"));
+
+        ok("http://a.example/2.png", "two");
+        step(TICK);
+        other_node_takes(id);
+        step(TICK);  /* item 1 succeeded here: its file is in place */
+        step(FLUSH); /* the write is refused: the job goes */
+        for (int k = 0; k < 3; k++)
+                step(FLUSH);
+        ck_assert(leased_to_other(id));
+        ck_assert_int_eq(item_state(id, 0), ITEM_SUCCEEDED);
+        ck_assert(landed(id, "a.example", "1.png"));
+        ck_assert_int_ne(item_state(id, 1), ITEM_SUCCEEDED);
+        ck_assert(!landed(id, "a.example", "2.png"));
+        ck_assert(!landed(id, "a.example", ".1.part"));
+        ck_assert_int_eq(fake_find(&fe, "http://b.example/3.png")->state, FAKE_ABORTED);
+        ck_assert_int_eq(running(), 0);
+        struct snapshot *snap = snap_now();
+        ck_assert_ptr_null(snapshot_job(snap, id));
+        snapshot_unref(snap);
+}
+END_TEST
+
+/* The same when the refused write is the job's end: the job leaves this
+ * node unannounced, its file goes. */
+START_TEST(test_lost_lease_of_ended_job)
+{
+        char id[JOB_ID_LEN + 1];
+
+        submit("{\"urls\": [\"http://a.example/1.png\"]}", id);
+        start();
+        turn();
+        ok("http://a.example/1.png", "one");
+        step(TICK);
+        other_node_takes(id);
+        step(TICK); /* it succeeded and ended here; the write is refused */
+        for (int k = 0; k < 3; k++)
+                step(FLUSH);
+        ck_assert(leased_to_other(id));
+        ck_assert_int_eq(job_state(id), JOB_RUNNING); /* as node-x runs it */
+        ck_assert_int_ne(item_state(id, 0), ITEM_SUCCEEDED);
+        ck_assert(!landed(id, "a.example", "1.png"));
+        ck_assert_int_eq(terminal_events(id), 0);
+        struct snapshot *snap = snap_now();
+        ck_assert_ptr_null(snapshot_job(snap, id));
+        ck_assert(snap->store_ok);
+        snapshot_unref(snap);
+}
+END_TEST
+
 /* ---- the snapshot ---------------------------------------------------------------------------- */
 
 START_TEST(test_snapshot_after_a_turn)
@@ -1428,6 +1571,10 @@ static Suite *sched_suite(void)
         tcase_add_test(tc, test_commands_on_queued_jobs);
         tcase_add_test(tc, test_store_failure_keeps_changes);
         tcase_add_test(tc, test_idle_node_takes_expired_lease);
+        tcase_add_test(tc, test_lost_lease_drops_answer_not_settled);
+        tcase_add_test(tc, test_lost_lease_removes_file_with_committer);
+        tcase_add_test(tc, test_lost_lease_removes_unwritten_success);
+        tcase_add_test(tc, test_lost_lease_of_ended_job);
         tcase_add_test(tc, test_snapshot_after_a_turn);
         suite_add_tcase(su, tc);
         return su;
