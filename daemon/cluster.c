@@ -5,10 +5,12 @@
  * nodes whose last beat is older than two leases count as gone.
  *
  * Circuits: a change here is written with the turn's transaction
- * (cluster_put_circuit) and remembered with its time; a row read back
- * whose updated_at is not newer than this node's own last write of that
- * source is this node's echo and is skipped. Times in the table are wall
- * ms; the scheduler's are monotonic: converted at the edge.
+ * (cluster_put_circuit) and remembered with its time, and so is a probe
+ * taken in the table; a row read back whose updated_at is not newer than
+ * this node's own last write of that source is this node's echo and is
+ * skipped. What is read is restored, never written back by the caller.
+ * Times in the table are wall ms; the scheduler's are monotonic:
+ * converted at the edge.
  *
  * Invariant: c->nodes is the list of the last successful beat. */
 #include "autoconfig.h"
@@ -351,5 +353,8 @@ bool cluster_take_probe(struct cluster *c, const struct src *src, int64_t wall_m
         if (!c->shared)
                 return true;
         int r = store_circuit_take_probe(c->store, src_name(src), c->node, wall_ms, c->lease_ms);
+        if (r == 0)
+                note_put(c, src_name(src),
+                         wall_ms);     /* the row's change is ours: not news at the next sync */
         return r == 0 || r == -ENOENT; /* no row: no other node knows the circuit open */
 }

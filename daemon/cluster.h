@@ -58,7 +58,8 @@ int cluster_load_circuits(struct cluster *c, struct srctab *srcs, int64_t now_ms
 int cluster_put_circuit(struct cluster *c, struct srctab *srcs, const struct src *src, int64_t now_ms,
                         int64_t wall_ms);
 /* Take in circuits other nodes changed since the last look (at most once a
- * second unless asked for). Returns how many changed here. */
+ * second unless asked for). Returns how many changed here; the caller
+ * announces them and must not write them back. */
 int cluster_sync_circuits(struct cluster *c, struct srctab *srcs, int64_t now_ms, int64_t wall_ms, bool now);
 /* May this node send src's half-open probe (no other node holds it)? */
 bool cluster_take_probe(struct cluster *c, const struct src *src, int64_t wall_ms);

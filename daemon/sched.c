@@ -333,6 +333,17 @@ static void circuit_event(const struct src *src, void *ud)
         s->snapshot_now = true;
 }
 
+/* Take in the circuits other nodes (or an earlier run) changed in the
+ * table: announced, never written back (that would be news to the others
+ * in turn). Local changes not written yet go first: the sync waits. */
+static void sync_circuits(struct sched *s, int64_t now)
+{
+        if (s->ncircuits > 0 || s->store_gone)
+                return;
+        cluster_sync_circuits(s->cluster, s->srcs, now, wall(s), false);
+        srctab_drain_changed(s->srcs, circuit_event, s);
+}
+
 /* ---- writing ---------------------------------------------------------------------------------- */
 
 static void store_failed(struct sched *s, int r, int64_t now)
@@ -1215,11 +1226,11 @@ int64_t sched_turn(struct sched *s)
         int64_t timeout = timers(s, now);
         fill(s, now);
         finish(s, now);
-        srctab_drain_changed(s->srcs, note_circuit, s);
+        srctab_drain_changed(s->srcs, note_circuit, s); /* this node's own changes, to write */
         int64_t t = flush_paced(s, now);
         if (t < timeout)
                 timeout = t;
-        cluster_sync_circuits(s->cluster, s->srcs, now, wall(s), false);
+        sync_circuits(s, now);
         t = progress_events(s, now);
         if (t < timeout)
                 timeout = t;
@@ -1461,6 +1472,7 @@ int sched_new(const struct config *cfg, const struct source_set *sources, struct
         r = cluster_load_circuits(s->cluster, s->srcs, s->started_ms, wall(s));
         if (r < 0)
                 log_warning("sched: the circuits kept in the job table cannot be read: %s", strerror(-r));
+        srctab_drain_changed(s->srcs, circuit_event, s); /* as they are in the table: not written back */
         r = committer_new(wake_engine, s, &s->committer);
         if (r < 0) {
                 log_error("sched: cannot start the committer: %s", strerror(-r));

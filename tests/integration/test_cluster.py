@@ -521,6 +521,12 @@ class CircuitTest(ClusterTestCase):
                        "the circuit of %s open on %s" % (host, n))
         sys.stderr.write("\n  open on every node %.1f s after %s showed it\n"
                          % (time.monotonic() - t_open, opener))
+        # the others took it in without writing it back as their own change
+        # (which every node would read as news in turn, over and over)
+        query = "SELECT state, updated_at FROM circuits WHERE source = '%s'" % host
+        row = self.sql(query)
+        time.sleep(1.5)
+        self.assertEqual(self.sql(query), row, "the circuit was written again while it did not change")
 
         # one job per node, each item slow (1.5 s) so the probe is alone for a while
         jobs, specs = [], {}

@@ -1475,6 +1475,89 @@ START_TEST(test_lost_lease_of_ended_job)
 }
 END_TEST
 
+/* ---- circuits kept in the table -------------------------------------------------------------- */
+
+/* Circuit events of source so far. */
+static int circuit_events(const char *source)
+{
+        struct event ev[MAX_EVS];
+        size_t n = events_of(NULL, ev);
+        int k = 0;
+        for (size_t i = 0; i < n; i++)
+                k += ev[i].type == EVENT_CIRCUIT && strcmp(ev[i].source, source) == 0;
+        events_release(ev, n);
+        return k;
+}
+
+static struct store_circuit circuit_row(const char *source)
+{
+        struct store_circuit *v = NULL, row = {0};
+        size_t n = 0;
+
+        ck_assert_int_eq(store_circuit_list(db, 0, &v, &n), 0);
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(v[i].source, source) == 0)
+                        row = (struct store_circuit){.state = v[i].state, .updated_at = v[i].updated_at};
+        store_circuits_free(v, n);
+        return row;
+}
+
+/* A circuit another node opened is taken in here and announced once; it
+ * is not written back as this node's change (which other nodes would read
+ * as news in turn). */
+START_TEST(test_circuit_from_table_not_written_back)
+{
+        write_sources(10);
+        start();
+        turn();
+        struct store_circuit c = {.source = "alpha",
+                                  .state = BREAKER_OPEN,
+                                  .consecutive_failures = 5,
+                                  .trips = 1,
+                                  .opened_at = WALL0 + now,
+                                  .retry_at = WALL0 + now + 60000,
+                                  .open_ms = 60000,
+                                  .last_error = "HTTP 503",
+                                  .updated_at = WALL0 + now};
+        ck_assert_int_eq(store_circuit_put(db, &c), 0);
+        for (int k = 0; k < 10; k++)
+                step(500);
+        struct snapshot *snap = snap_now();
+        ck_assert_int_eq(snapshot_circuit(snap, "alpha")->state, BREAKER_OPEN);
+        snapshot_unref(snap);
+        ck_assert_int_eq(circuit_events("alpha"), 1);
+        struct store_circuit row = circuit_row("alpha");
+        ck_assert_int_eq(row.state, BREAKER_OPEN);
+        ck_assert_int_eq(row.updated_at, c.updated_at); /* nobody wrote it again */
+}
+END_TEST
+
+/* A circuit opened here is written once and announced once; reading the
+ * table back does not take it for news. */
+START_TEST(test_own_circuit_written_once)
+{
+        char id[JOB_ID_LEN + 1];
+
+        set("CIRCUIT_BREAKER_THRESHOLD", "2");
+        set("MAX_RETRIES_PER_SOURCE", "0");
+        set("MAX_RETRIES_PER_ITEM", "0");
+        submit("{\"urls\": [\"http://a.example/1.png\", \"http://a.example/2.png\"]}", id);
+        start();
+        turn();
+        http("http://a.example/1.png", 503);
+        http("http://a.example/2.png", 503);
+        step(TICK);
+        step(FLUSH);
+        struct store_circuit row = circuit_row("a.example");
+        ck_assert_int_eq(row.state, BREAKER_OPEN);
+        ck_assert_int_eq(circuit_events("a.example"), 1);
+        for (int k = 0; k < 10; k++)
+                step(500);
+        ck_assert_int_eq(circuit_events("a.example"), 1);
+        ck_assert_int_eq(circuit_row("a.example").updated_at, row.updated_at);
+}
+END_TEST
+
 /* ---- the snapshot ---------------------------------------------------------------------------- */
 
 START_TEST(test_snapshot_after_a_turn)
@@ -1575,6 +1658,8 @@ static Suite *sched_suite(void)
         tcase_add_test(tc, test_lost_lease_removes_file_with_committer);
         tcase_add_test(tc, test_lost_lease_removes_unwritten_success);
         tcase_add_test(tc, test_lost_lease_of_ended_job);
+        tcase_add_test(tc, test_circuit_from_table_not_written_back);
+        tcase_add_test(tc, test_own_circuit_written_once);
         tcase_add_test(tc, test_snapshot_after_a_turn);
         suite_add_tcase(su, tc);
         return su;
