@@ -181,7 +181,12 @@ int cluster_renew(struct cluster *c, const struct store_claim *held, size_t n, i
         return 0;
 }
 
-void cluster_beat(struct cluster *c, int64_t now_ms, int64_t wall_ms, int64_t leases, size_t *ret_live)
+bool cluster_beat_due(const struct cluster *c, int64_t now_ms)
+{
+        return c->last_beat_ms == 0 || now_ms - c->last_beat_ms >= c->lease_ms / 3;
+}
+
+int cluster_beat(struct cluster *c, int64_t now_ms, int64_t wall_ms, int64_t leases, size_t *ret_live)
 {
         struct store_node me = {.id = c->node,
                                 .started_at = c->started_wall ? c->started_wall : wall_ms,
@@ -191,20 +196,20 @@ void cluster_beat(struct cluster *c, int64_t now_ms, int64_t wall_ms, int64_t le
                                 .version = PACKAGE_VERSION};
         struct store_node *v = NULL;
         size_t n = 0;
+        int r;
 
-        if (c->last_beat_ms && now_ms - c->last_beat_ms < c->lease_ms / 3)
-                return;
         c->last_beat_ms = now_ms;
         if (!c->started_wall)
                 c->started_wall = wall_ms;
-        if (store_node_beat(c->store, &me) < 0 ||
-            store_node_list(c->store, wall_ms - 2 * c->lease_ms, &v, &n) < 0)
-                return;
+        if ((r = store_node_beat(c->store, &me)) < 0 ||
+            (r = store_node_list(c->store, wall_ms - 2 * c->lease_ms, &v, &n)) < 0)
+                return r;
         if (n != c->nnodes)
                 *ret_live = n > 0 ? n : 1;
         store_nodes_free(c->nodes, c->nnodes);
         c->nodes = v;
         c->nnodes = n;
+        return 0;
 }
 
 int cluster_nodes(const struct cluster *c, struct cluster_node **ret, size_t *ret_n)

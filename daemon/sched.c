@@ -352,6 +352,10 @@ static void store_failed(struct sched *s, int r, int64_t now)
                 log_error("sched: the job table cannot be written (%s); the changes are kept and written "
                           "when it can be again",
                           strerror(-r));
+        if (s->store_failing && now < s->store_retry_ms) {
+                s->store_errno = -r; /* a heartbeat or renewal between two tries: the backoff stands */
+                return;
+        }
         s->store_failing = true;
         s->store_errno = -r;
         s->store_backoff_ms = s->store_backoff_ms ? s->store_backoff_ms * 2 : STORE_RETRY_MIN_MS;
@@ -385,6 +389,24 @@ static void store_recovered(struct sched *s)
         s->store_failing = false;
         s->store_backoff_ms = 0;
         s->snapshot_now = true;
+}
+
+/* Do changes wait to be written? */
+static bool changes_waiting(const struct sched *s)
+{
+        for (size_t i = 0; i < s->njobs; i++)
+                if (jobrun_dirty(s->jobs[i].jr))
+                        return true;
+        return s->ncircuits > 0;
+}
+
+/* A call of the job table other than a write (claim, renewal, heartbeat)
+ * went through: a failure is over, unless changes still wait to be
+ * written (then their write tells). */
+static void store_answered(struct sched *s)
+{
+        if (s->store_failing && !changes_waiting(s))
+                store_recovered(s);
 }
 
 /* Write every dirty job in one transaction; on success publish their
@@ -878,7 +900,12 @@ static void renew(struct sched *s, int64_t now)
                 snprintf(held[n].id, sizeof(held[n].id), "%s", j->id);
                 held[n++].lease_token = j->lease_token;
         }
-        if (held && lost && cluster_renew(s->cluster, held, n, now, wall(s), lost) == 0)
+        int r = held && lost ? cluster_renew(s->cluster, held, n, now, wall(s), lost) : -ENOMEM;
+        if (r < 0 && r != -ENOMEM)
+                store_failed(s, r, now);
+        else if (r == 0 && n > 0)
+                store_answered(s);
+        if (r == 0)
                 for (size_t k = 0; k < n; k++)
                         for (size_t i = 0; lost[k] && i < s->njobs; i++)
                                 if (strcmp(jobrun_id(s->jobs[i].jr), held[k].id) == 0) {
@@ -927,7 +954,14 @@ static void claim(struct sched *s, int64_t now)
          * a lost node's job is taken over within a lease and a third */
         if (now - s->last_claim_ms >= cluster_lease_ms(s->cluster) / 3)
                 s->maybe_queued = true;
-        if (!s->maybe_queued || s->njobs >= room || s->store_failing || s->store_gone)
+        /* while the table fails: no new work before what waits is written;
+         * on a node with nothing to write, a claim on the failure's backoff
+         * tells when the table is back */
+        if (s->store_failing && (now < s->store_retry_ms || changes_waiting(s)))
+                return;
+        if (s->store_failing)
+                s->maybe_queued = true;
+        if (!s->maybe_queued || s->njobs >= room || s->store_gone)
                 return;
         if (room - s->njobs > STORE_LEASE_MAX)
                 room = s->njobs + STORE_LEASE_MAX;
@@ -935,9 +969,10 @@ static void claim(struct sched *s, int64_t now)
         int r = store_job_claim(s->store, cluster_node(s->cluster), room - s->njobs, wall(s),
                                 cluster_lease_ms(s->cluster), &c, &n);
         if (r < 0) {
-                log_error("sched: claiming queued jobs: %s", strerror(-r));
+                store_failed(s, r, now);
                 return;
         }
+        store_answered(s);
         if (n < room - s->njobs)
                 s->maybe_queued = false;
         for (size_t i = 0; i < n; i++)
@@ -1240,6 +1275,8 @@ int64_t sched_turn(struct sched *s)
         report_status(s, now);
         if (s->watchdog_ms > 0 && timeout > s->watchdog_ms / 2)
                 timeout = s->watchdog_ms / 2;
+        if (s->store_failing && s->store_retry_ms - now < timeout) /* the next try of the job table */
+                timeout = s->store_retry_ms - now;
         if (atomic_load(&s->wake) && s->njobs < (size_t)s->cfg->max_concurrent_jobs)
                 timeout = 0;
         return timeout < 0 ? 0 : timeout;
@@ -1306,9 +1343,14 @@ static void beat(struct sched *s, int64_t now)
         size_t live = s->live_nodes;
         struct srctab_opts so;
 
-        if (s->store_gone)
+        if (s->store_gone || !cluster_beat_due(s->cluster, now))
                 return;
-        cluster_beat(s->cluster, now, wall(s), (int64_t)s->njobs, &live);
+        int r = cluster_beat(s->cluster, now, wall(s), (int64_t)s->njobs, &live);
+        if (r < 0) {
+                store_failed(s, r, now);
+                return;
+        }
+        store_answered(s);
         if (live == s->live_nodes)
                 return;
         log_info("sched: %zu node%s share the job table; this node takes its share of the connection limits",
@@ -1503,7 +1545,10 @@ fail:
 static void notified(struct sched *s)
 {
         bool any = false;
-        if (store_notify_drain(s->store, &any) < 0 || !any)
+        int r = store_notify_drain(s->store, &any);
+        if (r < 0) /* the connection is lost: no polling of its socket until a call gets through */
+                store_failed(s, r, mono(s));
+        if (r < 0 || !any)
                 return;
         atomic_store(&s->wake, true);
         cluster_renew_soon(s->cluster);
@@ -1527,8 +1572,9 @@ static void *loop(void *arg)
                 pthread_mutex_unlock(&s->cmd_lock);
                 if (stop)
                         break;
-                int fd = s->shared ? store_notify_fd(s->store)
-                                   : -1; /* anew each time: a reconnect changes it */
+                /* anew each time: a reconnect changes it; none while the store fails (a
+                 * lost connection's socket reads as ready for ever) */
+                int fd = s->shared && !s->store_failing ? store_notify_fd(s->store) : -1;
                 engine_poll_fd(s->engine, fd, (int)timeout, &ready);
                 if (fd >= 0)
                         notified(s); /* also when not readable: an answer may have brought one */

@@ -1273,6 +1273,69 @@ START_TEST(test_store_failure_keeps_changes)
 }
 END_TEST
 
+/* An idle node whose claims fail says the table is unavailable, tries
+ * again on the failure's backoff (not every turn), and is well again once
+ * a claim goes through. */
+START_TEST(test_idle_node_claim_failure_and_recovery)
+{
+        char id[JOB_ID_LEN + 1];
+
+        start();
+        turn();
+        sql("CREATE TRIGGER no_job_writes BEFORE UPDATE ON jobs"
+            " BEGIN SELECT RAISE(ABORT, 'the job table refuses writes'); END;");
+        submit("{\"urls\": [\"http://a.example/1.png\"]}", id);
+        int64_t wait = sched_turn(s); /* the claim fails */
+        ck_assert_int_gt(wait, 0);
+        ck_assert_int_le(wait, 100); /* the first backoff */
+        struct snapshot *snap = sched_snapshot(s);
+        ck_assert(!snap->store_ok);
+        ck_assert_str_eq(
+                snap->store_error,
+                "the job table cannot be written (Input/output error); changes are kept and retried");
+        snapshot_unref(snap);
+        wait = sched_turn(s); /* not tried again before its time */
+        ck_assert_int_gt(wait, 0);
+        now += wait;
+        wait = sched_turn(s); /* tried, failed again: the backoff doubles */
+        ck_assert_int_gt(wait, 100);
+        ck_assert_int_le(wait, 200);
+        ck_assert_int_eq(job_state(id), JOB_QUEUED);
+
+        sql("DROP TRIGGER no_job_writes;");
+        step(wait);
+        ck_assert_int_eq(job_state(id), JOB_RUNNING);
+        ck_assert_int_eq(running(), 1);
+        snap = snap_now();
+        ck_assert(snap->store_ok);
+        snapshot_unref(snap);
+}
+END_TEST
+
+/* The same when the heartbeat fails on a node with nothing to claim. */
+START_TEST(test_idle_node_beat_failure_and_recovery)
+{
+        start();
+        turn();
+        struct snapshot *snap = snap_now();
+        ck_assert(snap->store_ok);
+        ck_assert_uint_eq(snap->nnodes, 1);
+        snapshot_unref(snap);
+        sql("CREATE TRIGGER no_beats BEFORE UPDATE ON nodes"
+            " BEGIN SELECT RAISE(ABORT, 'the job table refuses writes'); END;");
+        step_to(T0 + 10000); /* a heartbeat is due: it fails */
+        snap = sched_snapshot(s);
+        ck_assert(!snap->store_ok);
+        snapshot_unref(snap);
+
+        sql("DROP TRIGGER no_beats;");
+        step(500); /* past the backoff: a call goes through */
+        snap = snap_now();
+        ck_assert(snap->store_ok);
+        snapshot_unref(snap);
+}
+END_TEST
+
 /* ---- leases: jobs shared with other nodes ----------------------------------------------------- */
 
 #define LEASE 30000 /* LEASE_TIMEOUT's default, ms */
@@ -1653,6 +1716,8 @@ static Suite *sched_suite(void)
         tcase_add_test(tc, test_retry_failed_job);
         tcase_add_test(tc, test_commands_on_queued_jobs);
         tcase_add_test(tc, test_store_failure_keeps_changes);
+        tcase_add_test(tc, test_idle_node_claim_failure_and_recovery);
+        tcase_add_test(tc, test_idle_node_beat_failure_and_recovery);
         tcase_add_test(tc, test_idle_node_takes_expired_lease);
         tcase_add_test(tc, test_lost_lease_drops_answer_not_settled);
         tcase_add_test(tc, test_lost_lease_removes_file_with_committer);
