@@ -2,7 +2,10 @@
  *
  * Timing: leases are renewed and the heartbeat sent every third of
  * LEASE_TIMEOUT, so a node misses two before another may take its jobs;
- * nodes whose last beat is older than two leases count as gone.
+ * nodes whose last beat is older than two leases count as gone. The first
+ * heartbeat goes at the first turn, and on a shared table the list of
+ * live nodes is read every second, so a node that starts or stops shows
+ * on the others within a second or two, not a third of a lease.
  *
  * Circuits: a change here is written with the turn's transaction
  * (cluster_put_circuit) and remembered with its time, and so is a probe
@@ -30,6 +33,7 @@
 #include "daemon/srctab.h"
 
 #define SYNC_EVERY_MS   1000 /* circuits changed elsewhere are read this often */
+#define LIST_EVERY_MS   1000 /* shared table: the live nodes are read this often (between heartbeats) */
 #define NODE_FILE       "node-id"
 #define NODE_RANDOM_LEN 6
 
@@ -40,7 +44,7 @@ struct cluster {
         bool shared; /* nodes share the table: probes are taken in it */
         int64_t lease_ms;
         int64_t started_wall;
-        int64_t last_renew_ms, last_beat_ms, last_sync_ms; /* monotonic; 0: never */
+        int64_t last_renew_ms, last_beat_ms, last_list_ms, last_sync_ms; /* monotonic; 0: never */
         bool renew_soon;
         int64_t seen_wall;   /* circuits changed at or after this are read at the next sync */
         struct strmap *puts; /* source -> int64_t *: wall ms of this node's last write */
@@ -181,9 +185,14 @@ int cluster_renew(struct cluster *c, const struct store_claim *held, size_t n, i
         return 0;
 }
 
-bool cluster_beat_due(const struct cluster *c, int64_t now_ms)
+static bool heartbeat_due(const struct cluster *c, int64_t now_ms)
 {
         return c->last_beat_ms == 0 || now_ms - c->last_beat_ms >= c->lease_ms / 3;
+}
+
+bool cluster_beat_due(const struct cluster *c, int64_t now_ms)
+{
+        return heartbeat_due(c, now_ms) || (c->shared && now_ms - c->last_list_ms >= LIST_EVERY_MS);
 }
 
 int cluster_beat(struct cluster *c, int64_t now_ms, int64_t wall_ms, int64_t leases, size_t *ret_live)
@@ -198,11 +207,15 @@ int cluster_beat(struct cluster *c, int64_t now_ms, int64_t wall_ms, int64_t lea
         size_t n = 0;
         int r;
 
-        c->last_beat_ms = now_ms;
-        if (!c->started_wall)
-                c->started_wall = wall_ms;
-        if ((r = store_node_beat(c->store, &me)) < 0 ||
-            (r = store_node_list(c->store, wall_ms - 2 * c->lease_ms, &v, &n)) < 0)
+        if (heartbeat_due(c, now_ms)) {
+                c->last_beat_ms = now_ms;
+                if (!c->started_wall)
+                        c->started_wall = wall_ms;
+                if ((r = store_node_beat(c->store, &me)) < 0)
+                        return r;
+        }
+        c->last_list_ms = now_ms;
+        if ((r = store_node_list(c->store, wall_ms - 2 * c->lease_ms, &v, &n)) < 0)
                 return r;
         if (n != c->nnodes)
                 *ret_live = n > 0 ? n : 1;

@@ -43,11 +43,13 @@ void cluster_renew_soon(struct cluster *c);
 int cluster_renew(struct cluster *c, const struct store_claim *held, size_t n, int64_t now_ms,
                   int64_t wall_ms, bool *lost);
 
-/* Is the heartbeat due (a third of the lease since the last, or never)? */
+/* Is the heartbeat due (a third of the lease since the last, or never),
+ * or, on a shared table, a look at the live nodes (every second)? */
 bool cluster_beat_due(const struct cluster *c, int64_t now_ms);
-/* The node's heartbeat (with the jobs it holds); then the live nodes are
- * counted: *ret_live (>= 1) when it changed, else unchanged. Call when
- * due; the next is due a third of a lease later, even after a failure. */
+/* The node's heartbeat (with the jobs it holds) when it is due; then the
+ * live nodes are counted: *ret_live (>= 1) when it changed, else
+ * unchanged. Call when cluster_beat_due(); the next heartbeat is due a
+ * third of a lease later, even after a failure. */
 int cluster_beat(struct cluster *c, int64_t now_ms, int64_t wall_ms, int64_t leases, size_t *ret_live);
 /* The live nodes at the last beat (the caller frees with cluster_nodes_free). */
 int cluster_nodes(const struct cluster *c, struct cluster_node **ret, size_t *ret_n);

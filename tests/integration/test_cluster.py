@@ -579,6 +579,18 @@ class NodesTest(ClusterTestCase):
         self.assertEqual(status, 200, data)
         return data
 
+    def test_a_new_node_is_listed_within_a_second_or_two(self):
+        # a lease of 30 s: heartbeats 10 s apart, yet every node lists a
+        # node that just started within a second or two
+        self.start_nodes(NODES[:2], LEASE_TIMEOUT="30")
+        time.sleep(0.5)
+        self.start_nodes(NODES[2:], LEASE_TIMEOUT="30")
+        started = time.monotonic()
+        for n, d in self.nodes.items():
+            d.wait_for(lambda: [x["id"] for x in self.nodes_seen(d)["nodes"]] == list(NODES), 2.5,
+                       "%s lists %s, which just started" % (n, NODES[2]))
+        sys.stderr.write("\n  every node lists %s %.1f s after it started\n" % (NODES[2], time.monotonic() - started))
+
     def test_health_lists_the_nodes_and_a_stopped_node_leaves(self):
         self.start_nodes()
         for n, d in self.nodes.items():
