@@ -11,7 +11,9 @@
  * (cluster_put_circuit) and remembered with its time, and so is a probe
  * taken in the table; a row read back whose updated_at is not newer than
  * this node's own last write of that source is this node's echo and is
- * skipped. What is read is restored, never written back by the caller.
+ * skipped, and so is a row in the state this node's circuit is in already
+ * (the same state of the same opening). What is read is restored, never
+ * written back by the caller.
  * Times in the table are wall ms; the scheduler's are monotonic:
  * converted at the edge.
  *
@@ -288,14 +290,32 @@ static int64_t to_mono(int64_t wall_t, int64_t now_ms, int64_t wall_ms)
         return wall_t ? now_ms + (wall_t - wall_ms) : 0;
 }
 
-static void restore(struct srctab *srcs, const struct store_circuit *row, int64_t now_ms, int64_t wall_ms)
+static bool restore(struct srctab *srcs, const struct store_circuit *row, int64_t now_ms, int64_t wall_ms)
 {
         struct src *s = srctab_source(srcs, row->source, false);
         if (!s)
-                return;
+                return false;
         srctab_restore_circuit(srcs, s, row->state, row->consecutive_failures, row->trips,
                                to_mono(row->opened_at, now_ms, wall_ms),
                                to_mono(row->retry_at, now_ms, wall_ms), row->open_ms);
+        return true;
+}
+
+/* Is the row what this node has already: the same state of the same
+ * opening (another node turned half-open by the same clock, say)?
+ * Restoring it would only disturb the circuit here (a probe in flight
+ * would be forgotten, and a second one sent). */
+static bool known(struct srctab *srcs, const struct store_circuit *row, int64_t now_ms)
+{
+        struct src *s = srctab_source(srcs, row->source, false);
+        struct src_info si;
+        bool same;
+
+        if (!s || srctab_info(srcs, s, now_ms, &si) < 0)
+                return false;
+        same = si.state == row->state && si.trips == row->trips;
+        src_info_clear(&si);
+        return same;
 }
 
 int cluster_load_circuits(struct cluster *c, struct srctab *srcs, int64_t now_ms, int64_t wall_ms)
@@ -357,9 +377,9 @@ int cluster_sync_circuits(struct cluster *c, struct srctab *srcs, int64_t now_ms
         for (size_t i = 0; i < n; i++) {
                 if (v[i].updated_at <= own_put(c, v[i].source))
                         continue; /* our own write, or older than it */
-                restore(srcs, &v[i], now_ms, wall_ms);
                 note_put(c, v[i].source, v[i].updated_at);
-                changed++;
+                if (!known(srcs, &v[i], now_ms) && restore(srcs, &v[i], now_ms, wall_ms))
+                        changed++;
         }
         c->seen_wall = wall_ms;
         store_circuits_free(v, n);

@@ -1621,6 +1621,54 @@ START_TEST(test_own_circuit_written_once)
 }
 END_TEST
 
+/* Another node writes the half-open state this node's circuit is in (it
+ * turned half-open by the same clock) while this node's probe is out:
+ * nothing new, and no second probe goes. */
+START_TEST(test_same_circuit_from_table_keeps_probe)
+{
+        char id[JOB_ID_LEN + 1], url[64];
+
+        set("CIRCUIT_BREAKER_THRESHOLD", "3");
+        set("CIRCUIT_BREAKER_TIMEOUT", "10");
+        set("MAX_CONNECTIONS_PER_SOURCE", "3");
+        submit("{\"urls\": [\"http://a.example/0.png\", \"http://a.example/1.png\", "
+               "\"http://a.example/2.png\", \"http://a.example/3.png\", \"http://a.example/4.png\"]}",
+               id);
+        start();
+        turn();
+        for (int i = 0; i < 3; i++) {
+                snprintf(url, sizeof(url), "http://a.example/%d.png", i);
+                http(url, 503);
+        }
+        step(TICK);
+        int64_t opened = now;
+        step_to(opened + 10000); /* half-open: one probe */
+        ck_assert_uint_eq(fe.n, 4);
+        ck_assert_int_eq(running(), 1);
+        int events = circuit_events("a.example");
+
+        struct store_circuit c = {.source = "a.example",
+                                  .state = BREAKER_HALF_OPEN,
+                                  .consecutive_failures = 3,
+                                  .trips = 1,
+                                  .opened_at = WALL0 + opened,
+                                  .retry_at = WALL0 + opened + 10000,
+                                  .open_ms = 10000,
+                                  .last_error = "http_5xx: HTTP 503",
+                                  .updated_at = WALL0 + now + 5};
+        ck_assert_int_eq(store_circuit_put(db, &c), 0);
+        for (int k = 0; k < 6; k++)
+                step(500);
+        ck_assert_uint_eq(fe.n, 4); /* still the one probe */
+        ck_assert_int_eq(running(), 1);
+        ck_assert_int_eq(circuit_events("a.example"), events);
+        fake_ok(&fe, fake_running(&fe, 0), "probe");
+        step(TICK); /* its success closes the circuit: the rest go, as many as the host allows */
+        ck_assert_int_eq(running(), 3);
+        ck_assert_uint_eq(fe.n, 7);
+}
+END_TEST
+
 /* ---- the snapshot ---------------------------------------------------------------------------- */
 
 START_TEST(test_snapshot_after_a_turn)
@@ -1725,6 +1773,7 @@ static Suite *sched_suite(void)
         tcase_add_test(tc, test_lost_lease_of_ended_job);
         tcase_add_test(tc, test_circuit_from_table_not_written_back);
         tcase_add_test(tc, test_own_circuit_written_once);
+        tcase_add_test(tc, test_same_circuit_from_table_keeps_probe);
         tcase_add_test(tc, test_snapshot_after_a_turn);
         suite_add_tcase(su, tc);
         return su;
