@@ -674,7 +674,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (p->too_large)
                 return reply_problem(&p->rq, 413, NULL, "the body is over %lld bytes",
                                      (long long)p->rq.h->cfg->max_request_body);
-        return p->route->handler(&p->rq);
+        return request_run(&p->rq, p->route->handler);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,

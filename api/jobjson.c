@@ -155,7 +155,8 @@ json_t *jobjson_item(const struct item *it, const struct item_live *live)
                           string_or_null(it->content_type), "path", string_or_null(it->path), "sha256",
                           string_or_null(it->sha256), "duration_ms", (json_int_t)it->duration_ms,
                           "speed_bps", (json_int_t)speed, "error", jobjson_error(&it->error));
-        if (o && json_object_set_new(o, "resumed_from", json_integer((json_int_t)it->resumed_from)) < 0) {
+        if (o && (json_object_set_new(o, "resumed_from", json_integer((json_int_t)it->resumed_from)) < 0 ||
+                  (it->node && *it->node && json_object_set_new(o, "node", json_string(it->node)) < 0))) {
                 json_decref(o);
                 return NULL;
         }

@@ -10,7 +10,9 @@
  *
  * Invariants: a store connection serves one request at a time (taken from
  * the pool on first use, returned when the request ends); the pool keeps
- * at most HTTPD_STORE_POOL_MAX idle connections. */
+ * at most HTTPD_STORE_POOL_MAX idle connections; a pooled connection found
+ * to have lost its server is closed with every idle one, and its request
+ * (a GET or HEAD) runs once more on a new connection. */
 #include "autoconfig.h"
 
 #include <errno.h>
@@ -42,9 +44,10 @@ int request_store(struct request *rq, struct store **ret)
 
         if (!rq->store) {
                 pthread_mutex_lock(&h->pool_lock);
-                if (h->npool > 0)
+                if (h->npool > 0 && !rq->store_retried) /* a second try opens a new one */
                         s = h->pool[--h->npool];
                 pthread_mutex_unlock(&h->pool_lock);
+                rq->store_pooled = s != NULL;
                 if (!s) {
                         int r = store_open_existing(h->cfg->store, &s); /* never a new, empty table */
                         if (r < 0) {
@@ -56,6 +59,44 @@ int request_store(struct request *rq, struct store **ret)
         }
         *ret = rq->store;
         return 0;
+}
+
+/* The request's pooled connection lost its server: it goes, and so do the
+ * idle ones (opened to the same server), so the next request opens a
+ * fresh one. Only a GET or HEAD is run again: it changes nothing. */
+static bool store_retry(struct request *rq)
+{
+        struct httpd *h = rq->h;
+        struct store *idle[HTTPD_STORE_POOL_MAX];
+        size_t n;
+
+        if (!rq->store || !rq->store_pooled || rq->store_retried ||
+            (strcmp(rq->method, "GET") != 0 && strcmp(rq->method, "HEAD") != 0))
+                return false;
+        pthread_mutex_lock(&h->pool_lock);
+        n = h->npool;
+        memcpy(idle, h->pool, n * sizeof(*idle));
+        h->npool = 0;
+        pthread_mutex_unlock(&h->pool_lock);
+        for (size_t i = 0; i < n; i++)
+                store_close(idle[i]);
+        store_close(rq->store);
+        rq->store = NULL;
+        rq->store_retried = true;
+        rq->rerun = true;
+        log_info("httpd: a pooled job table connection had lost its server; %s %s runs again on a new one",
+                 rq->method, rq->pattern ? rq->pattern : "-");
+        return true;
+}
+
+enum MHD_Result request_run(struct request *rq, enum MHD_Result (*handler)(struct request *rq))
+{
+        enum MHD_Result ret = handler(rq);
+        if (rq->rerun && !rq->answered) {
+                rq->rerun = false;
+                ret = handler(rq);
+        }
+        return ret;
 }
 
 void request_store_release(struct httpd *h, struct store *s)
@@ -179,6 +220,8 @@ enum MHD_Result reply_empty(struct request *rq, unsigned status)
 
 enum MHD_Result reply_store_error(struct request *rq, int r, const char *what)
 {
+        if (r == -ECONNRESET && store_retry(rq))
+                return MHD_YES; /* request_run() runs the handler again */
         if (r == -ENOENT)
                 return reply_problem(rq, 404, NULL, "no such %s", what);
         if (r == -ENOMEM)

@@ -58,6 +58,9 @@ struct request {
         void *state;                    /* a handler's, across a suspension; freed with state_free */
         void (*state_free)(void *state);
         struct store *store; /* from the pool, returned when the request ends */
+        bool store_pooled;   /* store was taken from the pool (it may have outlived its server) */
+        bool store_retried;  /* a dead pooled store was let go once already */
+        bool rerun;          /* reply_store_error() let a dead pooled store go: run the handler again */
         struct {
                 const char *name; /* static */
                 char *value;
@@ -68,6 +71,9 @@ struct request {
 /* The request's store connection, opened or taken from the pool on first
  * use. -errno when the store cannot be opened (answer 503). */
 int request_store(struct request *rq, struct store **ret);
+/* Run a route's handler; once more when its pooled store connection had
+ * lost its server (see reply_store_error()). */
+enum MHD_Result request_run(struct request *rq, enum MHD_Result (*handler)(struct request *rq));
 /* Give a store connection back to the pool (NULL: nothing). */
 void request_store_release(struct httpd *h, struct store *s);
 /* A query-string argument, or NULL. */
@@ -91,7 +97,11 @@ enum MHD_Result reply_queue(struct request *rq, unsigned status, struct MHD_Resp
 enum MHD_Result reply_problem(struct request *rq, unsigned status, json_t *errors, const char *fmt, ...)
         __attribute__((format(printf, 4, 5)));
 /* Answer a failed store call: -ENOENT 404 (what names the missing thing),
- * -ENOMEM 500, anything else 503 (store unavailable). */
+ * -ENOMEM 500, anything else 503 (store unavailable). But a GET or HEAD
+ * whose connection came from the pool and lost its server (-ECONNRESET:
+ * PostgreSQL restarted) is not answered: that connection and the idle
+ * ones are closed and request_run() runs the handler once more, on a
+ * fresh connection. */
 enum MHD_Result reply_store_error(struct request *rq, int r, const char *what);
 /* Answer a failed sched call: -ENOENT 404, -EBUSY 409, -ESHUTDOWN 503, else 500. */
 enum MHD_Result reply_sched_error(struct request *rq, int r, const char *what);

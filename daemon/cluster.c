@@ -2,13 +2,20 @@
  *
  * Timing: leases are renewed and the heartbeat sent every third of
  * LEASE_TIMEOUT, so a node misses two before another may take its jobs;
- * nodes whose last beat is older than two leases count as gone.
+ * nodes whose last beat is older than two leases count as gone. The first
+ * heartbeat goes at the first turn, and on a shared table the list of
+ * live nodes is read every second, so a node that starts or stops shows
+ * on the others within a second or two, not a third of a lease.
  *
  * Circuits: a change here is written with the turn's transaction
- * (cluster_put_circuit) and remembered with its time; a row read back
- * whose updated_at is not newer than this node's own last write of that
- * source is this node's echo and is skipped. Times in the table are wall
- * ms; the scheduler's are monotonic: converted at the edge.
+ * (cluster_put_circuit) and remembered with its time, and so is a probe
+ * taken in the table; a row read back whose updated_at is not newer than
+ * this node's own last write of that source is this node's echo and is
+ * skipped, and so is a row in the state this node's circuit is in already
+ * (the same state of the same opening). What is read is restored, never
+ * written back by the caller.
+ * Times in the table are wall ms; the scheduler's are monotonic:
+ * converted at the edge.
  *
  * Invariant: c->nodes is the list of the last successful beat. */
 #include "autoconfig.h"
@@ -28,6 +35,7 @@
 #include "daemon/srctab.h"
 
 #define SYNC_EVERY_MS   1000 /* circuits changed elsewhere are read this often */
+#define LIST_EVERY_MS   1000 /* shared table: the live nodes are read this often (between heartbeats) */
 #define NODE_FILE       "node-id"
 #define NODE_RANDOM_LEN 6
 
@@ -38,7 +46,7 @@ struct cluster {
         bool shared; /* nodes share the table: probes are taken in it */
         int64_t lease_ms;
         int64_t started_wall;
-        int64_t last_renew_ms, last_beat_ms, last_sync_ms; /* monotonic; 0: never */
+        int64_t last_renew_ms, last_beat_ms, last_list_ms, last_sync_ms; /* monotonic; 0: never */
         bool renew_soon;
         int64_t seen_wall;   /* circuits changed at or after this are read at the next sync */
         struct strmap *puts; /* source -> int64_t *: wall ms of this node's last write */
@@ -179,7 +187,17 @@ int cluster_renew(struct cluster *c, const struct store_claim *held, size_t n, i
         return 0;
 }
 
-void cluster_beat(struct cluster *c, int64_t now_ms, int64_t wall_ms, int64_t leases, size_t *ret_live)
+static bool heartbeat_due(const struct cluster *c, int64_t now_ms)
+{
+        return c->last_beat_ms == 0 || now_ms - c->last_beat_ms >= c->lease_ms / 3;
+}
+
+bool cluster_beat_due(const struct cluster *c, int64_t now_ms)
+{
+        return heartbeat_due(c, now_ms) || (c->shared && now_ms - c->last_list_ms >= LIST_EVERY_MS);
+}
+
+int cluster_beat(struct cluster *c, int64_t now_ms, int64_t wall_ms, int64_t leases, size_t *ret_live)
 {
         struct store_node me = {.id = c->node,
                                 .started_at = c->started_wall ? c->started_wall : wall_ms,
@@ -189,20 +207,24 @@ void cluster_beat(struct cluster *c, int64_t now_ms, int64_t wall_ms, int64_t le
                                 .version = PACKAGE_VERSION};
         struct store_node *v = NULL;
         size_t n = 0;
+        int r;
 
-        if (c->last_beat_ms && now_ms - c->last_beat_ms < c->lease_ms / 3)
-                return;
-        c->last_beat_ms = now_ms;
-        if (!c->started_wall)
-                c->started_wall = wall_ms;
-        if (store_node_beat(c->store, &me) < 0 ||
-            store_node_list(c->store, wall_ms - 2 * c->lease_ms, &v, &n) < 0)
-                return;
+        if (heartbeat_due(c, now_ms)) {
+                c->last_beat_ms = now_ms;
+                if (!c->started_wall)
+                        c->started_wall = wall_ms;
+                if ((r = store_node_beat(c->store, &me)) < 0)
+                        return r;
+        }
+        c->last_list_ms = now_ms;
+        if ((r = store_node_list(c->store, wall_ms - 2 * c->lease_ms, &v, &n)) < 0)
+                return r;
         if (n != c->nnodes)
                 *ret_live = n > 0 ? n : 1;
         store_nodes_free(c->nodes, c->nnodes);
         c->nodes = v;
         c->nnodes = n;
+        return 0;
 }
 
 int cluster_nodes(const struct cluster *c, struct cluster_node **ret, size_t *ret_n)
@@ -268,14 +290,32 @@ static int64_t to_mono(int64_t wall_t, int64_t now_ms, int64_t wall_ms)
         return wall_t ? now_ms + (wall_t - wall_ms) : 0;
 }
 
-static void restore(struct srctab *srcs, const struct store_circuit *row, int64_t now_ms, int64_t wall_ms)
+static bool restore(struct srctab *srcs, const struct store_circuit *row, int64_t now_ms, int64_t wall_ms)
 {
         struct src *s = srctab_source(srcs, row->source, false);
         if (!s)
-                return;
+                return false;
         srctab_restore_circuit(srcs, s, row->state, row->consecutive_failures, row->trips,
                                to_mono(row->opened_at, now_ms, wall_ms),
                                to_mono(row->retry_at, now_ms, wall_ms), row->open_ms);
+        return true;
+}
+
+/* Is the row what this node has already: the same state of the same
+ * opening (another node turned half-open by the same clock, say)?
+ * Restoring it would only disturb the circuit here (a probe in flight
+ * would be forgotten, and a second one sent). */
+static bool known(struct srctab *srcs, const struct store_circuit *row, int64_t now_ms)
+{
+        struct src *s = srctab_source(srcs, row->source, false);
+        struct src_info si;
+        bool same;
+
+        if (!s || srctab_info(srcs, s, now_ms, &si) < 0)
+                return false;
+        same = si.state == row->state && si.trips == row->trips;
+        src_info_clear(&si);
+        return same;
 }
 
 int cluster_load_circuits(struct cluster *c, struct srctab *srcs, int64_t now_ms, int64_t wall_ms)
@@ -337,9 +377,9 @@ int cluster_sync_circuits(struct cluster *c, struct srctab *srcs, int64_t now_ms
         for (size_t i = 0; i < n; i++) {
                 if (v[i].updated_at <= own_put(c, v[i].source))
                         continue; /* our own write, or older than it */
-                restore(srcs, &v[i], now_ms, wall_ms);
                 note_put(c, v[i].source, v[i].updated_at);
-                changed++;
+                if (!known(srcs, &v[i], now_ms) && restore(srcs, &v[i], now_ms, wall_ms))
+                        changed++;
         }
         c->seen_wall = wall_ms;
         store_circuits_free(v, n);
@@ -351,5 +391,8 @@ bool cluster_take_probe(struct cluster *c, const struct src *src, int64_t wall_m
         if (!c->shared)
                 return true;
         int r = store_circuit_take_probe(c->store, src_name(src), c->node, wall_ms, c->lease_ms);
+        if (r == 0)
+                note_put(c, src_name(src),
+                         wall_ms);     /* the row's change is ours: not news at the next sync */
         return r == 0 || r == -ENOENT; /* no row: no other node knows the circuit open */
 }

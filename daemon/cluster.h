@@ -43,9 +43,14 @@ void cluster_renew_soon(struct cluster *c);
 int cluster_renew(struct cluster *c, const struct store_claim *held, size_t n, int64_t now_ms,
                   int64_t wall_ms, bool *lost);
 
-/* The node's heartbeat (with the jobs it holds) when due; then the live
- * nodes are counted: *ret_live (>= 1) when it changed, else unchanged. */
-void cluster_beat(struct cluster *c, int64_t now_ms, int64_t wall_ms, int64_t leases, size_t *ret_live);
+/* Is the heartbeat due (a third of the lease since the last, or never),
+ * or, on a shared table, a look at the live nodes (every second)? */
+bool cluster_beat_due(const struct cluster *c, int64_t now_ms);
+/* The node's heartbeat (with the jobs it holds) when it is due; then the
+ * live nodes are counted: *ret_live (>= 1) when it changed, else
+ * unchanged. Call when cluster_beat_due(); the next heartbeat is due a
+ * third of a lease later, even after a failure. */
+int cluster_beat(struct cluster *c, int64_t now_ms, int64_t wall_ms, int64_t leases, size_t *ret_live);
 /* The live nodes at the last beat (the caller frees with cluster_nodes_free). */
 int cluster_nodes(const struct cluster *c, struct cluster_node **ret, size_t *ret_n);
 void cluster_nodes_free(struct cluster_node *v, size_t n);
@@ -58,7 +63,8 @@ int cluster_load_circuits(struct cluster *c, struct srctab *srcs, int64_t now_ms
 int cluster_put_circuit(struct cluster *c, struct srctab *srcs, const struct src *src, int64_t now_ms,
                         int64_t wall_ms);
 /* Take in circuits other nodes changed since the last look (at most once a
- * second unless asked for). Returns how many changed here. */
+ * second unless asked for). Returns how many changed here; the caller
+ * announces them and must not write them back. */
 int cluster_sync_circuits(struct cluster *c, struct srctab *srcs, int64_t now_ms, int64_t wall_ms, bool now);
 /* May this node send src's half-open probe (no other node holds it)? */
 bool cluster_take_probe(struct cluster *c, const struct src *src, int64_t wall_ms);

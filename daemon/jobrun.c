@@ -1096,3 +1096,8 @@ void jobrun_drain_events(struct jobrun *jr,
                 fn(jr, JOBRUN_EV_PROGRESS, -1, NULL, ud);
         }
 }
+
+bool jobrun_item_written(const struct jobrun *jr, int i)
+{
+        return i >= 0 && (size_t)i < jr->nstored && !jr->dirty[i];
+}

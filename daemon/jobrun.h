@@ -222,3 +222,7 @@ void jobrun_drain_events(struct jobrun *jr,
                          void (*fn)(struct jobrun *jr, enum jobrun_event ev, int item,
                                     const struct jobrun_retry *retry, void *ud),
                          void *ud);
+
+/* Is item i in the store as it is in memory (neither listed nor changed
+ * since the last write)? */
+bool jobrun_item_written(const struct jobrun *jr, int i);

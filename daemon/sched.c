@@ -3,8 +3,9 @@
  * and the store connection that writes them; work.c decides what a job's
  * groups start and what their outcomes mean.
  *
- * A turn: take the engine's and the committer's outcomes and settle them;
- * carry out the API's commands; claim queued jobs; run the timers
+ * A turn: renew the leases (dropping the jobs lost to other nodes); take
+ * the engine's and the committer's outcomes and settle them; carry out
+ * the API's commands; claim queued jobs; run the timers
  * (deadlines, retries, sources that may admit again); start what the
  * limits allow, jobs by priority; end the jobs that are done; write every
  * change of the turn in one transaction; then publish the events of what
@@ -22,6 +23,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -122,6 +124,7 @@ struct sched {
         size_t njobs, cjobs;
         uint64_t runs;
         bool maybe_queued;
+        int64_t last_claim_ms; /* monotonic, the last claim asked of the store; 0: none */
         int64_t started_ms, last_flush_ms, last_snapshot_ms, last_prune_ms, last_status_ms;
         int64_t last_watchdog_ms, watchdog_ms;
         bool flush_now, snapshot_now;
@@ -198,7 +201,7 @@ static void job_remove(struct sched *s, size_t i)
 {
         struct jobrun *jr = s->jobs[i].jr;
         s->circuits_now = true; /* its statistics, whole */
-        xfers_forget(s->xfers, jr);
+        xfers_forget(s->xfers, jr, NULL, NULL);
         jobrun_free(jr);
         memmove(&s->jobs[i], &s->jobs[i + 1], (s->njobs - i - 1) * sizeof(*s->jobs));
         s->njobs--;
@@ -334,6 +337,17 @@ static void circuit_event(const struct src *src, void *ud)
         s->snapshot_now = true;
 }
 
+/* Take in the circuits other nodes (or an earlier run) changed in the
+ * table: announced, never written back (that would be news to the others
+ * in turn). Local changes not written yet go first: the sync waits. */
+static void sync_circuits(struct sched *s, int64_t now)
+{
+        if (s->ncircuits > 0 || s->store_gone)
+                return;
+        cluster_sync_circuits(s->cluster, s->srcs, now, wall(s), false);
+        srctab_drain_changed(s->srcs, circuit_event, s);
+}
+
 /* ---- writing ---------------------------------------------------------------------------------- */
 
 static void store_failed(struct sched *s, int r, int64_t now)
@@ -342,6 +356,10 @@ static void store_failed(struct sched *s, int r, int64_t now)
                 log_error("sched: the job table cannot be written (%s); the changes are kept and written "
                           "when it can be again",
                           strerror(-r));
+        if (s->store_failing && now < s->store_retry_ms) {
+                s->store_errno = -r; /* a heartbeat or renewal between two tries: the backoff stands */
+                return;
+        }
         s->store_failing = true;
         s->store_errno = -r;
         s->store_backoff_ms = s->store_backoff_ms ? s->store_backoff_ms * 2 : STORE_RETRY_MIN_MS;
@@ -375,6 +393,24 @@ static void store_recovered(struct sched *s)
         s->store_failing = false;
         s->store_backoff_ms = 0;
         s->snapshot_now = true;
+}
+
+/* Do changes wait to be written (a per_source paced for later included)? */
+static bool changes_waiting(const struct sched *s)
+{
+        for (size_t i = 0; i < s->njobs; i++)
+                if (jobrun_dirty(s->jobs[i].jr, INT64_MAX))
+                        return true;
+        return s->ncircuits > 0;
+}
+
+/* A call of the job table other than a write (claim, renewal, heartbeat)
+ * went through: a failure is over, unless changes still wait to be
+ * written (then their write tells). */
+static void store_answered(struct sched *s)
+{
+        if (s->store_failing && !changes_waiting(s))
+                store_recovered(s);
 }
 
 /* Write every dirty job in one transaction; on success publish their
@@ -801,15 +837,57 @@ struct snapshot *sched_snapshot(struct sched *s) { return snapshot_hub_get(s->hu
 /* ---- claiming jobs -------------------------------------------------------------------------------------
  */
 
+/* Remove DOWNLOAD_DIR/path, a file of job jr, unless an item whose
+ * success is written names it. Returns 1 when a file went. */
+static int remove_unrecorded(struct sched *s, struct jobrun *jr, const char *path)
+{
+        for (size_t i = 0; i < jobrun_nitems(jr); i++) {
+                const struct item *it = jobrun_item(jr, (int)i);
+                if (it->state == ITEM_SUCCEEDED && it->path && strcmp(it->path, path) == 0 &&
+                    jobrun_item_written(jr, (int)i))
+                        return 0;
+        }
+        return unlinkat(s->dl_fd, path, 0) == 0;
+}
+
+struct unfiled {
+        struct sched *s;
+        int removed; /* files removed */
+};
+
+/* A file of a lost job that landed after the job was lost. */
+static void unfiled(void *job, const struct xfer_tags *tags, const char *name, void *ud)
+{
+        struct unfiled *u = ud;
+        struct jobrun *jr = job;
+        char path[PATH_MAX];
+
+        if (snprintf(path, sizeof(path), "%s/%s/%s", jobrun_id(jr), jobrun_source(jr, tags->group)->source,
+                     name) < (int)sizeof(path))
+                u->removed += remove_unrecorded(u->s, jr, path);
+}
+
 /* A job is lost to another node (its lease moved on): its requests stop,
- * their parts go, nothing of it is written from here any more. */
+ * their parts go, nothing of it is written from here any more. Its files
+ * whose success was never written go too (the new owner downloads them
+ * again): no file without a record, no record without a file. */
 static void job_drop(struct sched *s, size_t i, int64_t now)
 {
         struct jobrun *jr = s->jobs[i].jr;
+        struct unfiled u = {.s = s};
 
         log_warning("job %s: its lease went to another node; its work here stops (parts removed)",
                     jobrun_id(jr));
         xfers_abort(s->xfers, jr, -1, false, now, NULL, NULL);
+        xfers_forget(s->xfers, jr, unfiled, &u);
+        for (size_t k = 0; k < jobrun_nitems(jr); k++) {
+                const struct item *it = jobrun_item(jr, (int)k);
+                if (it->state == ITEM_SUCCEEDED && it->path && !jobrun_item_written(jr, (int)k))
+                        u.removed += remove_unrecorded(s, jr, it->path);
+        }
+        if (u.removed > 0)
+                log_info("job %s: %d file%s whose success was not written removed", jobrun_id(jr), u.removed,
+                         u.removed == 1 ? "" : "s");
         job_remove(s, i);
         s->snapshot_now = true;
 }
@@ -827,12 +905,17 @@ static void renew(struct sched *s, int64_t now)
         lost = calloc(s->njobs ? s->njobs : 1, sizeof(*lost));
         for (size_t i = 0; held && lost && i < s->njobs; i++) {
                 const struct job *j = jobrun_job(s->jobs[i].jr);
-                if (j->state != JOB_RUNNING || j->lease_token == 0)
+                if (j->lease_token == 0) /* also a job ended here whose end is not written yet */
                         continue;
                 snprintf(held[n].id, sizeof(held[n].id), "%s", j->id);
                 held[n++].lease_token = j->lease_token;
         }
-        if (held && lost && cluster_renew(s->cluster, held, n, now, wall(s), lost) == 0)
+        int r = held && lost ? cluster_renew(s->cluster, held, n, now, wall(s), lost) : -ENOMEM;
+        if (r < 0 && r != -ENOMEM)
+                store_failed(s, r, now);
+        else if (r == 0 && n > 0)
+                store_answered(s);
+        if (r == 0)
                 for (size_t k = 0; k < n; k++)
                         for (size_t i = 0; lost[k] && i < s->njobs; i++)
                                 if (strcmp(jobrun_id(s->jobs[i].jr), held[k].id) == 0) {
@@ -877,16 +960,29 @@ static void claim(struct sched *s, int64_t now)
 
         if (atomic_exchange(&s->wake, false))
                 s->maybe_queued = true;
-        if (!s->maybe_queued || s->njobs >= room || s->store_failing || s->store_gone)
+        /* a lease running out wakes nobody: look every third of a lease, so
+         * a lost node's job is taken over within a lease and a third */
+        if (now - s->last_claim_ms >= cluster_lease_ms(s->cluster) / 3)
+                s->maybe_queued = true;
+        /* while the table fails: no new work before what waits is written;
+         * on a node with nothing to write, a claim on the failure's backoff
+         * tells when the table is back */
+        if (s->store_failing && (now < s->store_retry_ms || changes_waiting(s)))
+                return;
+        if (s->store_failing)
+                s->maybe_queued = true;
+        if (!s->maybe_queued || s->njobs >= room || s->store_gone)
                 return;
         if (room - s->njobs > STORE_LEASE_MAX)
                 room = s->njobs + STORE_LEASE_MAX;
+        s->last_claim_ms = now;
         int r = store_job_claim(s->store, cluster_node(s->cluster), room - s->njobs, wall(s),
                                 cluster_lease_ms(s->cluster), &c, &n);
         if (r < 0) {
-                log_error("sched: claiming queued jobs: %s", strerror(-r));
+                store_failed(s, r, now);
                 return;
         }
+        store_answered(s);
         if (n < room - s->njobs)
                 s->maybe_queued = false;
         for (size_t i = 0; i < n; i++)
@@ -1193,20 +1289,20 @@ int64_t sched_turn(struct sched *s)
                 engine_perform(s->engine);
         if (s->hooks.sync_commits)
                 committer_wait_idle(s->committer);
+        renew(s, now); /* first: the answers of a job lost meanwhile are dropped, not settled */
         settle(s, now);
         run_cmds(s, now);
         store_identity(s, now);
-        renew(s, now);
         beat(s, now);
         claim(s, now);
         int64_t timeout = timers(s, now);
         fill(s, now);
         finish(s, now);
-        srctab_drain_changed(s->srcs, note_circuit, s);
+        srctab_drain_changed(s->srcs, note_circuit, s); /* this node's own changes, to write */
         int64_t t = flush_paced(s, now);
         if (t < timeout)
                 timeout = t;
-        cluster_sync_circuits(s->cluster, s->srcs, now, wall(s), false);
+        sync_circuits(s, now);
         t = progress_events(s, now);
         if (t < timeout)
                 timeout = t;
@@ -1216,6 +1312,8 @@ int64_t sched_turn(struct sched *s)
         report_status(s, now);
         if (s->watchdog_ms > 0 && timeout > s->watchdog_ms / 2)
                 timeout = s->watchdog_ms / 2;
+        if (s->store_failing && s->store_retry_ms - now < timeout) /* the next try of the job table */
+                timeout = s->store_retry_ms - now;
         if (atomic_load(&s->wake) && s->njobs < (size_t)s->cfg->max_concurrent_jobs)
                 timeout = 0;
         return timeout < 0 ? 0 : timeout;
@@ -1282,9 +1380,14 @@ static void beat(struct sched *s, int64_t now)
         size_t live = s->live_nodes;
         struct srctab_opts so;
 
-        if (s->store_gone)
+        if (s->store_gone || !cluster_beat_due(s->cluster, now))
                 return;
-        cluster_beat(s->cluster, now, wall(s), (int64_t)s->njobs, &live);
+        int r = cluster_beat(s->cluster, now, wall(s), (int64_t)s->njobs, &live);
+        if (r < 0) {
+                store_failed(s, r, now);
+                return;
+        }
+        store_answered(s);
         if (live == s->live_nodes)
                 return;
         log_info("sched: %zu node%s share the job table; this node takes its share of the connection limits",
@@ -1449,6 +1552,7 @@ int sched_new(const struct config *cfg, const struct source_set *sources, struct
         r = cluster_load_circuits(s->cluster, s->srcs, s->started_ms, wall(s));
         if (r < 0)
                 log_warning("sched: the circuits kept in the job table cannot be read: %s", strerror(-r));
+        srctab_drain_changed(s->srcs, circuit_event, s); /* as they are in the table: not written back */
         r = committer_new(wake_engine, s, &s->committer);
         if (r < 0) {
                 log_error("sched: cannot start the committer: %s", strerror(-r));
@@ -1479,7 +1583,10 @@ fail:
 static void notified(struct sched *s)
 {
         bool any = false;
-        if (store_notify_drain(s->store, &any) < 0 || !any)
+        int r = store_notify_drain(s->store, &any);
+        if (r < 0) /* the connection is lost: no polling of its socket until a call gets through */
+                store_failed(s, r, mono(s));
+        if (r < 0 || !any)
                 return;
         atomic_store(&s->wake, true);
         cluster_renew_soon(s->cluster);
@@ -1503,8 +1610,9 @@ static void *loop(void *arg)
                 pthread_mutex_unlock(&s->cmd_lock);
                 if (stop)
                         break;
-                int fd = s->shared ? store_notify_fd(s->store)
-                                   : -1; /* anew each time: a reconnect changes it */
+                /* anew each time: a reconnect changes it; none while the store fails (a
+                 * lost connection's socket reads as ready for ever) */
+                int fd = s->shared && !s->store_failing ? store_notify_fd(s->store) : -1;
                 engine_poll_fd(s->engine, fd, (int)timeout, &ready);
                 if (fd >= 0)
                         notified(s); /* also when not readable: an answer may have brought one */

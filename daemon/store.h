@@ -211,7 +211,8 @@ void store_nodes_free(struct store_node *v, size_t n);
 
 /* ---- circuits shared by the nodes ------------------------------------------------ */
 
-/* Insert or replace the source's circuit. */
+/* Insert or replace the source's circuit; a half-open one written again as
+ * half-open keeps the node holding its probe (probe_owner NULL in c). */
 int store_circuit_put(struct store *s, const struct store_circuit *c);
 /* Circuits with updated_at at or after changed_since_ms (0: all), by source. */
 int store_circuit_list(struct store *s, int64_t changed_since_ms, struct store_circuit **ret, size_t *ret_n);

@@ -19,6 +19,15 @@
 #define CIRCUIT_COLS                                                                                        \
         "source, state, consecutive_failures, trips, opened_at, retry_at, open_ms, last_error, "            \
         "probe_owner, probe_until, updated_at"
+/* A half-open circuit written again as half-open (its probe's node writing
+ * its own change) keeps the probe's holder, unless the write names one. */
+#define HALF_OPEN_AGAIN                                                                                     \
+        "circuits.state = 'half_open' AND excluded.state = 'half_open' AND excluded.probe_owner IS NULL"
+#define KEEP_PROBE                                                                                          \
+        " probe_owner = CASE WHEN " HALF_OPEN_AGAIN " THEN circuits.probe_owner"                            \
+        " ELSE excluded.probe_owner END,"                                                                   \
+        " probe_until = CASE WHEN " HALF_OPEN_AGAIN " THEN circuits.probe_until"                            \
+        " ELSE excluded.probe_until END,"
 
 static const char *const queries[_Q_MAX - _Q_CORE_MAX] = {
 #define Q(x) [(x)-_Q_CORE_MAX]
@@ -44,8 +53,7 @@ static const char *const queries[_Q_MAX - _Q_CORE_MAX] = {
                             " ?9, ?10, ?11) ON CONFLICT (source) DO UPDATE SET state = excluded.state,"
                             " consecutive_failures = excluded.consecutive_failures, trips = excluded.trips,"
                             " opened_at = excluded.opened_at, retry_at = excluded.retry_at,"
-                            " open_ms = excluded.open_ms, last_error = excluded.last_error,"
-                            " probe_owner = excluded.probe_owner, probe_until = excluded.probe_until,"
+                            " open_ms = excluded.open_ms, last_error = excluded.last_error," KEEP_PROBE
                             " updated_at = excluded.updated_at",
         Q(QC_CIRCUIT_LIST) = "SELECT " CIRCUIT_COLS " FROM circuits WHERE updated_at >= ?1 ORDER BY source",
         /* ?1 source, ?2 node, ?3 now, ?4 the hold's end */

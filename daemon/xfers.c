@@ -9,7 +9,7 @@
  * probe until then too (an aborted probe is abandoned, without verdict);
  * every engine answer becomes exactly one outcome; a committer answer
  * becomes an outcome only while its ticket is known (its job not
- * forgotten). */
+ * forgotten); a forgotten job has no outcome left to take. */
 #include "autoconfig.h"
 
 #include <errno.h>
@@ -245,11 +245,51 @@ int xfers_commit(struct xfers *x, struct outcome *o, const char *job_id, const c
         return 0;
 }
 
-void xfers_forget(struct xfers *x, void *job)
+static void take_commits(struct xfers *x);
+
+/* Take job's outcomes off the list: parts removed, files that landed
+ * reported to unfiled (when given). */
+static void purge(struct xfers *x, void *job,
+                  void (*unfiled)(void *job, const struct xfer_tags *tags, const char *name, void *ud),
+                  void *ud)
 {
+        struct outcome **at = &x->done;
+
+        x->done_tail = NULL;
+        while (*at) {
+                struct outcome *o = *at;
+                if (o->tags.job != job) {
+                        x->done_tail = o;
+                        at = &o->next;
+                        continue;
+                }
+                *at = o->next;
+                if (o->kind == OUTCOME_DOWNLOAD && o->res.part_fd >= 0 && o->res.dir_fd >= 0)
+                        unlinkat(o->res.dir_fd, o->res.part, 0);
+                if (o->kind == OUTCOME_COMMITTED && o->error == 0 && o->final_name && unfiled)
+                        unfiled(job, &o->tags, o->final_name, ud);
+                o->next = NULL;
+                outcome_free(o);
+        }
+}
+
+void xfers_forget(struct xfers *x, void *job,
+                  void (*unfiled)(void *job, const struct xfer_tags *tags, const char *name, void *ud),
+                  void *ud)
+{
+        bool with_committer = false;
+
         for (size_t i = 0; i < x->ntickets; i++)
-                if (x->tickets[i].tags.job == job)
-                        x->tickets[i].dropped = true;
+                if (x->tickets[i].tags.job == job) {
+                        x->tickets[i].dropped = !unfiled;
+                        with_committer = true;
+                }
+        if (with_committer && unfiled && x->committer) {
+                /* rare (a lost lease): the scheduler waits for one batch of the committer */
+                committer_wait_idle(x->committer);
+                take_commits(x);
+        }
+        purge(x, job, unfiled, ud);
 }
 
 /* The committer's answers become outcomes (their tickets then go). */

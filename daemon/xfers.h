@@ -70,10 +70,16 @@ void xfers_abort(struct xfers *x, void *job, int group, bool keep_parts, int64_t
 /* Hand a finished download's part to the committer (its fds are taken from
  * o->res), named name (or a free variant of it) in its folder. */
 int xfers_commit(struct xfers *x, struct outcome *o, const char *job_id, const char *name);
-/* Forget job: answers still to come for it (from the committer) are dropped
- * (its files stay where the committer put them). Call before freeing it,
- * after xfers_abort(). */
-void xfers_forget(struct xfers *x, void *job);
+/* Forget job (call before freeing it, after xfers_abort()): its outcomes
+ * not taken yet go, their part files removed. With unfiled, its downloads
+ * still with the committer are waited for, and unfiled(job, tags, name,
+ * ud) is called for each file of job that landed (name in its folder) but
+ * was never taken as an outcome: the caller removes it, as no record will
+ * name it. Without unfiled, answers still to come for job are dropped and
+ * its files stay where the committer puts them. */
+void xfers_forget(struct xfers *x, void *job,
+                  void (*unfiled)(void *job, const struct xfer_tags *tags, const char *name, void *ud),
+                  void *ud);
 
 /* The outcomes since the last call, oldest first; free each with
  * outcome_free() (which closes fds not taken). */

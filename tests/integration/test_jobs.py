@@ -80,6 +80,12 @@ class UrlJobs(hauldtest.HauldTestCase):
         items = self.items(job["id"])
         self.assert_item_error(items[1], "http_4xx")
         self.assertEqual(items[1]["http_status"], 410)
+        # the node that holds a file is named; an item without a file names none
+        status, _, health = self.daemon.get("/v1/health")
+        self.assertEqual(status, 200, health)
+        self.assertTrue(health["node"])
+        self.assertEqual(items[0]["node"], health["node"], items[0])
+        self.assertNotIn("node", items[1])
 
     def test_max_limits_successes(self):
         urls = [self.file_url("m%d.png" % i, seed=i) for i in range(10)]

@@ -481,6 +481,30 @@ START_TEST(test_load_unknown)
 }
 END_TEST
 
+/* An item changed since the last write is not written; after it, it is. */
+START_TEST(test_item_written)
+{
+        insert(three_urls);
+        struct jobrun *jr = load();
+
+        for (int i = 0; i < 3; i++)
+                ck_assert(jobrun_item_written(jr, i));
+        ck_assert(!jobrun_item_written(jr, 3));
+        ck_assert(!jobrun_item_written(jr, -1));
+        jobrun_begin(jr, 1700000001000LL, 100, 0);
+        jobrun_take_ready(jr, 0);
+        jobrun_item_started(jr, 0);
+        jobrun_item_answer(jr, 0, 200, 4, 50, 80, "image/png");
+        jobrun_item_content(jr, 0, "aa");
+        jobrun_item_succeeded(jr, 0, "J/a.example/1.png", 0, "node-a");
+        ck_assert(!jobrun_item_written(jr, 0));
+        ck_assert(jobrun_item_written(jr, 1));
+        write_all(jr);
+        ck_assert(jobrun_item_written(jr, 0));
+        jobrun_free(jr);
+}
+END_TEST
+
 int main(void)
 {
         Suite *s = suite_create("jobrun");
@@ -503,6 +527,7 @@ int main(void)
         tcase_add_test(tc, test_blocked_list);
         tcase_add_test(tc, test_marked_once);
         tcase_add_test(tc, test_load_unknown);
+        tcase_add_test(tc, test_item_written);
         suite_add_tcase(s, tc);
         return testutil_run(s);
 }

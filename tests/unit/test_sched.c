@@ -1275,6 +1275,402 @@ START_TEST(test_store_failure_keeps_changes)
 }
 END_TEST
 
+/* An idle node whose claims fail says the table is unavailable, tries
+ * again on the failure's backoff (not every turn), and is well again once
+ * a claim goes through. */
+START_TEST(test_idle_node_claim_failure_and_recovery)
+{
+        char id[JOB_ID_LEN + 1];
+
+        start();
+        turn();
+        sql("CREATE TRIGGER no_job_writes BEFORE UPDATE ON jobs"
+            " BEGIN SELECT RAISE(ABORT, 'the job table refuses writes'); END;");
+        submit("{\"urls\": [\"http://a.example/1.png\"]}", id);
+        int64_t wait = sched_turn(s); /* the claim fails */
+        ck_assert_int_gt(wait, 0);
+        ck_assert_int_le(wait, 100); /* the first backoff */
+        struct snapshot *snap = sched_snapshot(s);
+        ck_assert(!snap->store_ok);
+        ck_assert_str_eq(
+                snap->store_error,
+                "the job table cannot be written (Input/output error); changes are kept and retried");
+        snapshot_unref(snap);
+        wait = sched_turn(s); /* not tried again before its time */
+        ck_assert_int_gt(wait, 0);
+        now += wait;
+        wait = sched_turn(s); /* tried, failed again: the backoff doubles */
+        ck_assert_int_gt(wait, 100);
+        ck_assert_int_le(wait, 200);
+        ck_assert_int_eq(job_state(id), JOB_QUEUED);
+
+        sql("DROP TRIGGER no_job_writes;");
+        step(wait);
+        ck_assert_int_eq(job_state(id), JOB_RUNNING);
+        ck_assert_int_eq(running(), 1);
+        snap = snap_now();
+        ck_assert(snap->store_ok);
+        snapshot_unref(snap);
+}
+END_TEST
+
+/* The same when the heartbeat fails on a node with nothing to claim. */
+START_TEST(test_idle_node_beat_failure_and_recovery)
+{
+        start();
+        turn();
+        struct snapshot *snap = snap_now();
+        ck_assert(snap->store_ok);
+        ck_assert_uint_eq(snap->nnodes, 1);
+        snapshot_unref(snap);
+        sql("CREATE TRIGGER no_beats BEFORE UPDATE ON nodes"
+            " BEGIN SELECT RAISE(ABORT, 'the job table refuses writes'); END;");
+        step_to(T0 + 10000); /* a heartbeat is due: it fails */
+        snap = sched_snapshot(s);
+        ck_assert(!snap->store_ok);
+        snapshot_unref(snap);
+
+        sql("DROP TRIGGER no_beats;");
+        step(500); /* past the backoff: a call goes through */
+        snap = snap_now();
+        ck_assert(snap->store_ok);
+        snapshot_unref(snap);
+}
+END_TEST
+
+/* ---- leases: jobs shared with other nodes ----------------------------------------------------- */
+
+#define LEASE 30000 /* LEASE_TIMEOUT's default, ms */
+
+/* Another node ("node-x") takes job id's lease now, as its claim would. */
+static int64_t other_node_claims(const char *id)
+{
+        struct store_claim *c = NULL;
+        size_t n = 0;
+
+        ck_assert_int_eq(store_job_claim(db, "node-x", 1, WALL0 + now, LEASE, &c, &n), 0);
+        ck_assert_uint_eq(n, 1);
+        ck_assert_str_eq(c[0].id, id);
+        int64_t token = c[0].lease_token;
+        free(c);
+        return token;
+}
+
+static bool leased_to_other(const char *id)
+{
+        struct job *j = job_get(id);
+        bool other = j->lease_owner && strcmp(j->lease_owner, "node-x") == 0;
+        job_free(j);
+        return other;
+}
+
+/* An idle node, woken by nothing, takes over a job whose node stopped
+ * renewing once its lease ran out, within a third of a lease. */
+START_TEST(test_idle_node_takes_expired_lease)
+{
+        char id[JOB_ID_LEN + 1];
+
+        submit("{\"urls\": [\"http://a.example/1.png\"]}", id);
+        start();
+        other_node_claims(id);
+        turn(); /* nothing to claim: the job's lease is live */
+        ck_assert_int_eq(running(), 0);
+        ck_assert(leased_to_other(id));
+
+        step_to(T0 + LEASE / 2); /* node-x is gone, its lease not out yet */
+        step_to(T0 + LEASE - 1);
+        ck_assert(leased_to_other(id));
+        ck_assert_int_eq(running(), 0);
+        for (int64_t t = T0 + LEASE; t <= T0 + LEASE + LEASE / 3; t += 500)
+                step_to(t);
+        ck_assert_int_eq(running(), 1);
+        ck_assert(!leased_to_other(id));
+        struct job *j = job_get(id);
+        ck_assert_int_eq(j->state, JOB_RUNNING);
+        ck_assert_ptr_nonnull(j->lease_owner);
+        ck_assert_int_gt(j->lease_until, WALL0 + T0 + LEASE);
+        job_free(j);
+        ok("http://a.example/1.png", "pixels");
+        step(TICK);
+        step(TICK);
+        ck_assert_int_eq(job_state(id), JOB_SUCCEEDED);
+}
+END_TEST
+
+/* Another node takes job id's lease (a command there, or a claim after
+ * this node's lease ran out): this node's writes of it are refused. */
+static void other_node_takes(const char *id)
+{
+        int64_t token = 0;
+        ck_assert_int_eq(store_lease_take(db, id, "node-x", WALL0 + now, LEASE, &token), 0);
+        ck_assert_int_gt(token, 0);
+}
+
+/* Does DOWNLOAD_DIR/id/host/name exist? */
+static bool landed(const char *id, const char *host, const char *name)
+{
+        char path[8400];
+        snprintf(path, sizeof(path), "%s/%s/%s/%s", dl_dir, id, host, name);
+        return access(path, F_OK) == 0;
+}
+
+/* The item as the table has it. */
+static enum item_state item_state(const char *id, int i)
+{
+        size_t n;
+        struct item *it = items_get(id, &n);
+        ck_assert_int_lt(i, (int)n);
+        enum item_state st = it[i].state;
+        items_free(it, n);
+        return st;
+}
+
+/* The lease is found lost at a renewal while a finished download waits to
+ * be settled: its part goes, and nothing of it is written or kept. */
+START_TEST(test_lost_lease_drops_answer_not_settled)
+{
+        char id[JOB_ID_LEN + 1];
+
+        submit("{\"urls\": [\"http://a.example/1.png\"]}", id);
+        start();
+        turn();
+        ck_assert_int_eq(running(), 1);
+        other_node_takes(id);
+        ok("http://a.example/1.png", "pixels"); /* its part is in place, the answer waits */
+        ck_assert(landed(id, "a.example", ".0.part"));
+        step_to(T0 + LEASE / 3); /* the renewal finds the lease gone */
+        for (int k = 0; k < 5; k++)
+                step(FLUSH);
+        ck_assert(!landed(id, "a.example", ".0.part"));
+        ck_assert(!landed(id, "a.example", "1.png"));
+        ck_assert(leased_to_other(id));
+        ck_assert_int_ne(item_state(id, 0), ITEM_SUCCEEDED);
+        ck_assert_int_eq(terminal_events(id), 0);
+}
+END_TEST
+
+/* The lease is lost while the committer has a finished download's file:
+ * the file lands, but no record will name it here, so it goes. */
+START_TEST(test_lost_lease_removes_file_with_committer)
+{
+        char id[JOB_ID_LEN + 1];
+
+        submit("{\"urls\": [\"http://a.example/1.png\"]}", id);
+        start();
+        turn();
+        ok("http://a.example/1.png", "pixels");
+        step(TICK); /* the answer settled: the part goes to the committer */
+        other_node_takes(id);
+        step_to(T0 + LEASE / 3); /* the committer is done; the renewal finds the lease gone */
+        for (int k = 0; k < 5; k++)
+                step(FLUSH);
+        ck_assert(!landed(id, "a.example", "1.png"));
+        ck_assert(!landed(id, "a.example", ".0.part"));
+        ck_assert(leased_to_other(id));
+        ck_assert_int_ne(item_state(id, 0), ITEM_SUCCEEDED);
+}
+END_TEST
+
+/* A write refused for the lease: the item whose success it carried loses
+ * its file (the new owner downloads it again); an item whose success was
+ * written before keeps its file. No file without a record, no record
+ * without a file. */
+START_TEST(test_lost_lease_removes_unwritten_success)
+{
+        char id[JOB_ID_LEN + 1];
+
+        submit("{\"urls\": [\"http://a.example/1.png\", \"http://a.example/2.png\","
+               " \"http://b.example/3.png\"]}",
+               id);
+        start();
+        turn();
+        ck_assert_int_eq(running(), 3);
+        ok("http://a.example/1.png", "one");
+        step(TICK);
+        step(TICK);
+        step(FLUSH); /* item 0's success is written */
+        ck_assert_int_eq(item_state(id, 0), ITEM_SUCCEEDED);
+        ck_assert(landed(id, "a.example", "1.png"));
+
+        ok("http://a.example/2.png", "two");
+        step(TICK);
+        other_node_takes(id);
+        step(TICK);  /* item 1 succeeded here: its file is in place */
+        step(FLUSH); /* the write is refused: the job goes */
+        for (int k = 0; k < 3; k++)
+                step(FLUSH);
+        ck_assert(leased_to_other(id));
+        ck_assert_int_eq(item_state(id, 0), ITEM_SUCCEEDED);
+        ck_assert(landed(id, "a.example", "1.png"));
+        ck_assert_int_ne(item_state(id, 1), ITEM_SUCCEEDED);
+        ck_assert(!landed(id, "a.example", "2.png"));
+        ck_assert(!landed(id, "a.example", ".1.part"));
+        ck_assert_int_eq(fake_find(&fe, "http://b.example/3.png")->state, FAKE_ABORTED);
+        ck_assert_int_eq(running(), 0);
+        struct snapshot *snap = snap_now();
+        ck_assert_ptr_null(snapshot_job(snap, id));
+        snapshot_unref(snap);
+}
+END_TEST
+
+/* The same when the refused write is the job's end: the job leaves this
+ * node unannounced, its file goes. */
+START_TEST(test_lost_lease_of_ended_job)
+{
+        char id[JOB_ID_LEN + 1];
+
+        submit("{\"urls\": [\"http://a.example/1.png\"]}", id);
+        start();
+        turn();
+        ok("http://a.example/1.png", "one");
+        step(TICK);
+        other_node_takes(id);
+        step(TICK); /* it succeeded and ended here; the write is refused */
+        for (int k = 0; k < 3; k++)
+                step(FLUSH);
+        ck_assert(leased_to_other(id));
+        ck_assert_int_eq(job_state(id), JOB_RUNNING); /* as node-x runs it */
+        ck_assert_int_ne(item_state(id, 0), ITEM_SUCCEEDED);
+        ck_assert(!landed(id, "a.example", "1.png"));
+        ck_assert_int_eq(terminal_events(id), 0);
+        struct snapshot *snap = snap_now();
+        ck_assert_ptr_null(snapshot_job(snap, id));
+        ck_assert(snap->store_ok);
+        snapshot_unref(snap);
+}
+END_TEST
+
+/* ---- circuits kept in the table -------------------------------------------------------------- */
+
+/* Circuit events of source so far. */
+static int circuit_events(const char *source)
+{
+        struct event ev[MAX_EVS];
+        size_t n = events_of(NULL, ev);
+        int k = 0;
+        for (size_t i = 0; i < n; i++)
+                k += ev[i].type == EVENT_CIRCUIT && strcmp(ev[i].source, source) == 0;
+        events_release(ev, n);
+        return k;
+}
+
+static struct store_circuit circuit_row(const char *source)
+{
+        struct store_circuit *v = NULL, row = {0};
+        size_t n = 0;
+
+        ck_assert_int_eq(store_circuit_list(db, 0, &v, &n), 0);
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(v[i].source, source) == 0)
+                        row = (struct store_circuit){.state = v[i].state, .updated_at = v[i].updated_at};
+        store_circuits_free(v, n);
+        return row;
+}
+
+/* A circuit another node opened is taken in here and announced once; it
+ * is not written back as this node's change (which other nodes would read
+ * as news in turn). */
+START_TEST(test_circuit_from_table_not_written_back)
+{
+        write_sources(10);
+        start();
+        turn();
+        struct store_circuit c = {.source = "alpha",
+                                  .state = BREAKER_OPEN,
+                                  .consecutive_failures = 5,
+                                  .trips = 1,
+                                  .opened_at = WALL0 + now,
+                                  .retry_at = WALL0 + now + 60000,
+                                  .open_ms = 60000,
+                                  .last_error = "HTTP 503",
+                                  .updated_at = WALL0 + now};
+        ck_assert_int_eq(store_circuit_put(db, &c), 0);
+        for (int k = 0; k < 10; k++)
+                step(500);
+        struct snapshot *snap = snap_now();
+        ck_assert_int_eq(snapshot_circuit(snap, "alpha")->state, BREAKER_OPEN);
+        snapshot_unref(snap);
+        ck_assert_int_eq(circuit_events("alpha"), 1);
+        struct store_circuit row = circuit_row("alpha");
+        ck_assert_int_eq(row.state, BREAKER_OPEN);
+        ck_assert_int_eq(row.updated_at, c.updated_at); /* nobody wrote it again */
+}
+END_TEST
+
+/* A circuit opened here is written once and announced once; reading the
+ * table back does not take it for news. */
+START_TEST(test_own_circuit_written_once)
+{
+        char id[JOB_ID_LEN + 1];
+
+        set("CIRCUIT_BREAKER_THRESHOLD", "2");
+        set("MAX_RETRIES_PER_SOURCE", "0");
+        set("MAX_RETRIES_PER_ITEM", "0");
+        submit("{\"urls\": [\"http://a.example/1.png\", \"http://a.example/2.png\"]}", id);
+        start();
+        turn();
+        http("http://a.example/1.png", 503);
+        http("http://a.example/2.png", 503);
+        step(TICK);
+        step(FLUSH);
+        struct store_circuit row = circuit_row("a.example");
+        ck_assert_int_eq(row.state, BREAKER_OPEN);
+        ck_assert_int_eq(circuit_events("a.example"), 1);
+        for (int k = 0; k < 10; k++)
+                step(500);
+        ck_assert_int_eq(circuit_events("a.example"), 1);
+        ck_assert_int_eq(circuit_row("a.example").updated_at, row.updated_at);
+}
+END_TEST
+
+/* Another node writes the half-open state this node's circuit is in (it
+ * turned half-open by the same clock) while this node's probe is out:
+ * nothing new, and no second probe goes. */
+START_TEST(test_same_circuit_from_table_keeps_probe)
+{
+        char id[JOB_ID_LEN + 1], url[64];
+
+        set("CIRCUIT_BREAKER_THRESHOLD", "3");
+        set("CIRCUIT_BREAKER_TIMEOUT", "10");
+        set("MAX_CONNECTIONS_PER_SOURCE", "3");
+        submit("{\"urls\": [\"http://a.example/0.png\", \"http://a.example/1.png\", "
+               "\"http://a.example/2.png\", \"http://a.example/3.png\", \"http://a.example/4.png\"]}",
+               id);
+        start();
+        turn();
+        for (int i = 0; i < 3; i++) {
+                snprintf(url, sizeof(url), "http://a.example/%d.png", i);
+                http(url, 503);
+        }
+        step(TICK);
+        int64_t opened = now;
+        step_to(opened + 10000); /* half-open: one probe */
+        ck_assert_uint_eq(fe.n, 4);
+        ck_assert_int_eq(running(), 1);
+        int events = circuit_events("a.example");
+
+        struct store_circuit c = {.source = "a.example",
+                                  .state = BREAKER_HALF_OPEN,
+                                  .consecutive_failures = 3,
+                                  .trips = 1,
+                                  .opened_at = WALL0 + opened,
+                                  .retry_at = WALL0 + opened + 10000,
+                                  .open_ms = 10000,
+                                  .last_error = "http_5xx: HTTP 503",
+                                  .updated_at = WALL0 + now + 5};
+        ck_assert_int_eq(store_circuit_put(db, &c), 0);
+        for (int k = 0; k < 6; k++)
+                step(500);
+        ck_assert_uint_eq(fe.n, 4); /* still the one probe */
+        ck_assert_int_eq(running(), 1);
+        ck_assert_int_eq(circuit_events("a.example"), events);
+        fake_ok(&fe, fake_running(&fe, 0), "probe");
+        step(TICK); /* its success closes the circuit: the rest go, as many as the host allows */
+        ck_assert_int_eq(running(), 3);
+        ck_assert_uint_eq(fe.n, 7);
+}
+END_TEST
+
 /* ---- the snapshot ---------------------------------------------------------------------------- */
 
 START_TEST(test_snapshot_after_a_turn)
@@ -1375,6 +1771,16 @@ static Suite *sched_suite(void)
         tcase_add_test(tc, test_retry_failed_job);
         tcase_add_test(tc, test_commands_on_queued_jobs);
         tcase_add_test(tc, test_store_failure_keeps_changes);
+        tcase_add_test(tc, test_idle_node_claim_failure_and_recovery);
+        tcase_add_test(tc, test_idle_node_beat_failure_and_recovery);
+        tcase_add_test(tc, test_idle_node_takes_expired_lease);
+        tcase_add_test(tc, test_lost_lease_drops_answer_not_settled);
+        tcase_add_test(tc, test_lost_lease_removes_file_with_committer);
+        tcase_add_test(tc, test_lost_lease_removes_unwritten_success);
+        tcase_add_test(tc, test_lost_lease_of_ended_job);
+        tcase_add_test(tc, test_circuit_from_table_not_written_back);
+        tcase_add_test(tc, test_own_circuit_written_once);
+        tcase_add_test(tc, test_same_circuit_from_table_keeps_probe);
         tcase_add_test(tc, test_snapshot_after_a_turn);
         suite_add_tcase(su, tc);
         return su;

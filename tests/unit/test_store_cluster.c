@@ -713,6 +713,49 @@ START_TEST(test_circuits)
 }
 END_TEST
 
+/* A node writing its half-open circuit (its own probe's start, a failure
+ * count) keeps the probe's holder: another node must still wait for it.
+ * Any other state written clears the hold. */
+START_TEST(test_circuit_put_keeps_probe)
+{
+        struct store *s = open_store();
+        struct store_circuit a = circuit("openverse", BREAKER_OPEN, T0 + 30000, T0), *v;
+        size_t n;
+
+        ck_assert_int_eq(store_circuit_put(s, &a), 0);
+        ck_assert_int_eq(store_circuit_take_probe(s, "openverse", "node-a", T0 + 30000, 5000), 0);
+        a = circuit("openverse", BREAKER_HALF_OPEN, T0 + 30000, T0 + 30010);
+        ck_assert_int_eq(store_circuit_put(s, &a), 0);
+        ck_assert_int_eq(store_circuit_list(s, 0, &v, &n), 0);
+        ck_assert_uint_eq(n, 1);
+        ck_assert_int_eq(v[0].state, BREAKER_HALF_OPEN);
+        ck_assert_ptr_nonnull(v[0].probe_owner);
+        ck_assert_str_eq(v[0].probe_owner, "node-a");
+        ck_assert_int_eq(v[0].probe_until, T0 + 35000);
+        ck_assert_int_eq(v[0].updated_at, T0 + 30010);
+        store_circuits_free(v, n);
+        ck_assert_int_eq(store_circuit_take_probe(s, "openverse", "node-b", T0 + 31000, 5000), -EBUSY);
+
+        /* the probe failed: open again, the hold is gone with the half-open state */
+        a = circuit("openverse", BREAKER_OPEN, T0 + 60000, T0 + 32000);
+        ck_assert_int_eq(store_circuit_put(s, &a), 0);
+        ck_assert_int_eq(store_circuit_list(s, 0, &v, &n), 0);
+        ck_assert_uint_eq(n, 1);
+        ck_assert_int_eq(v[0].state, BREAKER_OPEN);
+        ck_assert_ptr_null(v[0].probe_owner);
+        ck_assert_int_eq(v[0].probe_until, 0);
+        store_circuits_free(v, n);
+        /* half-open written over open sets no holder of its own */
+        a = circuit("openverse", BREAKER_HALF_OPEN, T0 + 60000, T0 + 60000);
+        ck_assert_int_eq(store_circuit_put(s, &a), 0);
+        ck_assert_int_eq(store_circuit_list(s, 0, &v, &n), 0);
+        ck_assert_ptr_null(v[0].probe_owner);
+        store_circuits_free(v, n);
+        ck_assert_int_eq(store_circuit_take_probe(s, "openverse", "node-b", T0 + 60000, 5000), 0);
+        store_close(s);
+}
+END_TEST
+
 struct prober {
         const char *node;
         int err;
@@ -998,6 +1041,7 @@ static void add_cluster(TCase *tc, enum backend be)
         tcase_add_test(tc, test_recover_leases);
         tcase_add_test(tc, test_nodes);
         tcase_add_test(tc, test_circuits);
+        tcase_add_test(tc, test_circuit_put_keeps_probe);
         tcase_add_test(tc, test_probe_race);
         tcase_add_test(tc, test_notify);
 #ifdef HAVE_LIBPQ

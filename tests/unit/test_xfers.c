@@ -396,7 +396,7 @@ START_TEST(test_forgotten_job_commit_dropped)
         ck_assert_int_eq(xfers_commit(xf, list, "JOB", "a.png"), 0);
         ck_assert_int_eq(xfers_commit(xf, list->next, "JOB", "b.png"), 0);
         outcome_free(list);
-        xfers_forget(xf, &job_a);
+        xfers_forget(xf, &job_a, NULL, NULL);
         committer_wait_idle(committer);
 
         struct outcome *o = xfers_take(xf);
@@ -407,6 +407,89 @@ START_TEST(test_forgotten_job_commit_dropped)
         ck_assert_ptr_null(xfers_take(xf));
         file_text("a.png", text, sizeof(text)); /* the forgotten job's file stays where it landed */
         ck_assert_str_eq(text, "from a");
+}
+END_TEST
+
+/* Outcomes of a forgotten job not taken yet go with it, their parts
+ * removed; another job's stay. */
+START_TEST(test_forgotten_job_outcomes_purged)
+{
+        start_item(&job_b, 0, 0, "http://a.example/0.png", false);
+        start_item(&job_a, 1, 0, "http://a.example/1.png", false);
+        start_item(&job_b, 2, 0, "http://a.example/2.png", false);
+        start_item(&job_a, 3, 0, "http://alpha.test/x", false);
+        fake_ok(&fe, fe.x[0], "from b");
+        fake_ok(&fe, fe.x[1], "from a");
+        fake_ok(&fe, fe.x[2], "from b too");
+        fake_http(&fe, fe.x[3], 500);
+        ck_assert(exists(".1.part"));
+        xfers_forget(xf, &job_a, NULL, NULL);
+        ck_assert(!exists(".1.part"));
+        ck_assert(exists(".0.part"));
+
+        struct outcome *o = xfers_take(xf);
+        ck_assert_int_eq(outcomes(o), 2);
+        ck_assert_ptr_eq(o->tags.job, &job_b);
+        ck_assert_int_eq(o->tags.item, 0);
+        ck_assert_ptr_eq(o->next->tags.job, &job_b);
+        ck_assert_int_eq(o->next->tags.item, 2);
+        outcome_free(o);
+        /* the list stays whole for what comes next */
+        start_item(&job_b, 4, 0, "http://a.example/4.png", false);
+        fake_http(&fe, fake_find(&fe, "http://a.example/4.png"), 404);
+        o = xfers_take(xf);
+        ck_assert_int_eq(outcomes(o), 1);
+        ck_assert_int_eq(o->tags.item, 4);
+        outcome_free(o);
+}
+END_TEST
+
+static char unfiled_names[4][64];
+static int nunfiled;
+
+static void on_unfiled(void *job, const struct xfer_tags *tags, const char *name, void *ud)
+{
+        char path[300];
+        ck_assert_ptr_eq(job, &job_a);
+        ck_assert_ptr_eq(ud, &nunfiled);
+        ck_assert_int_lt(nunfiled, 4);
+        snprintf(unfiled_names[nunfiled++], sizeof(unfiled_names[0]), "%d:%s", tags->item, name);
+        snprintf(path, sizeof(path), "JOB/a.example/%s", name);
+        ck_assert_int_eq(unlinkat(dl_fd, path, 0), 0);
+}
+
+/* With unfiled, the files of a forgotten job still with the committer are
+ * waited for and handed over to be removed; another job's answer stays. */
+START_TEST(test_forgotten_job_unfiled_files)
+{
+        start_item(&job_a, 0, 0, "http://a.example/0.png", false);
+        start_item(&job_b, 1, 0, "http://a.example/1.png", false);
+        start_item(&job_a, 2, 0, "http://a.example/2.png", false);
+        for (int i = 0; i < 3; i++)
+                fake_ok(&fe, fe.x[i], i == 1 ? "from b" : i == 0 ? "from a" : "from a too");
+        struct outcome *list = xfers_take(xf);
+        ck_assert_int_eq(outcomes(list), 3);
+        ck_assert_int_eq(xfers_commit(xf, list, "JOB", "a.png"), 0);
+        ck_assert_int_eq(xfers_commit(xf, list->next, "JOB", "b.png"), 0);
+        ck_assert_int_eq(xfers_commit(xf, list->next->next, "JOB", "a2.png"), 0);
+        outcome_free(list);
+
+        nunfiled = 0;
+        xfers_forget(xf, &job_a, on_unfiled, &nunfiled);
+        ck_assert_int_eq(nunfiled, 2);
+        ck_assert_str_eq(unfiled_names[0], "0:a.png");
+        ck_assert_str_eq(unfiled_names[1], "2:a2.png");
+        ck_assert(!exists("a.png"));
+        ck_assert(!exists("a2.png"));
+        ck_assert(exists("b.png"));
+        struct outcome *o = xfers_take(xf);
+        ck_assert_int_eq(outcomes(o), 1);
+        ck_assert_ptr_eq(o->tags.job, &job_b);
+        ck_assert_int_eq(o->kind, OUTCOME_COMMITTED);
+        ck_assert_str_eq(o->final_name, "b.png");
+        outcome_free(o);
+        committer_wait_idle(committer);
+        ck_assert_ptr_null(xfers_take(xf));
 }
 END_TEST
 
@@ -509,6 +592,8 @@ static Suite *xfers_suite(void)
         tcase_add_test(tc, test_listing_body_copied);
         tcase_add_test(tc, test_commit_answer_is_an_outcome);
         tcase_add_test(tc, test_forgotten_job_commit_dropped);
+        tcase_add_test(tc, test_forgotten_job_outcomes_purged);
+        tcase_add_test(tc, test_forgotten_job_unfiled_files);
         tcase_add_test(tc, test_progress_of_one_job);
         tcase_add_test(tc, test_abort_one_group_keeping_parts);
         tcase_add_test(tc, test_free_aborts_keeping_parts);
