@@ -3,10 +3,13 @@ binary ($HAULDCTL, else $HAULD_BUILDDIR/hauldctl) against a real daemon
 and the fake origin. Each test asserts what the user sees: the exit
 status, stdout (ids, tables, the API's JSON unchanged) and the message on
 stderr. Also the daemon's own command line: an unknown flag is a usage
-error (64), and both --help texts point to the manual pages."""
+error (64), and both --help texts point to the manual pages. What hauldctl
+sends is checked too: its POSTs without a body carry no form-like
+Content-Type, which the daemon refuses from web pages."""
 
 import fcntl
 import hashlib
+import http.server
 import json
 import os
 import pty
@@ -15,6 +18,7 @@ import struct
 import subprocess
 import termios
 import tempfile
+import threading
 import time
 import unittest
 
@@ -562,6 +566,55 @@ class GetFile(CliTestCase):
         with open(target) as f:
             self.assertEqual(f.read(), "mine")
         self.assertEqual(os.listdir(self.cwd), ["keep.png"])  # no temporary file left
+
+
+class RecordingServer(http.server.ThreadingHTTPServer):
+    """Answers every request 200 with a job-like JSON body and keeps the
+    request line and headers of each."""
+
+    def __init__(self):
+        self.seen = []
+        super().__init__(("127.0.0.1", 0), self.Handler)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(n)
+            self.server.seen.append((self.command, self.path, dict(self.headers), body))
+            data = json.dumps({"id": "01KB0000000000000000000000", "state": "paused",
+                               "total_attempts": 0, "source": "x", "jobs": {}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+
+class Sent(CliTestCase):
+    """What hauldctl puts on the wire for a POST without a body."""
+    start_daemon = False
+
+    def test_bodiless_posts_carry_no_form_type(self):
+        server = RecordingServer()
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        url = "http://127.0.0.1:%d" % server.server_address[1]
+        job = "01KB0000000000000000000000"
+        for args in (("cancel", job), ("retry", job), ("pause", job), ("resume", job), ("reset", "x"),
+                     ("stats", "--reset")):
+            self.assert_exit(self.ctl(*args, url=url), 0)
+        self.assertEqual([(m, p) for m, p, _h, _b in server.seen],
+                         [("POST", "/v1/jobs/%s/%s" % (job, a)) for a in ("cancel", "retry", "pause", "resume")]
+                         + [("POST", "/v1/circuits/x/reset"), ("POST", "/v1/stats/reset")])
+        for _m, path, headers, body in server.seen:
+            names = {k.lower() for k in headers}
+            self.assertNotIn("content-type", names, (path, headers))
+            self.assertNotIn("origin", names, (path, headers))
+            self.assertEqual((headers.get("Content-Length"), body), ("0", b""), path)
 
 
 class Token(CliTestCase):
