@@ -17,11 +17,21 @@ JSON body must fit the media type's schema, and an answer documented
 without a body must have none.
 
 Schemas are checked with jsonschema's Draft 2020-12 validator. References
-(`#/components/...`) resolve against the document: each schema is checked
-as the root of a copy that carries the document's `components`, so
-jsonschema's own resolver finds them (this works the same with the Debian
-jsonschema 4.10 and later ones). The OpenAPI objects around the schemas
-(responses, headers, parameters) are resolved here by JSON pointer."""
+(`#/components/...`) are resolved here, by JSON pointer, and written into
+the schema checked (a reference with other keywords beside it becomes an
+allOf of both): jsonschema then follows no reference while it validates,
+which makes it about three times as fast, and behaves the same in the
+Debian jsonschema 4.10 and later ones. The OpenAPI objects around the
+schemas (responses, headers, parameters) are resolved the same way.
+
+Speed: a job of 10000 hosts has 10000 `per_source` entries, and a test may
+poll it ten times a second. The elements of an array of MEMO_MIN or more
+are checked once per distinct element: an element seen valid before
+against the same schema is not checked again. Two elements are the same
+when their JSON texts are, once the values of their free strings (a
+property whose schema asks nothing but a string type, such as a source's
+name) are blanked: whatever such a string holds, the element's validity
+is the same, so 10000 entries that differ only by name are checked once."""
 
 import json
 import os
@@ -33,6 +43,9 @@ import yaml
 HERE = os.path.dirname(os.path.abspath(__file__))
 JSON_TYPE = re.compile(r"^application/([a-z0-9.+-]+\+)?json$")
 MAX_ERRORS = 5  # schema errors quoted in one message
+MEMO_MIN = 64  # arrays at least this long have their valid elements remembered
+MEMO_MAX = 200000  # elements remembered per schema; past it the memory starts over
+ANNOTATIONS = ("description", "summary", "examples", "example", "title")
 
 
 class ContractError(AssertionError):
@@ -154,14 +167,39 @@ class Contract:
 
     # -- schemas --
 
+    def inline(self, schema, where, refs=()):
+        """schema with its references replaced by what they name (a
+        reference that loops back into itself is left as it is)."""
+        if isinstance(schema, list):
+            return [self.inline(s, where, refs) for s in schema]
+        if not isinstance(schema, dict):
+            return schema
+        if "$ref" in schema and schema["$ref"] not in refs:
+            target, _ = self.resolve({"$ref": schema["$ref"]}, where)
+            target = self.inline(target, where, refs + (schema["$ref"],))
+            rest = {k: v for k, v in schema.items() if k != "$ref" and k not in ANNOTATIONS}
+            if not rest:
+                return target
+            return dict(self.inline(rest, where, refs), allOf=[target] + self.inline(rest.get("allOf", []), where,
+                                                                                    refs))
+        out = {}
+        for k, v in schema.items():
+            if k in ("properties", "patternProperties", "dependentSchemas", "$defs"):
+                out[k] = {name: self.inline(sub, where, refs) for name, sub in v.items()}
+            elif k in ANNOTATIONS or k in ("enum", "const", "required", "dependentRequired"):
+                out[k] = v
+            else:
+                out[k] = self.inline(v, where, refs)
+        return out
+
     def validator(self, schema, where):
-        """A Draft 2020-12 validator of schema, whose references reach the document's components."""
-        key = where
-        if key not in self._validators:
-            root = dict(schema) if isinstance(schema, dict) else {"allOf": [schema]}
-            root["components"] = self.doc.get("components", {})
-            self._validators[key] = jsonschema.Draft202012Validator(root)
-        return self._validators[key]
+        """A Draft 2020-12 validator of schema (references inlined)."""
+        if where not in self._validators:
+            root = self.inline(schema, where)
+            root = dict(root) if isinstance(root, dict) else {"allOf": [root]}
+            root["components"] = self.doc.get("components", {})  # a reference left (a loop) still resolves
+            self._validators[where] = _Validator(root)
+        return self._validators[where]
 
     def validate(self, schema, where, instance, what):
         """Raise ContractError when instance does not fit schema (at pointer where)."""
@@ -274,6 +312,59 @@ class Contract:
         schema, where = schemas[event]
         self.validate(schema, where, data, "GET %s: the data of a %r event" % (template, event))
 
+
+_items = jsonschema.Draft202012Validator.VALIDATORS["items"]
+_memo = {}  # id(items schema) -> (the schema, its free strings, JSON texts of elements found valid)
+_PLAIN = {"type", "properties", "required", "additionalProperties", "unevaluatedProperties", "allOf"}
+
+
+def _free_strings(schema):
+    """The properties of an object schema whose values may be any string
+    (their schema: a type of string, or string and null, nothing else),
+    when no other keyword of the schema looks at them; else ()."""
+    if not isinstance(schema, dict) or set(schema) - _PLAIN - set(ANNOTATIONS):
+        return ()
+    parts = [schema] + list(schema.get("allOf", []))
+    free, bound = set(), set()
+    for part in parts:
+        if not isinstance(part, dict) or set(part) - _PLAIN - set(ANNOTATIONS) or \
+                (part is not schema and "allOf" in part):
+            return ()
+        for name, sub in (part.get("properties") or {}).items():
+            plain = isinstance(sub, dict) and not set(sub) - {"type"} - set(ANNOTATIONS) and \
+                sub.get("type") in ("string", ["string", "null"], ["null", "string"])
+            (free if plain else bound).add(name)
+    return tuple(sorted(free - bound))
+
+
+def _memo_items(validator, items, instance, schema):
+    """The items keyword, remembering the valid elements of long arrays."""
+    if not validator.is_type(instance, "array") or len(instance) < MEMO_MIN or not isinstance(items, dict) \
+            or schema.get("prefixItems"):
+        yield from _items(validator, items, instance, schema)
+        return
+    held = _memo.get(id(items))
+    if held is None or held[0] is not items or len(held[2]) > MEMO_MAX:
+        held = _memo[id(items)] = (items, _free_strings(items), set())
+    _, free, valid = held
+    for index, element in enumerate(instance):
+        key = element
+        if free and isinstance(element, dict):
+            key = dict(element)
+            for name in free:
+                if isinstance(key.get(name), str):
+                    key[name] = ""
+        text = json.dumps(key, sort_keys=True)
+        if text in valid:
+            continue
+        errors = list(validator.descend(instance=element, schema=items, path=index))
+        if errors:
+            yield from errors
+        else:
+            valid.add(text)
+
+
+_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"items": _memo_items})
 
 _shared = None
 

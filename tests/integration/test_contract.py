@@ -143,6 +143,22 @@ class Checker(hauldtest.HauldTestCase):
         bad = dict(self.job, created_at="2026-11-30 10:00:00")
         self.assert_caught("GET", self.path, 200, self.json, bad, "at $.created_at")
 
+    def test_long_arrays_are_checked_element_by_element(self):
+        # the checker remembers the valid elements of long arrays: a bad one
+        # among many good ones (names apart) is still found
+        entry = self.job["per_source"][0]
+        n = contract.MEMO_MIN * 2
+        many = dict(self.job, per_source=[dict(entry, source="h%d.example" % i) for i in range(n)])
+        self.check("GET", self.path, 200, self.json, many)
+        self.check("GET", self.path, 200, self.json, many)
+        for field, value, words in (("circuit", "ajar", "'ajar' is not one of"),
+                                    ("source", 5, "5 is not of type 'string'"),
+                                    ("bytes", -1, "-1 is less than the minimum of 0"),
+                                    ("lost", True, "'lost' was unexpected")):
+            bad = json.loads(json.dumps(many))
+            bad["per_source"][n - 5][field] = value
+            self.assert_caught("GET", self.path, 200, self.json, bad, "at $.per_source[%d]" % (n - 5), words)
+
     def test_a_problem_with_a_stray_field_or_not_json(self):
         problem = {"type": "about:blank", "title": "Not Found", "status": 404, "detail": "no such job"}
         ptype = {"Content-Type": "application/problem+json", "Cache-Control": "no-store"}
