@@ -1,10 +1,12 @@
 /* dashboard: GET / and its assets (/app.js, /app.css, /favicon.svg), the
  * files of api/dashboard/ built into the binary (api/dashboard_assets.h,
- * made by Makefile.am).
+ * made by Makefile.am), and GET /v1/openapi.yaml, the API's contract
+ * (docs/openapi.yaml) built in the same way, byte for byte.
  *
  * The page holds no data of its own, so these routes are public: it reads
  * and changes everything through the API like any client, with the token
- * the user gives it. Every answer carries a strict Content-Security-Policy:
+ * the user gives it; the contract describes the API and holds nothing
+ * either. Every answer carries a strict Content-Security-Policy:
  * scripts, styles, fetches and images from this daemon only (images also
  * from blob: URLs, for thumbnails fetched with the token), no inline script
  * or style, no plugins, no framing, forms posted nowhere else. */
@@ -16,6 +18,7 @@
 #include "api/handlers.h"
 #include "api/reply.h"
 
+#define OPENAPI_CONTENT_TYPE "application/yaml" /* RFC 9512; YAML is UTF-8 here */
 #define DASHBOARD_CSP                                                                                       \
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "                   \
         "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "                      \
@@ -52,4 +55,9 @@ enum MHD_Result dashboard_style(struct request *rq)
 enum MHD_Result dashboard_icon(struct request *rq)
 {
         return serve(rq, asset_favicon_svg, sizeof(asset_favicon_svg), "image/svg+xml");
+}
+
+enum MHD_Result dashboard_openapi(struct request *rq)
+{
+        return serve(rq, asset_openapi_yaml, sizeof(asset_openapi_yaml), OPENAPI_CONTENT_TYPE);
 }

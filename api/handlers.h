@@ -33,11 +33,13 @@ enum MHD_Result system_stats_reset(struct request *rq);
 enum MHD_Result system_metrics(struct request *rq);
 enum MHD_Result system_sources(struct request *rq);
 
-/* GET /, /app.js, /app.css, /favicon.svg (dashboard.c) */
+/* GET /, /app.js, /app.css, /favicon.svg, /v1/openapi.yaml: the files
+ * built into the daemon (dashboard.c) */
 enum MHD_Result dashboard_page(struct request *rq);
 enum MHD_Result dashboard_script(struct request *rq);
 enum MHD_Result dashboard_style(struct request *rq);
 enum MHD_Result dashboard_icon(struct request *rq);
+enum MHD_Result dashboard_openapi(struct request *rq);
 
 /* The event streams (sse.c). sse_start after the struct httpd is filled
  * in and before microhttpd starts; sse_stop before MHD_stop_daemon (it

@@ -79,6 +79,7 @@ static const struct route routes[] = {
         {"GET", "/app.js", dashboard_script, ROUTE_PUBLIC},
         {"GET", "/app.css", dashboard_style, ROUTE_PUBLIC},
         {"GET", "/favicon.svg", dashboard_icon, ROUTE_PUBLIC},
+        {"GET", "/v1/openapi.yaml", dashboard_openapi, ROUTE_PUBLIC},
         {"GET", "/v1/health", system_health, ROUTE_PUBLIC},
         {"GET", "/v1/config", system_config, 0},
         {"GET", "/v1/stats", system_stats, 0},

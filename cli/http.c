@@ -3,7 +3,8 @@
  * pages. Answers other than 2xx (problem documents) are always collected in
  * memory, up to HTTP_ANSWER_MAX; a 2xx body goes to the caller's callback
  * when one is given. Proxies from the environment are ignored: hauld is
- * reached directly (a reverse proxy in front of it is just its URL). */
+ * reached directly (a reverse proxy in front of it is just its URL). A POST
+ * carries application/json with its body, and no Content-Type without one. */
 #include "autoconfig.h"
 
 #include <curl/curl.h>
@@ -233,12 +234,14 @@ static int map_error(struct http_client *c, const struct xfer *x, CURLcode rc)
         }
 }
 
-static struct curl_slist *header_list(struct http_client *c, bool json_body, const char *const *extra)
+/* The request's headers. content_type: its Content-Type line; "Content-Type:"
+ * (no value) keeps libcurl from sending its own. */
+static struct curl_slist *header_list(struct http_client *c, const char *content_type,
+                                      const char *const *extra)
 {
         struct curl_slist *l = NULL, *t;
         const char *fixed[] = {"Accept: application/json, application/problem+json, text/event-stream, */*",
-                               "Expect:", c->auth_header,
-                               json_body ? "Content-Type: application/json" : NULL};
+                               "Expect:", c->auth_header, content_type};
 
         for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
                 if (!fixed[i])
@@ -263,7 +266,12 @@ static int perform(struct http_client *c, const char *method, const char *path, 
 {
         CURL *h = c->curl;
         char *url = NULL;
-        struct curl_slist *hl = header_list(c, json_body != NULL, headers);
+        bool post = strcmp(method, "POST") == 0;
+        /* a POST without a body goes without a type: libcurl's default,
+         * application/x-www-form-urlencoded, is one the daemon refuses from
+         * web pages */
+        const char *ctype = json_body ? "Content-Type: application/json" : post ? "Content-Type:" : NULL;
+        struct curl_slist *hl = header_list(c, ctype, headers);
         int r = -ENOMEM;
 
         memset(x->a, 0, sizeof(*x->a));
@@ -292,7 +300,7 @@ static int perform(struct http_client *c, const char *method, const char *path, 
                 curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)HTTP_STALL_TIMEOUT_S);
         } else
                 curl_easy_setopt(h, CURLOPT_TIMEOUT, (long)HTTP_REQUEST_TIMEOUT_S);
-        if (strcmp(method, "POST") == 0) {
+        if (post) {
                 curl_easy_setopt(h, CURLOPT_POSTFIELDS, json_body ? json_body : "");
                 curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
                                  (curl_off_t)(json_body ? strlen(json_body) : 0));

@@ -22,6 +22,14 @@ HAULD_KEEP_TMP=1 keeps each daemon's temp directory.
 Resource limits: Daemon(..., preexec_fn=with_rlimits(FSIZE=n)) (or
 self.new_daemon(env, preexec_fn=...)) runs the daemon under
 setrlimit(RLIMIT_FSIZE, n), e.g. to make its file writes fail with EFBIG.
+
+The contract: every answer Daemon.request() (get, post, delete and the
+helpers on them) and Daemon.events() receive is checked against
+docs/openapi.yaml (contract.py): its status, headers, Content-Type and
+JSON body, each event's name and data, and a JSON body the daemon
+accepted against the operation's request schema. An answer the document
+does not describe fails the test with a message naming the route, the
+status and the schema's place in the document.
 """
 
 import hashlib
@@ -49,6 +57,7 @@ for _p in reversed((os.path.join(SRCDIR, "tests", "integration"), os.path.join(S
         sys.path.insert(0, _p)
 
 from fake_origin import FakeOrigin, body_for, etag_for  # noqa: E402
+import contract  # noqa: E402
 
 __all__ = ["Daemon", "DaemonError", "HauldTestCase", "FakeOrigin", "body_for", "etag_for",
            "TERMINAL_STATES", "hauld_binary", "free_port", "with_rlimits", "main"]
@@ -369,9 +378,20 @@ class Daemon:
             conn.request(method, path, body=body, headers=hdrs)
             resp = conn.getresponse()
             data = resp.read()
-            return resp.status, resp.headers, _decode(resp.headers, data)
         finally:
             conn.close()
+        self._check_contract(method, path, resp.status, resp.headers, data, body)
+        return resp.status, resp.headers, _decode(resp.headers, data)
+
+    def _check_contract(self, method, path, status, headers, data, sent):
+        c = contract.shared()
+        c.check_answer(method, path, status, headers, data)
+        if 200 <= status < 300 and sent:
+            try:
+                request = json.loads(sent)
+            except ValueError:
+                return
+            c.check_request(method, path, request)
 
     def get(self, path, **kw):
         return self.request("GET", path, **kw)
@@ -447,11 +467,15 @@ class Daemon:
         as JSON when it is) until the server closes it or timeout passes
         between events."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        c = contract.shared()
         try:
             conn.request("GET", path, headers=dict(headers or {}, Accept="text/event-stream"))
             resp = conn.getresponse()
             if resp.status != 200:
-                raise AssertionError("GET %s answered %d" % (path, resp.status))
+                data = resp.read()
+                c.check_answer("GET", path, resp.status, resp.headers, data)
+                raise AssertionError("GET %s answered %d: %r" % (path, resp.status, data))
+            c.check_answer("GET", path, resp.status, resp.headers, b"")
             ev = {}
             while True:
                 line = resp.readline()  # decodes a chunked body
@@ -463,7 +487,9 @@ class Daemon:
                         try:
                             ev["data"] = json.loads(ev["data"])
                         except ValueError:
-                            pass
+                            raise contract.ContractError("GET %s: the data of a %r event is not JSON: %r"
+                                                         % (path, ev.get("event"), ev["data"]))
+                        c.check_event(path, ev.get("event"), ev["data"], ev.get("id"))
                         yield ev
                     ev = {}
                     continue

@@ -3,13 +3,13 @@ binary ($HAULDCTL, else $HAULD_BUILDDIR/hauldctl) against a real daemon
 and the fake origin. Each test asserts what the user sees: the exit
 status, stdout (ids, tables, the API's JSON unchanged) and the message on
 stderr. Also the daemon's own command line: an unknown flag is a usage
-error (64), and both --help texts point to the manual pages.
-
-pause, resume, get's download, stats --reset and ls --label need server
-routes that do not exist yet; only their client-side checks are tested
-here (get refusing to overwrite a file, usage errors)."""
+error (64), and both --help texts point to the manual pages. What hauldctl
+sends is checked too: its POSTs without a body carry no form-like
+Content-Type, which the daemon refuses from web pages."""
 
 import fcntl
+import hashlib
+import http.server
 import json
 import os
 import pty
@@ -18,6 +18,7 @@ import struct
 import subprocess
 import termios
 import tempfile
+import threading
 import time
 import unittest
 
@@ -206,12 +207,31 @@ class Listing(CliTestCase):
         p = self.assert_exit(self.ctl("ls", "--limit", "501"), 2)
         self.assertRegex(p.stderr, r"(?m)^  limit: ")
 
-    def test_label_is_sent(self):
-        # the server filters by label once it supports it; the request must
-        # carry it (today it is ignored), so the command succeeds either way
-        self.submit(self.file_url("lab.png"), label="mine")
+    def test_label_filters(self):
+        mine = [self.submit(self.file_url("lab%d.png" % i), label="mine") for i in range(2)]
+        other = self.submit(self.file_url("other.png"), label="other")
+        self.submit(self.file_url("none.png"))
         p = self.assert_exit(self.ctl("ls", "--label", "mine", "--json"), 0)
-        self.assertIn("mine", [j["label"] for j in self.json_lines(p.stdout)[0]["jobs"]])
+        pages = self.json_lines(p.stdout)
+        self.assertEqual([j["id"] for j in pages[0]["jobs"]], list(reversed(mine)))
+        lines = self.assert_exit(self.ctl("ls", "--label", "other"), 0).stdout.splitlines()
+        self.assertEqual([ln.split()[0] for ln in lines[1:]], [other])
+        self.assertEqual(lines[1].split()[-1], "other")
+        # a label with spaces and non-ASCII characters goes through escaped
+        odd = self.submit(self.file_url("odd.png"), label="caf\u00e9 & co")
+        p = self.assert_exit(self.ctl("ls", "--label", "caf\u00e9 & co", "--json"), 0)
+        self.assertEqual([j["id"] for j in self.json_lines(p.stdout)[0]["jobs"]], [odd])
+        # no job has it: only the header, exit 0
+        p = self.assert_exit(self.ctl("ls", "--label", "nobody"), 0)
+        self.assertEqual(len(p.stdout.splitlines()), 1, p.stdout)
+        # with --state, both filters hold
+        for job_id in mine:
+            self.daemon.wait_job(job_id)
+        p = self.assert_exit(self.ctl("ls", "--label", "mine", "--state", "failed", "--json"), 0)
+        self.assertEqual(self.json_lines(p.stdout)[0]["jobs"], [])
+        # a label longer than any label can be: the server's 400, exit 2
+        p = self.assert_exit(self.ctl("ls", "--label", "x" * 1025), 2)
+        self.assertRegex(p.stderr, r"(?m)^  label: ")
 
     def test_show_and_items_json_match_the_api(self):
         job_id = self.submit(self.file_url("m1.png", size=2000), self.origin.url("/file/m2.png", status=404))
@@ -245,7 +265,8 @@ class Listing(CliTestCase):
     def test_not_found_exits_4(self):
         missing = "01KB0000000000000000000000"
         for args in (("show", missing), ("items", missing), ("cancel", missing), ("retry", missing),
-                     ("rm", missing), ("watch", missing), ("show", "not-an-id"), ("reset", "nosuch.example")):
+                     ("pause", missing), ("resume", missing), ("rm", missing), ("watch", missing),
+                     ("get", missing, "0"), ("show", "not-an-id"), ("reset", "nosuch.example")):
             p = self.ctl(*args)
             self.assertEqual(p.returncode, 4, (args, p.stderr))
             self.assertIn("Not Found", p.stderr, args)
@@ -363,6 +384,30 @@ class Changes(CliTestCase):
         self.assertEqual(p.stdout, "")
         self.assert_exit(self.ctl("show", job_id), 4)
 
+    def test_pause_then_resume(self):
+        job_id = self.stalled_job()
+        p = self.assert_exit(self.ctl("pause", job_id), 0)
+        self.assertEqual(p.stdout, "%s paused\n" % job_id)
+        self.assertEqual(self.daemon.get_job(job_id)["state"], "paused")
+        self.assertRegex(self.assert_exit(self.ctl("show", job_id), 0).stdout, r"(?m)^state: +paused$")
+        # paused already: 409, exit 3
+        p = self.assert_exit(self.ctl("pause", job_id), 3)
+        self.assertIn("Conflict", p.stderr)
+        self.assertEqual(p.stdout, "")
+        p = self.assert_exit(self.ctl("resume", "--json", job_id), 0)
+        job = json.loads(p.stdout)
+        self.assertEqual(job["id"], job_id)
+        self.assertIn(job["state"], ("queued", "running"))
+        self.daemon.wait_job(job_id, states="running")
+        # running, not paused: resume is a conflict
+        p = self.assert_exit(self.ctl("resume", job_id), 3)
+        self.assertIn("Conflict", p.stderr)
+        self.assert_exit(self.ctl("cancel", job_id), 0)
+        self.daemon.wait_job(job_id)
+        # finished: neither pause nor resume
+        self.assert_exit(self.ctl("pause", job_id), 3)
+        self.assert_exit(self.ctl("resume", job_id), 3)
+
     def test_retry_runs_failed_items_again(self):
         url = self.file_url("flaky.png", fail=1, key="flaky-cli")
         job_id = self.submit(url)
@@ -400,6 +445,24 @@ class System(CliTestCase):
         stats = json.loads(self.assert_exit(self.ctl("stats", "--json"), 0).stdout)
         self.assertEqual((stats["total_attempts"], stats["total_bytes"]), (1, 4096))
 
+    def test_stats_reset(self):
+        job_id = self.submit(self.file_url("r.png", size=2048))
+        self.daemon.wait_job(job_id)
+        self.assertEqual(self.daemon.get("/v1/stats")[2]["total_attempts"], 1)
+        out = self.assert_exit(self.ctl("stats", "--reset"), 0).stdout
+        self.assertRegex(out, r"(?m)^attempts: +0 \(0 succeeded, 0 failed, 0 retries\)$")
+        self.assertRegex(out, r"(?m)^bytes: +0 B$")
+        self.assertRegex(out, r"(?m)^jobs: .*succeeded 1")  # jobs are not statistics
+        st, _h, stats = self.daemon.get("/v1/stats")
+        self.assertEqual((stats["total_attempts"], stats["total_bytes"]), (0, 0))
+        # a download after the reset counts from zero; --json prints the answer of the reset
+        self.daemon.wait_job(self.submit(self.file_url("r2.png", size=1000)))
+        p = self.assert_exit(self.ctl("stats", "--reset", "--json"), 0)
+        self.assertEqual(json.loads(p.stdout)["total_attempts"], 0)
+        self.assertEqual(self.daemon.get("/v1/stats")[2]["total_bytes"], 0)
+        p = self.assert_exit(self.ctl("stats", "--reset", "extra"), 2)
+        self.assertIn("--help", p.stderr)
+
     def test_unreachable_server_exits_69(self):
         url = "http://127.0.0.1:%d" % hauldtest.free_port()
         for args in (("health",), ("ls",), ("watch", "01KB0000000000000000000000"),
@@ -436,6 +499,64 @@ class System(CliTestCase):
 
 
 class GetFile(CliTestCase):
+    def finished(self, *urls):
+        job_id = self.submit(*urls)
+        self.daemon.wait_job(job_id)
+        return job_id
+
+    def test_saves_under_the_servers_name(self):
+        job_id = self.finished(self.file_url("photo.png", size=5000))
+        p = self.assert_exit(self.ctl("get", job_id, "0"), 0)
+        self.assertEqual(p.stdout, "photo.png\n")
+        with open(os.path.join(self.cwd, "photo.png"), "rb") as f:
+            data = f.read()
+        self.assertTrue(data == self.expected_body("photo.png", 5000), "the file differs from the origin's")
+        self.assertEqual(hashlib.sha256(data).hexdigest(), self.items(job_id)[0]["sha256"])
+        self.assertEqual(sorted(os.listdir(self.cwd)), ["photo.png"])
+        # again: the name is taken, exit 73, the first file kept
+        p = self.assert_exit(self.ctl("get", job_id, "0"), 73)
+        self.assertIn("--force", p.stderr)
+        self.assertEqual(sorted(os.listdir(self.cwd)), ["photo.png"])
+
+    def test_output_options(self):
+        job_id = self.finished(self.file_url("o.png", size=3000))
+        want = self.expected_body("o.png", 3000)
+        p = self.assert_exit(self.ctl("get", job_id, "0", "-o", "named.bin"), 0)
+        self.assertEqual(p.stdout, "named.bin\n")
+        with open(os.path.join(self.cwd, "named.bin"), "rb") as f:
+            self.assertTrue(f.read() == want)
+        # into a directory, under the server's name
+        os.mkdir(os.path.join(self.cwd, "d"))
+        p = self.assert_exit(self.ctl("get", job_id, "0", "-o", "d"), 0)
+        self.assertEqual(p.stdout, "d/o.png\n")
+        self.assertTrue(os.path.isfile(os.path.join(self.cwd, "d", "o.png")))
+        # --force replaces
+        with open(os.path.join(self.cwd, "named.bin"), "w") as f:
+            f.write("old")
+        self.assert_exit(self.ctl("get", job_id, "0", "-o", "named.bin", "--force"), 0)
+        with open(os.path.join(self.cwd, "named.bin"), "rb") as f:
+            self.assertTrue(f.read() == want)
+        # -o -: the bytes on stdout
+        p = subprocess.run([self.binary, "--url", "http://127.0.0.1:%d" % self.daemon.port, "get", job_id, "0",
+                            "-o", "-"], capture_output=True, cwd=self.cwd, timeout=CLI_TIMEOUT)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertTrue(p.stdout == want, "stdout differs from the origin's bytes")
+
+    def test_errors(self):
+        job_id = self.finished(self.file_url("ok.png"), self.origin.url("/file/bad.png", status=404))
+        # the failed item has no file: 409, exit 3, nothing left behind
+        p = self.assert_exit(self.ctl("get", job_id, "1"), 3)
+        self.assertIn("Conflict", p.stderr)
+        self.assertIn("failed", p.stderr)
+        self.assertEqual(p.stdout, "")
+        # no such item
+        p = self.assert_exit(self.ctl("get", job_id, "7"), 4)
+        self.assertIn("Not Found", p.stderr)
+        self.assertEqual(os.listdir(self.cwd), [])
+        # usage
+        for args in (("get", job_id), ("get", job_id, "-1"), ("get", job_id, "x")):
+            self.assertEqual(self.ctl(*args).returncode, 2, args)
+
     def test_refuses_to_overwrite_an_existing_output(self):
         target = os.path.join(self.cwd, "keep.png")
         with open(target, "w") as f:
@@ -445,6 +566,55 @@ class GetFile(CliTestCase):
         with open(target) as f:
             self.assertEqual(f.read(), "mine")
         self.assertEqual(os.listdir(self.cwd), ["keep.png"])  # no temporary file left
+
+
+class RecordingServer(http.server.ThreadingHTTPServer):
+    """Answers every request 200 with a job-like JSON body and keeps the
+    request line and headers of each."""
+
+    def __init__(self):
+        self.seen = []
+        super().__init__(("127.0.0.1", 0), self.Handler)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(n)
+            self.server.seen.append((self.command, self.path, dict(self.headers), body))
+            data = json.dumps({"id": "01KB0000000000000000000000", "state": "paused",
+                               "total_attempts": 0, "source": "x", "jobs": {}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+
+class Sent(CliTestCase):
+    """What hauldctl puts on the wire for a POST without a body."""
+    start_daemon = False
+
+    def test_bodiless_posts_carry_no_form_type(self):
+        server = RecordingServer()
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        url = "http://127.0.0.1:%d" % server.server_address[1]
+        job = "01KB0000000000000000000000"
+        for args in (("cancel", job), ("retry", job), ("pause", job), ("resume", job), ("reset", "x"),
+                     ("stats", "--reset")):
+            self.assert_exit(self.ctl(*args, url=url), 0)
+        self.assertEqual([(m, p) for m, p, _h, _b in server.seen],
+                         [("POST", "/v1/jobs/%s/%s" % (job, a)) for a in ("cancel", "retry", "pause", "resume")]
+                         + [("POST", "/v1/circuits/x/reset"), ("POST", "/v1/stats/reset")])
+        for _m, path, headers, body in server.seen:
+            names = {k.lower() for k in headers}
+            self.assertNotIn("content-type", names, (path, headers))
+            self.assertNotIn("origin", names, (path, headers))
+            self.assertEqual((headers.get("Content-Length"), body), ("0", b""), path)
 
 
 class Token(CliTestCase):
