@@ -24,7 +24,8 @@
 #include "daemon/sources.h"
 #include "daemon/store.h"
 
-#define MALLOC_ARENAS 2 /* M_ARENA_MAX: see main() */
+#define MALLOC_ARENAS         2            /* M_ARENA_MAX: see main() */
+#define MALLOC_MMAP_THRESHOLD (256 * 1024) /* bytes: M_MMAP_THRESHOLD, see main() */
 
 /* Settings and sources replaced by a reload stay alive until exit: the
  * scheduler and the API may still be reading the old ones. */
@@ -265,6 +266,12 @@ int main(int argc, char **argv)
          * cost no measurable speed. MALLOC_ARENA_MAX still overrides. */
         if (!getenv("MALLOC_ARENA_MAX"))
                 mallopt(M_ARENA_MAX, MALLOC_ARENAS);
+        /* A fixed threshold: large buffers (a big job's per_source text, an
+         * answer of many jobs) are mapped and unmapped on their own.
+         * glibc's sliding threshold moves them into the heap after the
+         * first free, where they fragment it. */
+        if (!getenv("MALLOC_MMAP_THRESHOLD_"))
+                mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD);
         log_init();
         while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
                 switch (c) {
