@@ -35,11 +35,13 @@ struct event_bus {
         int calling; /* publishers calling watchers now */
 };
 
-struct event_data *event_data_new(void)
+struct event_data *event_data_new(enum event_type type)
 {
         struct event_data *d = calloc(1, sizeof(*d));
-        if (d)
+        if (d) {
                 atomic_init(&d->refs, 1);
+                d->type = type;
+        }
         return d;
 }
 
@@ -54,9 +56,19 @@ void event_data_unref(struct event_data *d)
 {
         if (!d || atomic_fetch_sub(&d->refs, 1) != 1)
                 return;
-        job_free(d->job);
-        item_clear(&d->item);
-        src_info_clear(&d->circuit);
+        switch (d->type) {
+        case EVENT_JOB:
+                job_free(d->job);
+                break;
+        case EVENT_ITEM:
+                item_clear(&d->item);
+                break;
+        case EVENT_PROGRESS:
+                break;
+        case EVENT_CIRCUIT:
+                src_info_clear(&d->circuit);
+                break;
+        }
         free(d);
 }
 

@@ -27,29 +27,34 @@ struct event_retry {
 };
 
 /* The object an event carries, shared by every reader (reference counted,
- * immutable once published). */
+ * immutable once published): one of its kind's fields, the ring holding
+ * thousands of them. */
 struct event_data {
         atomic_uint refs;
-        struct job *job;  /* EVENT_JOB */
-        struct item item; /* EVENT_ITEM */
-        bool retry_set;   /* EVENT_ITEM: a retry, with retry */
-        struct event_retry retry;
-        struct job_live live;    /* EVENT_PROGRESS */
-        struct src_info circuit; /* EVENT_CIRCUIT */
+        enum event_type type;
+        union {
+                struct job *job; /* EVENT_JOB */
+                struct {         /* EVENT_ITEM */
+                        struct item item;
+                        bool retry_set; /* a retry, with retry */
+                        struct event_retry retry;
+                };
+                struct job_live live;    /* EVENT_PROGRESS */
+                struct src_info circuit; /* EVENT_CIRCUIT */
+        };
 };
 
 struct event {
         uint64_t id; /* 1, 2, 3, ... per daemon run */
         enum event_type type;
-        char job_id[JOB_ID_LEN + 1];      /* "" for circuit events */
-        int item;                         /* EVENT_ITEM: the item's index; else -1 */
-        bool terminal;                    /* EVENT_JOB: the job reached a terminal state */
-        char source[SOURCE_NAME_MAX + 1]; /* EVENT_CIRCUIT: the source */
-        struct event_data *data;          /* NULL: none (then a reader has only the references) */
+        char job_id[JOB_ID_LEN + 1]; /* "" for circuit events */
+        int item;                    /* EVENT_ITEM: the item's index; else -1 */
+        bool terminal;               /* EVENT_JOB: the job reached a terminal state */
+        struct event_data *data;     /* NULL: none (then a reader has only the references) */
 };
 
 /* New data with one reference; NULL: out of memory. */
-struct event_data *event_data_new(void);
+struct event_data *event_data_new(enum event_type type);
 void event_data_unref(struct event_data *d);
 
 struct event_bus;

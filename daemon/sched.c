@@ -210,7 +210,7 @@ static void job_remove(struct sched *s, size_t i)
 /* ---- events ------------------------------------------------------------------------------- */
 
 static void publish(struct sched *s, enum event_type type, const char *job_id, int item, bool terminal,
-                    const char *source, struct event_data *d)
+                    struct event_data *d)
 {
         struct event e = {.type = type, .item = item, .terminal = terminal, .data = d};
         if (!s->events) {
@@ -218,7 +218,6 @@ static void publish(struct sched *s, enum event_type type, const char *job_id, i
                 return;
         }
         snprintf(e.job_id, sizeof(e.job_id), "%s", job_id ? job_id : "");
-        snprintf(e.source, sizeof(e.source), "%s", source ? source : "");
         events_publish(s->events, &e);
 }
 
@@ -234,18 +233,18 @@ static void job_event(struct jobrun *jr, enum jobrun_event ev, int item, const s
 
         switch (ev) {
         case JOBRUN_EV_JOB:
-                d = event_data_new();
+                d = event_data_new(EVENT_JOB);
                 if (d && job_dup(j, &d->job) < 0) {
                         event_data_unref(d);
                         d = NULL;
                 }
-                publish(s, EVENT_JOB, j->id, -1, job_state_is_terminal(j->state), NULL, d);
+                publish(s, EVENT_JOB, j->id, -1, job_state_is_terminal(j->state), d);
                 if (r)
                         r->progress_due = false; /* the job object carries its progress */
                 break;
         case JOBRUN_EV_ITEM:
         case JOBRUN_EV_RETRY:
-                d = event_data_new();
+                d = event_data_new(EVENT_ITEM);
                 if (d && item_copy(&d->item, jobrun_item(jr, item)) < 0) {
                         free(d);
                         d = NULL;
@@ -260,7 +259,7 @@ static void job_event(struct jobrun *jr, enum jobrun_event ev, int item, const s
                         snprintf(d->retry.reason, sizeof(d->retry.reason), "%s",
                                  retry->code ? retry->code : "");
                 }
-                publish(s, EVENT_ITEM, j->id, item, false, NULL, d);
+                publish(s, EVENT_ITEM, j->id, item, false, d);
                 break;
         case JOBRUN_EV_PROGRESS:
                 if (r)
@@ -288,10 +287,10 @@ static int64_t progress_events(struct sched *s, int64_t now)
                                 next = due - now;
                         continue;
                 }
-                struct event_data *d = event_data_new();
+                struct event_data *d = event_data_new(EVENT_PROGRESS);
                 if (d)
                         live_of(s, r, &d->live);
-                publish(s, EVENT_PROGRESS, jobrun_id(r->jr), -1, false, NULL, d);
+                publish(s, EVENT_PROGRESS, jobrun_id(r->jr), -1, false, d);
                 r->progress_due = false;
                 r->progress_ms = now;
                 if (moving && PROGRESS_EVERY_MS < next)
@@ -327,13 +326,13 @@ static void note_circuit(const struct src *src, void *ud)
 static void circuit_event(const struct src *src, void *ud)
 {
         struct sched *s = ud;
-        struct event_data *d = event_data_new();
+        struct event_data *d = event_data_new(EVENT_CIRCUIT);
 
         if (d && srctab_info(s->srcs, src, mono(s), &d->circuit) < 0) {
                 free(d);
                 d = NULL;
         }
-        publish(s, EVENT_CIRCUIT, NULL, -1, false, src_name(src), d);
+        publish(s, EVENT_CIRCUIT, NULL, -1, false, d); /* the source: d->circuit.name */
         s->snapshot_now = true;
 }
 

@@ -599,7 +599,8 @@ static int circuit_states(const char *source, enum breaker_state *v, int max)
         size_t ne = events_of(NULL, ev);
         int n = 0;
         for (size_t i = 0; i < ne; i++)
-                if (ev[i].type == EVENT_CIRCUIT && strcmp(ev[i].source, source) == 0 && n < max)
+                if (ev[i].type == EVENT_CIRCUIT && ev[i].data &&
+                    strcmp(ev[i].data->circuit.name, source) == 0 && n < max)
                         v[n++] = ev[i].data->circuit.state;
         events_release(ev, ne);
         return n;
@@ -1549,7 +1550,8 @@ static int circuit_events(const char *source)
         size_t n = events_of(NULL, ev);
         int k = 0;
         for (size_t i = 0; i < n; i++)
-                k += ev[i].type == EVENT_CIRCUIT && strcmp(ev[i].source, source) == 0;
+                k += ev[i].type == EVENT_CIRCUIT && ev[i].data &&
+                     strcmp(ev[i].data->circuit.name, source) == 0;
         events_release(ev, n);
         return k;
 }
