@@ -60,6 +60,8 @@ enum cluster_query {
         _Q_MAX
 };
 
+struct writegate;
+
 struct sq {
         sqlite3 *db;
         sqlite3_stmt *stmt[_Q_MAX]; /* prepared on first use, NULL before */
@@ -68,7 +70,9 @@ struct sq {
         ino_t ino;
         dev_t wal_dev; /* its write-ahead log's, 0 if none was seen */
         ino_t wal_ino;
-        bool detached; /* the log was moved aside (the file was replaced) */
+        bool detached;          /* the log was moved aside (the file was replaced) */
+        struct writegate *gate; /* this process's queue of the file's writers */
+        bool gated;             /* holding it: a write transaction is open */
 };
 
 /* An SQLite result code as -errno. */

@@ -45,6 +45,7 @@
 #include "common/log.h"
 #include "daemon/store_json.h"
 #include "daemon/store_sqlite-internal.h"
+#include "daemon/writegate.h"
 
 #define SQ_BUSY_TIMEOUT_MS 5000
 #define SQ_BUSY_RETRY_MS   10 /* between tries to turn a new file to WAL */
@@ -332,10 +333,33 @@ int sq_exec(struct sq *be, const char *sql) { return sq_error(sqlite3_exec(be->d
 
 bool sq_in_transaction(struct sq *be) { return !sqlite3_get_autocommit(be->db); }
 
+/* Leave the write gate once the transaction is over, however it ended
+ * (COMMIT, ROLLBACK, or SQLite's own rollback after an I/O error). */
+static void gate_sync(struct sq *be)
+{
+        if (be->gated && !sq_in_transaction(be)) {
+                be->gated = false;
+                writegate_leave(be->gate);
+        }
+}
+
+/* BEGIN IMMEDIATE behind this process's earlier writers of the file. */
+static int begin_write(struct sq *be)
+{
+        if (be->gate) {
+                if (writegate_enter(be->gate, SQ_BUSY_TIMEOUT_MS) < 0)
+                        return -EBUSY;
+                be->gated = true;
+        }
+        int r = sq_run(be, Q_BEGIN);
+        gate_sync(be);
+        return r;
+}
+
 int sq_op_begin(struct sq *be, bool *ret_own)
 {
         bool own = !sq_in_transaction(be);
-        int r = sq_run(be, own ? Q_BEGIN : Q_SAVEPOINT);
+        int r = own ? begin_write(be) : sq_run(be, Q_SAVEPOINT);
         if (r < 0)
                 return r;
         *ret_own = own;
@@ -348,11 +372,13 @@ int sq_op_end(struct sq *be, bool own, int r)
 {
         if (r == 0) {
                 r = sq_run(be, own ? Q_COMMIT : Q_RELEASE);
+                gate_sync(be);
                 if (r == 0)
                         return 0;
         }
         if (own) {
                 sq_run(be, Q_ROLLBACK);
+                gate_sync(be);
         } else {
                 sq_run(be, Q_ROLLBACK_TO);
                 sq_run(be, Q_RELEASE);
@@ -623,20 +649,24 @@ static int job_seq_of(struct sq *be, const char *id, int64_t *ret)
 static int sq_begin(void *p)
 {
         struct sq *be = p;
-        return sq_in_transaction(be) ? -EBUSY : sq_run(be, Q_BEGIN);
+        return sq_in_transaction(be) ? -EBUSY : begin_write(be);
 }
 
 static int sq_commit(void *p)
 {
         struct sq *be = p;
-        return sq_in_transaction(be) ? sq_run(be, Q_COMMIT) : -EINVAL;
+        int r = sq_in_transaction(be) ? sq_run(be, Q_COMMIT) : -EINVAL;
+        gate_sync(be);
+        return r;
 }
 
 /* Also fine when SQLite already rolled back on its own. */
 static int sq_rollback(void *p)
 {
         struct sq *be = p;
-        return sq_in_transaction(be) ? sq_run(be, Q_ROLLBACK) : 0;
+        int r = sq_in_transaction(be) ? sq_run(be, Q_ROLLBACK) : 0;
+        gate_sync(be);
+        return r;
 }
 
 /* JSON text of the job's list and options columns (NULL: none). */
@@ -1207,6 +1237,11 @@ static void sq_close(void *p)
                 return;
         for (int q = 0; q < _Q_MAX; q++)
                 sqlite3_finalize(be->stmt[q]);
+        if (be->db && sq_in_transaction(be))
+                sq_run(be, Q_ROLLBACK);
+        if (be->gated)
+                writegate_leave(be->gate);
+        writegate_put(be->gate);
         sqlite3_close_v2(be->db);
         free(be->path);
         free(be);
@@ -1284,6 +1319,9 @@ static int sq_open(const char *location, bool existing, void **ret_be)
                 goto fail;
         be->dev = sb.st_dev;
         be->ino = sb.st_ino;
+        r = writegate_get(be->dev, be->ino, &be->gate);
+        if (r < 0)
+                goto fail;
         if (wal_stat(be, &sb) == 0) { /* the reads above made it */
                 be->wal_dev = sb.st_dev;
                 be->wal_ino = sb.st_ino;
