@@ -17,6 +17,13 @@
 
 #define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 
+/* What the handlers read when the scheduler has published no snapshot
+ * yet (its first turn is still to come, or memory ran out): no sources,
+ * no counters, no nodes. */
+static const struct snapshot no_snapshot;
+
+static const struct snapshot *view(const struct snapshot *snap) { return snap ? snap : &no_snapshot; }
+
 /* The nodes sharing the job table: id, last heartbeat, leases held. */
 static json_t *nodes_json(const struct snapshot *snap)
 {
@@ -44,9 +51,9 @@ enum MHD_Result system_health(struct request *rq)
                        : json_pack("{s:s, s:s, s:s}", "status", "unavailable", "version", version, "reason",
                                    snap->store_error);
 
-        if (o && snap &&
-            json_object_update_new(o, json_pack("{s:s, s:o}", "node", snap->node ? snap->node : "", "nodes",
-                                                nodes_json(snap))) < 0) {
+        if (o && json_object_update_new(o, json_pack("{s:s, s:o}", "node",
+                                                     view(snap)->node ? view(snap)->node : "", "nodes",
+                                                     nodes_json(view(snap)))) < 0) {
                 json_decref(o);
                 o = NULL;
         }
@@ -210,7 +217,8 @@ static enum MHD_Result reply_stats(struct request *rq)
 
         if (r < 0)
                 return reply_store_error(rq, r, "job");
-        struct snapshot *snap = sched_snapshot(rq->h->sched);
+        struct snapshot *ref = sched_snapshot(rq->h->sched);
+        const struct snapshot *snap = view(ref);
         const struct src_counters *d = &snap->downloads;
         json_t *o =
                 json_pack("{s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o}", "uptime_s",
@@ -223,7 +231,7 @@ static enum MHD_Result reply_stats(struct request *rq)
                 json_decref(o);
                 o = NULL;
         }
-        snapshot_unref(snap);
+        snapshot_unref(ref);
         return reply_json(rq, 200, o);
 }
 
@@ -359,7 +367,7 @@ enum MHD_Result system_metrics(struct request *rq)
         struct snapshot *snap = sched_snapshot(rq->h->sched);
         FILE *f = open_memstream(&text, &len);
         if (f) {
-                metrics_write(f, counts, snap);
+                metrics_write(f, counts, view(snap));
                 fclose(f);
         }
         snapshot_unref(snap);

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 from harness import HERE, TINY_SIZE, TOP, first_line, median
-from workloads import (CLUSTER_JOBS, LATENCY_CONNS, LATENCY_PACE_S, LATENCY_TRANSFERS, SUBMIT_BEFORE_P50_MS,
+from workloads import (CLUSTER_JOBS, DRAIN_S, LATENCY_CONNS, LATENCY_PACE_S, LATENCY_TRANSFERS, SUBMIT_BEFORE_P50_MS,
                        SUBMIT_BEFORE_P99_MS, TRANSFER_TOOLS, WORKLOADS)
 
 
@@ -203,13 +203,13 @@ def details(L, R, cfg):
     if "submit" in R:
         L.append("**submit**, per run (each on a fresh daemon and STATE_DIR):\n")
         L.append("| clients | round | jobs/s | p50 ms | p99 ms | timeouts | jobs in the table by state | "
-                 "job table MiB |")
-        L.append("|---|---|---|---|---|---|---|---|")
+                 "job table MiB | then jobs done/s |")
+        L.append("|---|---|---|---|---|---|---|---|---|")
         for c in ("c1", "c16"):
             for i, w in enumerate(R["submit"][c]):
                 states = ", ".join(f"{k} {v:,}" for k, v in w["states"].items())
                 L.append(f"| {c[1:]} | {i + 1} | {w['rps']:.0f} | {w['p50_ms']:.2f} | {w['p99_ms']:.2f} | "
-                         f"{w['timeouts']} | {states} | {w['db_mib']:.1f} |")
+                         f"{w['timeouts']} | {states} | {w['db_mib']:.1f} | {w.get('drain_per_s', 0):.0f} |")
         L.append("")
     if "list" in R:
         r = R["list"]
@@ -315,7 +315,8 @@ def method(L, R, cfg):
   errors other than timeouts. 1 client is `wrk -t1 -c1` (wrk needs a thread per connection), 16 clients
   `wrk -t2 -c16`; each run on a fresh daemon and STATE_DIR: {cfg['warm_s']} s of the same load as warm-up,
   `sync`, then {cfg['seconds']} s measured with --latency; the order of the two alternates per round. After a run
-  the table must hold at least every job answered 201. hauld answers a POST only once its job is durable (group
+  the table must hold at least every job answered 201; then, with no more submissions, the jobs finished
+  over {DRAIN_S} s give the rate at which queued jobs run ("then jobs done/s"). hauld answers a POST only once its job is durable (group
   commit). The 1-client latency is compared with {SUBMIT_BEFORE_P50_MS} / {SUBMIT_BEFORE_P99_MS} ms (p50 / p99), measured
   before the read side and group commit by 2,000 sequential POSTs on one keep-alive Python http.client
   connection (a client that adds ~0.1 ms of its own that wrk does not).

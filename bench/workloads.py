@@ -32,6 +32,7 @@ LATENCY_TRANSFERS = 16
 LATENCY_PACE_S = 0.005  # the paced client sends one GET every 5 ms
 LATENCY_CONNS = 4  # wrk's connections in the latency workload
 WARM_S = 2  # untimed wrk run before each measured one
+DRAIN_S = 5  # after a submit run: jobs done per second over this long
 # where --perf can record (cluster runs several daemons at once)
 PERF_WORKLOADS = tuple(w for w in WORKLOADS if w != "cluster")
 
@@ -178,6 +179,10 @@ def submit_run(a, nginx, fs, conns, r, lua):
             w = wrk(a.tools["wrk"], url, a.cfg["seconds"], conns, 2, lua)
         w["states"] = {k: v for k, v in h.get_json("/v1/stats")["jobs"].items() if v}
         w["jobs"] = sum(w["states"].values())
+        # how fast the queued jobs run once the submissions stop
+        time.sleep(DRAIN_S)
+        done = sum(v for k, v in h.get_json("/v1/stats")["jobs"].items() if k not in ("queued", "running"))
+        w["drain_per_s"] = (done - sum(v for k, v in w["states"].items() if k not in ("queued", "running"))) / DRAIN_S
         if w["jobs"] < warm["requests"] + w["requests"]:
             raise RuntimeError(f"submit: {warm['requests'] + w['requests']} answered 201 but the table holds "
                                f"{w['jobs']} jobs")
@@ -187,7 +192,8 @@ def submit_run(a, nginx, fs, conns, r, lua):
         h.stop()
         drop(sd, sd + ".log")
     log(f"submit round {r + 1} c{conns:<2d} {w['rps']:9.0f} jobs/s  p50 {w['p50_ms']:.2f} ms  "
-        f"p99 {w['p99_ms']:.2f} ms  ({w['jobs']} jobs in the table, {w['db_mib']:.1f} MiB)")
+        f"p99 {w['p99_ms']:.2f} ms  ({w['jobs']} jobs in the table, {w['db_mib']:.1f} MiB; then "
+        f"{w['drain_per_s']:.0f} jobs/s done)")
     return w
 
 

@@ -457,6 +457,10 @@ static void show_sources(const json_t *job)
         printf("\n");
         table_print(t, stdout);
         table_free(t);
+        int64_t more = ctl_int(job, "per_source_total") - (int64_t)json_array_size(per);
+        if (more > 0)
+                printf("... and %lld more (GET /v1/jobs/%s/sources lists them all)\n", (long long)more,
+                       ctl_str(job, "id"));
 }
 
 static void show_line(const char *key, const char *value)

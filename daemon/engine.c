@@ -535,9 +535,10 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
         if (o->min_speed > 0 && now - x->window_ms >= x->stall_ms) {
                 int64_t speed = (int64_t)(dlnow - x->window_bytes) * 1000 / (now - x->window_ms);
                 if (speed < o->min_speed)
-                        return xfer_abort_with(x, RC_STALLED,
-                                               "%lld B/s over %.1f s, below MIN_DOWNLOAD_SPEED",
-                                               (long long)speed, (double)(now - x->window_ms) / 1000.0);
+                        return xfer_abort_with(
+                                x, RC_STALLED,
+                                "%lld B/s over %.1f s (STALL_TIMEOUT), below MIN_DOWNLOAD_SPEED",
+                                (long long)speed, (double)(now - x->window_ms) / 1000.0);
                 x->window_ms = now;
                 x->window_bytes = dlnow;
         }
@@ -909,6 +910,9 @@ static void finish(struct engine *e, struct xfer *x, CURLcode cc)
                          : x->blocked         ? "address not allowed (ALLOW_PRIVATE_ADDRESSES=false)"
                          : x->errbuf[0]       ? x->errbuf
                                               : curl_easy_strerror(cc));
+                if (cc == CURLE_OPERATION_TIMEDOUT && x->abort_rc == RC_OK) /* the connect timeout */
+                        snprintf(res.message + strlen(res.message),
+                                 sizeof(res.message) - strlen(res.message), " (REQUEST_TIMEOUT)");
         } else if (res.http_status == 416 && x->resume_from > 0) {
                 drop_part(x); /* the part no longer fits the resource: the next attempt starts over */
                 res.rc = RC_TRUNCATED;

@@ -740,6 +740,8 @@
       el('td', { 'data-label': 'Error' }, s.error && s.error.code ? el('span', {}, el('span', { class: 'err-code', text: s.error.code }), ' ', s.error.message || '') : '',
         s.listing ? el('span', { class: 'err-text', text: 'listing: ' + s.listing + (s.pages ? ' after ' + plural(s.pages, 'page') : '') }) : ''))));
     if (!tb.children.length) tb.append(el('tr', { class: 'empty' }, el('td', { colspan: '8', text: 'No source yet.' })));
+    const more = (j.per_source_total || 0) - (j.per_source || []).length;
+    if (more > 0) tb.append(el('tr', { class: 'empty' }, el('td', { colspan: '8', text: 'and ' + plural(more, 'more source') + ' (GET /v1/jobs/' + j.id + '/sources lists them all)' })));
     $('archive').hidden = !(j.progress && j.progress.succeeded > 0);
   }
 

@@ -262,6 +262,19 @@ class Listing(CliTestCase):
         self.assertEqual(bad[:2], ["1", "failed"])
         self.assertIn("http_4xx", bad)
 
+    def test_show_says_how_many_sources_are_not_shown(self):
+        # the job object carries the first 100 per_source entries; show
+        # says how many more there are and where to read them
+        urls = [{"url": self.origin.url("/gone%d" % i, status=404), "source": "lbl-%03d" % i} for i in range(103)]
+        job = self.run_job({"urls": urls}, timeout=60)
+        out = self.assert_exit(self.ctl("show", job["id"]), 0).stdout
+        self.assertIn("lbl-099", out)
+        self.assertNotIn("lbl-100", out)
+        self.assertRegex(out, r"(?m)^\.\.\. and 3 more \(GET /v1/jobs/%s/sources lists them all\)$" % job["id"])
+        # no such line when every source is shown
+        small = self.run_job({"urls": urls[:2]})
+        self.assertNotIn("more (GET", self.assert_exit(self.ctl("show", small["id"]), 0).stdout)
+
     def test_not_found_exits_4(self):
         missing = "01KB0000000000000000000000"
         for args in (("show", missing), ("items", missing), ("cancel", missing), ("retry", missing),

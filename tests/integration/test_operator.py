@@ -195,7 +195,7 @@ class JobLines(OperatorCase):
         log.one(self, p + re.escape("TIMEOUT %s: no data for " % slow) + r"1\.\d s \(REQUEST_TIMEOUT\)$",
                 level="warning")
         log.one(self, p + re.escape("RETRY Attempt 2/4 for %s after 0.5s (timeout: no data for " % slow))
-        log.one(self, p + re.escape("TIMEOUT %s: " % drip) + r"\d+ B/s over 2\.\d s, below MIN_DOWNLOAD_SPEED$",
+        log.one(self, p + re.escape("TIMEOUT %s: " % drip) + r"\d+ B/s over 2\.\d s \(STALL_TIMEOUT\), below MIN_DOWNLOAD_SPEED$",
                 level="warning")
         log.one(self, p + re.escape("RETRY Attempt 2/4 for %s after 0.5s (stalled: " % drip))
         for url in (ok, flaky, slow, drip, vid):
