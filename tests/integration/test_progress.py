@@ -116,7 +116,9 @@ class LiveProgress(ProgressCase):
             self.assertIsInstance(item["speed_bps"], int)
             self.assertEqual(p["bytes_expected"], SLOW, p)
             self.assertLessEqual(p["bytes"], SLOW)
-            self.assertEqual(p["bytes"], item["bytes"], "one item: the job's bytes are its bytes")
+            # one item: the job's bytes are its bytes; the items are read
+            # after the job, by a request of their own, so they may be ahead
+            self.assertLessEqual(p["bytes"], item["bytes"], "one item: the job's bytes are its bytes")
         # speed and eta once the transfer has run a while
         _, j, item = samples[-1]
         self.assertGreater(item["speed_bps"], DRIP / 4, item)
