@@ -365,22 +365,47 @@ enum MHD_Result jobs_create(struct request *rq)
 
 /* ---- GET /v1/jobs, GET /v1/jobs/{id}, GET /v1/jobs/{id}/items ---------------------------- */
 
-/* The text of one listed job: the cached one when it is of this very
- * finish (a job retried and finished again since has another). */
-static struct jobcache_text *listed_text(struct httpd *h, uint64_t stamp, const struct job *j,
+/* The cached texts of the listed jobs the store left as stubs, in the
+ * order it listed them: taken while it reads the rows (job_filter.known),
+ * so that a text evicted in between is never needed again. */
+struct listed {
+        struct httpd *h;
+        struct jobcache_text *t[JOBS_LIMIT_MAX];
+        size_t n, used;
+};
+
+/* job_filter.known: a terminal job whose text of this very finish is
+ * cached (a job retried and finished again since has another). */
+static bool listed_known(const char *id, int64_t finished_at, void *ud)
+{
+        struct listed *l = ud;
+        struct jobcache_text *t;
+
+        if (l->n == JOBS_LIMIT_MAX || !(t = jobcache_get_finished(l->h->jobs, id, finished_at)))
+                return false;
+        l->t[l->n++] = t;
+        return true;
+}
+
+/* The text of one listed job: taken at the listing for a stub, else
+ * rendered now. */
+static struct jobcache_text *listed_text(struct listed *l, uint64_t stamp, const struct job *j,
                                          struct circuits *c)
 {
-        struct jobcache_text *t = NULL;
-        if (h->jobs && job_state_is_terminal(j->state))
-                t = jobcache_get_finished(h->jobs, j->id, j->finished_at);
-        return t ? t : job_text(h, stamp, j, c);
+        if (!j->stub)
+                return job_text(l->h, stamp, j, c);
+        if (l->used == l->n)
+                return NULL; /* cannot be: a stub for each text taken */
+        struct jobcache_text *t = l->t[l->used];
+        l->t[l->used++] = NULL;
+        return t;
 }
 
 /* {"jobs":[...],"next_cursor":...} as json_dumps would write it, from the
  * jobs' texts; NULL: no memory. */
-static char *jobs_text(struct httpd *h, uint64_t stamp, struct job **jobs, size_t n, int64_t next)
+static char *jobs_text(struct listed *l, uint64_t stamp, struct job **jobs, size_t n, int64_t next)
 {
-        struct circuits c = {.h = h};
+        struct circuits c = {.h = l->h};
         char *text = NULL;
         size_t len = 0;
         bool ok = true;
@@ -390,7 +415,7 @@ static char *jobs_text(struct httpd *h, uint64_t stamp, struct job **jobs, size_
                 return NULL;
         fputs("{\"jobs\":[", f);
         for (size_t i = 0; ok && i < n; i++) {
-                struct jobcache_text *t = listed_text(h, stamp, jobs[i], &c);
+                struct jobcache_text *t = listed_text(l, stamp, jobs[i], &c);
                 ok = t && (i == 0 || fputc(',', f) != EOF) && fwrite(t->text, 1, t->len, f) == t->len;
                 jobcache_text_unref(t);
         }
@@ -406,6 +431,12 @@ static char *jobs_text(struct httpd *h, uint64_t stamp, struct job **jobs, size_
                 return NULL;
         }
         return text;
+}
+
+static void listed_release(struct listed *l)
+{
+        for (size_t i = 0; i < l->n; i++)
+                jobcache_text_unref(l->t[i]);
 }
 
 enum MHD_Result jobs_list(struct request *rq)
@@ -429,15 +460,23 @@ enum MHD_Result jobs_list(struct request *rq)
                                   JOB_LABEL_MAX);
                 return reply_problem(rq, 400, errors, "invalid query parameters");
         }
+        struct listed *l = calloc(1, sizeof(*l));
+        if (!l)
+                return reply_problem(rq, 500, NULL, "out of memory");
+        l->h = rq->h;
         struct job_filter f = {.states = pg.states,
                                .limit = pg.limit,
                                .before_seq = pg.cursor < 0 ? 0 : pg.cursor,
-                               .label = label};
+                               .label = label,
+                               .known = rq->h->jobs ? listed_known : NULL,
+                               .known_ud = l};
         uint64_t stamp = rq->h->jobs ? jobcache_stamp(rq->h->jobs) : 0;
         r = store_job_list(s, &f, &jobs, &n, &next);
+        char *text = r < 0 ? NULL : jobs_text(l, stamp, jobs, n, next);
+        listed_release(l);
+        free(l);
         if (r < 0)
                 return reply_store_error(rq, r, "job");
-        char *text = jobs_text(rq->h, stamp, jobs, n, next);
         jobs_free(jobs, n);
         if (!text)
                 return reply_problem(rq, 500, NULL, "out of memory");

@@ -113,6 +113,7 @@ struct job {
         char id[JOB_ID_LEN + 1];
         int64_t seq; /* store order; cursor material; 0 before insert */
         enum job_state state;
+        bool stub;      /* from a store listing: only id, seq, state and finished_at (job_filter.known) */
         char *query;    /* NULL for URL-only jobs */
         char **sources; /* query sources */
         size_t nsources;

@@ -51,6 +51,12 @@ struct job_filter {
         int limit;          /* 1..500 */
         int64_t before_seq; /* cursor: only jobs with seq < before_seq; 0: from newest */
         const char *label;  /* only jobs with exactly this label; NULL: any */
+        /* When set and true for a terminal job (its id and finished_at),
+         * the job comes back as a stub: seq, id, state and finished_at
+         * only (job.stub), its other columns not decoded. For a caller
+         * that keeps the rendered text of finished jobs. */
+        bool (*known)(const char *id, int64_t finished_at, void *ud);
+        void *known_ud;
 };
 
 struct item_filter {

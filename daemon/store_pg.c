@@ -425,7 +425,7 @@ static bool pg_in_batch(void *p) { return ((struct pg *)p)->batch; }
 
 /* ---- jobs ---- */
 
-static int job_read(const PGresult *res, int row, struct job **ret)
+static int job_read(const PGresult *res, int row, const struct job_filter *f, struct job **ret)
 {
         struct job *j = calloc(1, sizeof(*j));
         const char *id = PQgetvalue(res, row, JC_ID);
@@ -441,6 +441,14 @@ static int job_read(const PGresult *res, int row, struct job **ret)
         }
         j->state = r;
         strcpy(j->id, id);
+        if (f && f->known && job_state_is_terminal(j->state) &&
+            f->known(j->id, pg_i64(res, row, JC_FINISHED), f->known_ud)) {
+                j->stub = true;
+                j->seq = pg_i64(res, row, JC_SEQ);
+                j->finished_at = pg_i64(res, row, JC_FINISHED);
+                *ret = j;
+                return 0;
+        }
         j->seq = pg_i64(res, row, JC_SEQ);
         j->max = (int)pg_i64(res, row, JC_MAX);
         j->timeout = strtod(PQgetvalue(res, row, JC_TIMEOUT), NULL);
@@ -663,7 +671,7 @@ static int job_select(struct pg *be, enum pg_query q, const char *key, struct jo
         if (PQntuples(res) == 0)
                 r = -ENOENT;
         else if (ret_job)
-                r = job_read(res, 0, ret_job);
+                r = job_read(res, 0, NULL, ret_job);
         else
                 *ret_seq = pg_i64(res, 0, 0);
         PQclear(res);
@@ -749,7 +757,7 @@ static int pg_job_list(void *vbe, const struct job_filter *f, struct job ***ret,
                         next = jobs[n - 1]->seq;
                         break;
                 }
-                r = job_read(res, i, &jobs[n]);
+                r = job_read(res, i, f, &jobs[n]);
                 if (r == 0)
                         n++;
         }

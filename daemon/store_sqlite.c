@@ -420,7 +420,7 @@ const char *sq_col_text(sqlite3_stmt *st, int i)
 
 /* Jobs: rows to structs and back. */
 
-static int job_read(sqlite3_stmt *st, struct job **ret)
+static int job_read(sqlite3_stmt *st, const struct job_filter *f, struct job **ret)
 {
         struct job *j = calloc(1, sizeof(*j));
         const char *id = sq_col_text(st, JC_ID);
@@ -436,6 +436,14 @@ static int job_read(sqlite3_stmt *st, struct job **ret)
         }
         j->state = r;
         strcpy(j->id, id);
+        if (f && f->known && job_state_is_terminal(j->state) &&
+            f->known(j->id, sqlite3_column_int64(st, JC_FINISHED), f->known_ud)) {
+                j->stub = true;
+                j->seq = sqlite3_column_int64(st, JC_SEQ);
+                j->finished_at = sqlite3_column_int64(st, JC_FINISHED);
+                *ret = j;
+                return 0;
+        }
         j->seq = sqlite3_column_int64(st, JC_SEQ);
         j->max = sqlite3_column_int(st, JC_MAX);
         j->timeout = sqlite3_column_double(st, JC_TIMEOUT);
@@ -631,7 +639,7 @@ static int job_select(struct sq *be, enum query q, const char *key, struct job *
         else if (rc != SQLITE_ROW)
                 r = sq_error(rc);
         else if (ret_job)
-                r = job_read(st, ret_job);
+                r = job_read(st, NULL, ret_job);
         else
                 *ret_seq = sqlite3_column_int64(st, 0);
 out:
@@ -809,7 +817,7 @@ static int sq_job_list(void *p, const struct job_filter *f, struct job ***ret, s
                         next = jobs[n - 1]->seq;
                         break;
                 }
-                r = job_read(st, &jobs[n]);
+                r = job_read(st, f, &jobs[n]);
                 if (r == 0)
                         n++;
         }

@@ -2,6 +2,7 @@
 restarts, listing and paging, and the daemon's own limits."""
 
 import os
+import time
 import urllib.parse
 
 import hauldtest
@@ -187,6 +188,28 @@ class Listing(hauldtest.HauldTestCase):
         self.assert_problem(self.daemon.get("/v1/jobs?cursor=%%%"), 400)
         self.assert_problem(self.daemon.get("/v1/jobs/NOPE"), 404)
         self.assert_problem(self.daemon.get("/v1/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV"), 404)
+
+    def test_list_shows_each_job_as_get_does_also_after_a_retry(self):
+        # a listing answers finished jobs from the texts it keeps; a job
+        # retried and finished again must show its new end there too
+        ok = self.run_job({"urls": [self.file_url("l.png")]})
+        bad = self.run_job({"urls": [self.origin.url("/gone", status=404)]})
+        for _ in range(2):  # the second listing reads the kept texts
+            st, _h, data = self.daemon.get("/v1/jobs?limit=10")
+            self.assertEqual(st, 200)
+            listed = {j["id"]: j for j in data["jobs"]}
+            self.assertEqual(listed[ok["id"]], self.daemon.get_job(ok["id"]))
+            self.assertEqual(listed[bad["id"]], self.daemon.get_job(bad["id"]))
+        first_end = listed[bad["id"]]["finished_at"]
+        time.sleep(0.01)  # finished_at has millisecond steps
+        st, _h, _data = self.daemon.post("/v1/jobs/%s/retry" % bad["id"])
+        self.assertIn(st, (200, 202))
+        again = self.daemon.wait_job(bad["id"])
+        self.assertNotEqual(again["finished_at"], first_end)
+        st, _h, data = self.daemon.get("/v1/jobs?limit=10")
+        listed = {j["id"]: j for j in data["jobs"]}
+        self.assertEqual(listed[bad["id"]], again)
+        self.assertEqual(listed[bad["id"]], self.daemon.get_job(bad["id"]))
 
     def test_items_paging(self):
         urls = [self.origin.url("/p%d" % i, status=404) for i in range(25)]
