@@ -257,6 +257,7 @@ def perf_record(a, workload, label, pid):
     if a.perf != workload:
         yield
         return
+    os.makedirs(a.perf_dir, exist_ok=True)
     out = os.path.join(a.perf_dir, f"perf-{label}.data")
     errf = os.path.join(a.perf_dir, f"perf-{label}.log")
     with open(errf, "w") as err:

@@ -16,6 +16,7 @@ import hauldtest
 from hauldtest import body_for, etag_for
 
 DRIP = 100000       # bytes per second the origin sends a slow file at
+VALIDATOR_XATTR = "user.hauld.validator"
 SLOW = 600000       # a file of about 6 s at DRIP
 BIG = 1000000       # the file interrupted in the resume and pause tests
 BIG_DRIP = 150000
@@ -233,6 +234,24 @@ class Resume(ProgressCase):
         self.assertEqual(job["progress"]["bytes"], BIG)
         self.assertEqual(self.part_size(job_id), 0, "a part file stayed")
         self.assertEqual(item["resumed_from"], part, item)
+        self.assertNotIn(VALIDATOR_XATTR, os.listxattr(self.item_path(item)))
+
+    def test_the_validator_is_kept_with_a_part_and_never_with_a_file(self):
+        # a body in progress has its validator beside it (what a later start
+        # resumes by); a file, small or large, keeps none
+        job_id, _path = self.start_big("v.png")
+        d = self.source_dir(job_id)
+        parts = [n for n in os.listdir(d) if n.endswith(".part")]
+        self.assertEqual(len(parts), 1, parts)
+        self.assertEqual(os.getxattr(os.path.join(d, parts[0]), VALIDATOR_XATTR).decode(),
+                         etag_for("v.png", BIG))
+        job = self.daemon.wait_job(job_id, timeout=30)
+        self.assertEqual(job["state"], "succeeded", job)
+        small = self.run_job({"urls": [self.file_url("s.png", size=4096)]})
+        for jid in (job_id, small["id"]):
+            (item,) = self.items(jid)
+            self.assertEqual(item["state"], "succeeded", item)
+            self.assertNotIn(VALIDATOR_XATTR, os.listxattr(self.item_path(item)), item)
 
     def interrupt(self, kill):
         job_id, path = self.start_big("big.png")
