@@ -129,8 +129,8 @@ struct xfer {
         size_t mem_len, mem_cap;
         struct curl_slist *headers;
         struct sha256 *sha;                      /* of the body so far */
-        bool validator_set; /* write_validator() ran for this part */
-        bool complete;      /* the body ended well: no validator needed any more */
+        bool validator_set;                      /* write_validator() ran for this part */
+        bool complete;                           /* the body ended well: no validator needed any more */
         unsigned char head[CONTENT_SNIFF_BYTES]; /* first bytes, until sniffed */
         size_t head_len;
         bool sniffed;
