@@ -1245,12 +1245,10 @@ static void sq_close(void *p)
                 return;
         for (int q = 0; q < _Q_MAX; q++)
                 sqlite3_finalize(be->stmt[q]);
-        if (be->db && sq_in_transaction(be))
-                sq_run(be, Q_ROLLBACK);
+        sqlite3_close_v2(be->db); /* rolls back a transaction left open */
         if (be->gated)
                 writegate_leave(be->gate);
         writegate_put(be->gate);
-        sqlite3_close_v2(be->db);
         free(be->path);
         free(be);
 }
