@@ -123,9 +123,10 @@ static const char *const migrations[] = {
         "CREATE INDEX jobs_label ON jobs (label, seq);",
         /* 5: per_source in two parts: the head (per_source) is read with the
          * job, the rest only when asked for; rows from before keep all of it
-         * in the head and a NULL total */
-        "ALTER TABLE jobs ADD COLUMN per_source_rest TEXT;" /* JSON array; NULL: none */
-        "ALTER TABLE jobs ADD COLUMN per_source_total INTEGER;",
+         * in the head and a NULL total; per_source_rest is a JSON array,
+         * NULL for none */
+        ("ALTER TABLE jobs ADD COLUMN per_source_rest TEXT;"
+         "ALTER TABLE jobs ADD COLUMN per_source_total INTEGER;"),
 };
 #define SCHEMA_VERSION ((int64_t)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -174,6 +174,25 @@ START_TEST(test_store_writers_take_turns)
 }
 END_TEST
 
+START_TEST(test_store_closed_in_a_transaction_lets_the_next_writer_in)
+{
+        char *dir = testutil_tmpdir(), *url = NULL;
+        struct store *a, *b;
+
+        ck_assert_ptr_nonnull(dir);
+        ck_assert_int_ge(asprintf(&url, "sqlite:%s/jobs.db", dir), 0);
+        ck_assert_int_eq(store_open(url, &b), 0);
+        ck_assert_int_eq(store_open_existing(url, &a), 0);
+        ck_assert_int_eq(store_begin(a), 0);
+        store_close(a); /* its transaction rolled back, its place at the gate given up */
+        ck_assert_int_eq(store_begin(b), 0);
+        ck_assert_int_eq(store_commit(b), 0);
+        store_close(b);
+        free(url);
+        testutil_rmtree(dir);
+}
+END_TEST
+
 static Suite *writegate_suite(void)
 {
         Suite *s = suite_create("writegate");
@@ -183,6 +202,7 @@ static Suite *writegate_suite(void)
         tcase_add_test(tc, test_timeout_holds_nothing);
         tcase_add_test(tc, test_first_come_first_served);
         tcase_add_test(tc, test_store_writers_take_turns);
+        tcase_add_test(tc, test_store_closed_in_a_transaction_lets_the_next_writer_in);
         suite_add_tcase(s, tc);
         return s;
 }
