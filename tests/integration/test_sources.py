@@ -119,7 +119,19 @@ class QueryJobs(hauldtest.HauldTestCase):
         job = d.wait_job(job["id"], timeout=30)
         self.assertEqual(job["state"], "succeeded", job)
         self.assertEqual(job["progress"]["succeeded"], 8)
-        self.assertEqual(job["progress"]["failed"], 5)
+        # the job ends once max is reached: each dead candidate either
+        # failed on its 404 or was still waiting then (skipped max_reached),
+        # depending on how fast good's files came in
+        dead = [it for it in self.items(job["id"], daemon=d) if "/dead" in it["url"]]
+        self.assertEqual(len(dead), 5)
+        for it in dead:
+            if it["state"] == "failed":
+                self.assert_item_error(it, "http_4xx")
+            else:
+                self.assert_item_error(it, "max_reached", state="skipped")
+        self.assertEqual(job["progress"]["failed"], sum(it["state"] == "failed" for it in dead))
+        self.assertTrue(all("/dead" not in it["url"] for it in self.items(job["id"], daemon=d)
+                            if it["state"] == "succeeded"))
 
     def test_paging_until_empty_page(self):
         self.search.total = 7
