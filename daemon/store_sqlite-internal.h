@@ -98,6 +98,9 @@ int sq_op_end(struct sq *be, bool own, int r);
 int sq_bind_str(sqlite3_stmt *st, int i, const char *s);
 int sq_bind_time(sqlite3_stmt *st, int i, int64_t ms); /* 0: NULL */
 int sq_bind_failed(int rc);                            /* the OR of bind codes as -errno */
+/* Bind key to ?1 of st and step it once: 0 with st on its row, -ENOENT
+ * when there is none, else -errno. The caller calls sq_stmt_done(st). */
+int sq_stmt_row(sqlite3_stmt *st, const char *key);
 
 /* Reading: a NULL column is a NULL string; *oom notes a failed copy. */
 char *sq_col_str(sqlite3_stmt *st, int i, bool *oom);

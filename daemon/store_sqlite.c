@@ -623,27 +623,27 @@ static int items_insert(struct sq *be, int64_t job_seq, const struct item *items
 }
 
 /* Look up by a text key and read at most one row: a job, or its seq. */
+int sq_stmt_row(sqlite3_stmt *st, const char *key)
+{
+        int r = sq_bind_failed(sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC));
+        if (r < 0)
+                return r;
+        int rc = sqlite3_step(st);
+        return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : sq_error(rc);
+}
+
 static int job_select(struct sq *be, enum query q, const char *key, struct job **ret_job, int64_t *ret_seq)
 {
         sqlite3_stmt *st = NULL;
-        int r, rc;
+        int r = sq_stmt(be, q, &st);
 
-        r = sq_stmt(be, q, &st);
         if (r < 0)
                 return r;
-        r = sq_bind_failed(sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC));
-        if (r < 0)
-                goto out;
-        rc = sqlite3_step(st);
-        if (rc == SQLITE_DONE)
-                r = -ENOENT;
-        else if (rc != SQLITE_ROW)
-                r = sq_error(rc);
-        else if (ret_job)
+        r = sq_stmt_row(st, key);
+        if (r == 0 && ret_job)
                 r = job_read(st, NULL, ret_job);
-        else
+        else if (r == 0)
                 *ret_seq = sqlite3_column_int64(st, 0);
-out:
         sq_stmt_done(st);
         return r;
 }
@@ -761,16 +761,11 @@ static int sq_job_per_source(void *p, const char *id, struct job_source **ret, s
 {
         struct sq *be = p;
         sqlite3_stmt *st = NULL;
-        int r, rc;
+        int r = sq_stmt(be, Q_JOB_PER_SOURCE, &st);
 
-        r = sq_stmt(be, Q_JOB_PER_SOURCE, &st);
         if (r < 0)
                 return r;
-        r = sq_bind_failed(sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC));
-        if (r == 0) {
-                rc = sqlite3_step(st);
-                r = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : sq_error(rc);
-        }
+        r = sq_stmt_row(st, id);
         if (r == 0)
                 r = store_json_decode_per_source_parts((const char *)sqlite3_column_text(st, 0),
                                                        (const char *)sqlite3_column_text(st, 1), ret, ret_n);

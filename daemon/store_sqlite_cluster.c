@@ -452,16 +452,11 @@ int sq_circuit_list(void *p, int64_t changed_since_ms, struct store_circuit **re
 static int circuit_exists(struct sq *be, const char *source)
 {
         sqlite3_stmt *st = NULL;
-        int r, rc;
+        int r = cl_stmt(be, QC_CIRCUIT_EXISTS, &st);
 
-        r = cl_stmt(be, QC_CIRCUIT_EXISTS, &st);
         if (r < 0)
                 return r;
-        r = sq_bind_failed(sqlite3_bind_text(st, 1, source, -1, SQLITE_STATIC));
-        if (r == 0) {
-                rc = sqlite3_step(st);
-                r = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : sq_error(rc);
-        }
+        r = sq_stmt_row(st, source);
         sq_stmt_done(st);
         return r;
 }
