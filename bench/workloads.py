@@ -511,20 +511,6 @@ def jobs_workload(a, tmp, small_n, big_n, list_n):
 CLUSTER_JOBS = 30  # the files are split into this many jobs: a job runs on one node
 
 
-def cluster_files(www, count, size):
-    os.makedirs(www, exist_ok=True)
-    rnd = os.urandom(size)
-    names = []
-    for i in range(count):
-        fn = f"c{i:05d}.png"
-        names.append(fn)
-        k = (i * 7919) % size
-        with open(os.path.join(www, fn), "wb") as f:
-            f.write(png_bytes(i, size, rnd[k:] + rnd[:k]))
-    subprocess.run(["cat"] + [os.path.join(www, fn) for fn in names], stdout=subprocess.DEVNULL)
-    return names
-
-
 def cluster_run(a, pg, out, urls, nodes, size):
     """Start `nodes` daemons (PostgreSQL when pg, else one on SQLite), POST
     the URLs as CLUSTER_JOBS jobs to the nodes in turn, poll GET /v1/stats
@@ -581,9 +567,7 @@ def cluster_run(a, pg, out, urls, nodes, size):
 
 
 def cluster_workload(a, nginx, tmp, count, size, rounds, nodes=3):
-    www = os.path.join(tmp, "www", "cluster")
-    log(f"cluster: generating {count} x {size} bytes")
-    names = cluster_files(www, count, size)
+    names = transfer_files(os.path.join(tmp, "www"), "cluster", count, size)
     urls = [nginx.url(f"cluster/{fn}") for fn in names]
     pg = Postgres(tmp)
     res = {"sqlite1": [], "pg1": [], f"pg{nodes}": [], "cpu": {}, "spread": [], "wait_ms": [], "nodes": nodes}
@@ -613,7 +597,7 @@ def cluster_workload(a, nginx, tmp, count, size, rounds, nodes=3):
         pg.stop()
         drop(*kept)
         fs.__exit__(None, None, None)
-        rmtree(www)
+        rmtree(os.path.join(tmp, "www", "cluster"))
     return res
 
 
