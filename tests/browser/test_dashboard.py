@@ -176,11 +176,7 @@ class DashboardCase(hauldtest.HauldTestCase):
                 "&page_size={per_page}",
                 "per_page": 20, "items": "/results", "url": "/url", "total": "/result_count"})
         if self.token:
-            path = os.path.join(d.tmp, "api-token")
-            with open(path, "w") as f:
-                f.write(self.token + "\n")
-            os.chmod(path, 0o600)
-            d.env_overrides["API_TOKEN_FILE"] = path
+            d.use_token(self.token)
         return d.start()
 
     def allow(self, status, path=r".*"):

@@ -191,6 +191,16 @@ class Daemon:
                 env[k] = str(v)
         return env
 
+    def use_token(self, token):
+        """API_TOKEN_FILE: a 0600 file in this daemon's temp dir holding
+        token (before start); returns its path."""
+        path = os.path.join(self.tmp, "api-token")
+        with open(path, "w") as f:
+            f.write(token + "\n")
+        os.chmod(path, 0o600)
+        self.env_overrides["API_TOKEN_FILE"] = path
+        return path
+
     def write_source(self, name, spec):
         """SOURCES_DIR/NAME.json (before start, or followed by reload())."""
         spec = dict(spec)
@@ -533,11 +543,14 @@ class HauldTestCase(unittest.TestCase):
         self.addCleanup(self.origin.stop)
         self.daemon = self.new_daemon(self.daemon_env) if self.start_daemon else None
 
-    def new_daemon(self, env=None, **kw):
-        """Another daemon, stopped after the test and logged on failure."""
+    def new_daemon(self, env=None, token=None, **kw):
+        """Another daemon, stopped after the test and logged on failure;
+        with token, it asks for that API token (Daemon.use_token)."""
         d = Daemon(env, start=False, **kw)
         self._daemons.append(d)
         self.addCleanup(d.stop)
+        if token:
+            d.use_token(token)
         d.start()
         return d
 

@@ -3,7 +3,6 @@ statuses, the live event streams, connection limits, SSRF refusals and
 metrics. Paging and most body validation live in test_jobs.py."""
 
 import json
-import os
 import resource
 import socket
 import threading
@@ -40,15 +39,7 @@ def raw_request(port, data, timeout=5.0):
 class Guards(hauldtest.HauldTestCase):
     def token_daemon(self, env=None):
         """A daemon whose API_TOKEN_FILE is a file in its own temp dir."""
-        d = hauldtest.Daemon(env, start=False)
-        self._daemons.append(d)
-        self.addCleanup(d.stop)
-        path = os.path.join(d.tmp, "api-token")
-        with open(path, "w") as f:
-            f.write(TOKEN + "\n")
-        os.chmod(path, 0o600)
-        d.env_overrides["API_TOKEN_FILE"] = path
-        return d.start()
+        return self.new_daemon(env, token=TOKEN)
 
     def test_token_required_except_health(self):
         d = self.token_daemon()

@@ -635,11 +635,8 @@ class Token(CliTestCase):
 
     def setUp(self):
         super().setUp()
-        self.token_path = os.path.join(self.cwd, "token")
-        with open(self.token_path, "w") as f:
-            f.write(TOKEN + "\n")
-        os.chmod(self.token_path, 0o600)
-        self.daemon = self.new_daemon({"API_TOKEN_FILE": self.token_path})
+        self.daemon = self.new_daemon(token=TOKEN)
+        self.token_path = self.daemon.env_overrides["API_TOKEN_FILE"]
 
     def write(self, name, data, mode="w"):
         path = os.path.join(self.cwd, name)

@@ -10,9 +10,7 @@ import json
 import os
 import re
 import resource
-import shutil
 import socket
-import tempfile
 import urllib.parse
 
 import contract
@@ -309,13 +307,7 @@ class Unauthorized(hauldtest.HauldTestCase):
 
     def setUp(self):
         super().setUp()
-        tmp = tempfile.mkdtemp(prefix="hauld-contract-")
-        self.addCleanup(shutil.rmtree, tmp, True)
-        path = os.path.join(tmp, "token")
-        with open(path, "w") as f:
-            f.write(TOKEN + "\n")
-        os.chmod(path, 0o600)
-        self.daemon = self.new_daemon({"API_TOKEN_FILE": path})
+        self.daemon = self.new_daemon(token=TOKEN)
 
     def test_401_and_the_public_routes(self):
         answer = self.daemon.get("/v1/jobs")

@@ -7,10 +7,8 @@ import email.utils
 import hashlib
 import io
 import os
-import shutil
 import sqlite3
 import tarfile
-import tempfile
 import urllib.parse
 
 import hauldtest
@@ -324,12 +322,7 @@ class Token(FilesCase):
 
     def setUp(self):
         super().setUp()
-        tmp = tempfile.mkdtemp(prefix="hauld-token-")
-        self.addCleanup(shutil.rmtree, tmp, True)
-        token_file = os.path.join(tmp, "token")
-        with open(token_file, "w") as f:
-            f.write("s3cret-token\n")
-        self.daemon = self.new_daemon({"API_TOKEN_FILE": token_file})
+        self.daemon = self.new_daemon(token="s3cret-token")
         self.auth = {"Authorization": "Bearer s3cret-token"}
 
     def test_file_and_archive_need_the_token(self):
