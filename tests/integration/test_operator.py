@@ -12,6 +12,7 @@ default 1 s to keep them short: the schedule is the same, halved (0.5, 1,
 import json
 import os
 import re
+import socket
 import subprocess
 import tempfile
 import time
@@ -223,6 +224,30 @@ class JobLines(OperatorCase):
         log = LogReader(d)
         log.one(self, p + r"TIMEOUT job: the job's timeout \(1 s\) passed$", level="warning")
         log.one(self, p + r"=== JOB COMPLETE === timed_out \| Downloaded: 0 \| Images: 0 \| Videos: 0 \| in ")
+
+    def test_connect_timeout_line(self):
+        # a listener whose accept queue is full drops the SYN: the
+        # connection is never made, and REQUEST_TIMEOUT (1 s) ends it
+        lst = socket.socket()
+        self.addCleanup(lst.close)
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(0)
+        port = lst.getsockname()[1]
+        for _ in range(3):
+            c = socket.socket()
+            self.addCleanup(c.close)
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", port))
+        d = self.daemon_with({"REQUEST_TIMEOUT": "1", "MAX_RETRIES_PER_SOURCE": "0",
+                              "MAX_RETRIES_PER_ITEM": "0", "LOG_LEVEL": "info"})
+        url = "http://127.0.0.1:%d/never.png" % port
+        job = self.run_job({"urls": [url]}, daemon=d)
+        (item,) = self.items(job["id"], daemon=d)
+        self.assert_item_error(item, "timeout")
+        self.assertTrue(item["error"]["message"].endswith(" (REQUEST_TIMEOUT)"), item)
+        log = LogReader(d)
+        log.one(self, "job %s: " % re.escape(job["id"]) + re.escape("TIMEOUT %s: " % url)
+                + r".* \(REQUEST_TIMEOUT\)$", level="warning")
 
     def test_source_timeout_line(self):
         """A query source whose files take 8 s ends at SOURCE_TIMEOUT (1 s)
